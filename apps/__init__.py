@@ -1,0 +1,1 @@
+"""mm.apps: see DESIGN (installed as ``mm.apps``)."""

@@ -1,0 +1,1 @@
+"""mm.encoders: see DESIGN (installed as ``mm.encoders``)."""

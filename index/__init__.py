@@ -1,0 +1,1 @@
+"""mm.index: see DESIGN (installed as ``mm.index``)."""

@@ -1,0 +1,5 @@
+"""``python -m mm`` runs the command line."""
+
+from mm.cli import main
+
+main()

@@ -1,0 +1,120 @@
+"""Core commands: ``mm tasks``, ``mm info``, ``mm chat``."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import typer
+
+from mm.cli import app
+
+
+@app.command()
+def tasks() -> None:
+    """List the registered tasks, their aliases and default checkpoints."""
+    from rich.console import Console
+    from rich.table import Table
+
+    import mm
+
+    table = Table("task", "aliases", "default model", "extra", "description")
+    for spec in mm.tasks():
+        table.add_row(spec.name, ", ".join(spec.aliases), spec.default_model or "-", spec.extra or "-",
+                      spec.description)
+    Console().print(table)
+
+
+@app.command()
+def info() -> None:
+    """Show versions, device, dtype choice, threads and the model cache directory."""
+    import platform
+
+    import torch
+    import transformers
+    from rich.console import Console
+    from rich.table import Table
+
+    import mm
+    from mm import hub, runtime
+
+    runtime.configure_torch()
+    device = runtime.resolve_device("auto")
+    table = Table("item", "value", show_header=False)
+    rows = {
+        "mm": mm.__version__,
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "transformers": transformers.__version__,
+        "device": device,
+        "cpu capability": torch.backends.cpu.get_cpu_capability(),
+        "native bf16": str(runtime.cpu_has_fast_bf16()),
+        "dtype (auto)": str(runtime.resolve_dtype("auto", device)).replace("torch.", ""),
+        "threads": str(torch.get_num_threads()),
+        "hf cache": str(hub.cache_dir()),
+        "offline": str(hub.is_offline()),
+    }
+    for key, value in rows.items():
+        table.add_row(key, value)
+    Console().print(table)
+
+
+@app.command()
+def chat(
+    prompt: Annotated[str | None, typer.Argument(help="One message; omit for an interactive session")] = None,
+    model: Annotated[str, typer.Option("--model", "-m", help="Checkpoint directory or hub id")] = "LiquidAI/LFM2-350M",
+    system: Annotated[str | None, typer.Option(help="System prompt")] = None,
+    max_new_tokens: Annotated[int, typer.Option(min=1)] = 256,
+    temperature: Annotated[float, typer.Option(min=0.0, help="0 = greedy")] = 0.0,
+    dtype: Annotated[str, typer.Option(help="auto, float32 or bfloat16")] = "auto",
+    quantize: Annotated[str | None, typer.Option(help="int8: dynamic int8 linear layers")] = None,
+    stream: Annotated[bool, typer.Option("--stream/--no-stream", help="Print tokens as they come")] = True,
+) -> None:
+    """Chat with an LFM2 model (one prompt, or interactive when PROMPT is omitted)."""
+    import mm
+
+    pipe = mm.pipeline("chat", model=model, dtype=dtype, quantize=quantize)
+    options = {"max_new_tokens": max_new_tokens, "do_sample": temperature > 0}
+    if temperature > 0:
+        options["temperature"] = temperature
+    history: list[dict[str, str]] = [{"role": "system", "content": system}] if system else []
+
+    def answer(text: str) -> None:
+        history.append({"role": "user", "content": text})
+        if stream:
+            pieces = []
+            for piece in pipe.stream(list(history), **options):
+                pieces.append(piece)
+                typer.echo(piece, nl=False)
+            typer.echo()
+            reply = "".join(pieces)
+        else:
+            reply = pipe(list(history), **options).text
+            typer.echo(reply)
+        history.append({"role": "assistant", "content": reply})
+
+    if prompt is not None:
+        answer(prompt)
+        return
+    typer.echo("Interactive chat; an empty line or Ctrl-D ends it.")
+    while True:
+        try:
+            text = input("> ").strip()
+        except EOFError:
+            break
+        if not text:
+            break
+        answer(text)
+
+
+@app.command()
+def demo() -> None:
+    """Run mm's main job on an embedded default (now: chat on a tiny random checkpoint)."""
+    import tempfile
+
+    import mm
+    from mm.testing import make_tiny_lfm2
+
+    path = make_tiny_lfm2(tempfile.mkdtemp(prefix="mm-demo-"))
+    typer.echo(f"tiny random LFM2 checkpoint written to {path} (random weights: the text is meaningless)")
+    reply = mm.pipeline("chat", model=path, dtype="float32")("Hello!", max_new_tokens=16)
+    typer.echo(f"reply ({reply.num_tokens} tokens): {reply.text!r}")

@@ -1,0 +1,111 @@
+"""Device, dtype and thread choice, and the shared in-memory model cache.
+
+``dtype="auto"`` picks bfloat16 only where the CPU has native bf16 matrix
+instructions (AVX512-BF16 or AMX); on AVX2-only CPUs bf16 matmuls are emulated
+and slower than fp32 (see README, "Choosing a dtype").
+
+>>> resolve_device("auto")
+'cpu'
+>>> resolve_dtype("float32")
+torch.float32
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+import os
+import threading
+import weakref
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from mm.errors import InvalidInputError, choices_text
+
+log = logging.getLogger(__name__)
+
+DTYPES = {"float32": "float32", "fp32": "float32", "bfloat16": "bfloat16", "bf16": "bfloat16",
+          "float16": "float16", "fp16": "float16"}
+
+
+@functools.cache
+def cpu_flags() -> frozenset[str]:
+    """CPU feature flags from /proc/cpuinfo (empty where unavailable)."""
+    try:
+        text = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return frozenset()
+    for line in text.splitlines():
+        if line.startswith("flags"):
+            return frozenset(line.split(":", 1)[1].split())
+    return frozenset()
+
+
+def cpu_has_fast_bf16() -> bool:
+    """True when the CPU multiplies bf16 natively (AVX512-BF16 or AMX-BF16)."""
+    flags = cpu_flags()
+    return bool({"avx512_bf16", "amx_bf16"} & flags)
+
+
+def resolve_device(device: str = "auto") -> str:
+    """``auto`` -> ``cuda`` when available, else ``cpu``; otherwise validate the name."""
+    import torch
+
+    if device == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if device == "cpu" or (device.startswith("cuda") and torch.cuda.is_available()):
+        return device
+    raise InvalidInputError(f"device {device!r} is not available here; use 'auto' or 'cpu'")
+
+
+def resolve_dtype(dtype: Any = "auto", device: str = "cpu"):
+    """Map a dtype name (or torch.dtype) to a torch dtype; ``auto`` follows the CPU's bf16 support."""
+    import torch
+
+    if isinstance(dtype, torch.dtype):
+        return dtype
+    if dtype == "auto":
+        if device.startswith("cuda"):
+            return torch.bfloat16
+        return torch.bfloat16 if cpu_has_fast_bf16() else torch.float32
+    name = DTYPES.get(str(dtype).lower())
+    if name is None:
+        raise InvalidInputError(f"unknown dtype {dtype!r}; valid: 'auto', {choices_text(DTYPES)}")
+    return getattr(torch, name)
+
+
+_configured = False
+
+
+def configure_torch(threads: int | None = None) -> None:
+    """Set process-wide torch settings once: flush denormals, thread count (MM_NUM_THREADS or all cores)."""
+    global _configured
+    import torch
+
+    if threads is None and _configured:
+        return
+    torch.set_flush_denormal(True)
+    wanted = threads or int(os.environ.get("MM_NUM_THREADS", "0")) or (os.cpu_count() or 1)
+    if torch.get_num_threads() != wanted:
+        torch.set_num_threads(wanted)
+    _configured = True
+
+
+_cache: weakref.WeakValueDictionary[tuple, Any] = weakref.WeakValueDictionary()
+_cache_lock = threading.Lock()
+
+
+def cached_model(key: tuple, loader: Callable[[], Any]) -> Any:
+    """Return the object cached under ``key`` or build it with ``loader``.
+
+    Entries are weak: a model is freed once no pipeline holds it, and two pipelines on the
+    same (path, device, dtype, ...) share one copy in memory.
+    """
+    with _cache_lock:
+        obj = _cache.get(key)
+        if obj is not None:
+            return obj
+        obj = loader()
+        _cache[key] = obj
+        return obj

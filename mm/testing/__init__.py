@@ -1,0 +1,16 @@
+"""Factories for tiny random checkpoints in the real file layouts, for tests and examples.
+
+Each factory writes a directory that loads through the same ``from_pretrained``
+path as the real checkpoint (config, safetensors, a locally trained tokenizer
+with the real special tokens and chat template).
+
+>>> import tempfile, mm.testing
+>>> path = mm.testing.make_tiny_lfm2(tempfile.mkdtemp())
+>>> sorted(p.name for p in path.iterdir())[:2]
+['chat_template.jinja', 'config.json']
+"""
+
+from mm.testing.lfm2 import LFM2_CHAT_TEMPLATE, make_tiny_lfm2
+from mm.testing.tokenizer import LFM2_SPECIAL_TOKENS, train_tokenizer
+
+__all__ = ["LFM2_CHAT_TEMPLATE", "LFM2_SPECIAL_TOKENS", "make_tiny_lfm2", "train_tokenizer"]

@@ -1,0 +1,1 @@
+"""Task pipelines (installed as ``mm.pipelines``): one module per task."""
