@@ -39,7 +39,7 @@ def resize_uint8(image: torch.Tensor, height: int, width: int, resample: int = 2
 
     >>> img = torch.arange(16, dtype=torch.uint8).reshape(1, 1, 4, 4)
     >>> resize_uint8(img, 2, 2).tolist()
-    [[[[3, 5], [11, 13]]]]
+    [[[[4, 5], [10, 11]]]]
     """
     if image.dtype != torch.uint8 or image.ndim != 4:
         raise TypeError(f"resize_uint8 needs a [N, C, H, W] uint8 tensor, got {image.dtype} {tuple(image.shape)}")

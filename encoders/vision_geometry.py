@@ -68,16 +68,16 @@ def target_grids(min_tiles: int, max_tiles: int) -> tuple[tuple[int, int], ...]:
     matters only for exact aspect-ratio ties, where the area rule decides anyway.
 
     >>> target_grids(2, 3)[:3]
-    ((1, 2), (2, 1), (1, 3))
+    ((1, 2), (2, 1), (3, 1))
     """
-    grids = {
+    grids = [
         (w, h)
         for n in range(min_tiles, max_tiles + 1)
         for w in range(1, n + 1)
         for h in range(1, n + 1)
         if min_tiles <= w * h <= max_tiles
-    }
-    return tuple(sorted(grids, key=lambda g: g[0] * g[1]))
+    ]
+    return tuple(sorted(set(grids), key=lambda g: g[0] * g[1]))
 
 
 def choose_grid(height: int, width: int, settings: VisionSettings) -> tuple[int, int]:
@@ -164,7 +164,7 @@ def placeholder_text(plan: ImagePlan, settings: VisionSettings, *, image_token: 
 
     >>> s = VisionSettings(max_image_tokens=64, min_image_tokens=32, use_thumbnail=False)
     >>> text = placeholder_text(plan_image(512, 512, s), s)
-    >>> text[:40], text.count("<image>")
+    >>> text[:41], text.count("<image>")
     ('<|image_start|><|img_row_1_col_1|><image>', 1024)
     """
     special = settings.use_image_special_tokens
