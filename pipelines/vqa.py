@@ -253,6 +253,7 @@ class VQAPipeline(Pipeline):
         return messages, images
 
     def preprocess(self, item: Any, system_prompt: str | None = None, **options: Any) -> _Prepared:
+        self._settings(options)  # reject bad generation settings before any image work
         settings = self.budget(**options)
         messages, sources = self._conversation(item, system_prompt)
         t0 = time.perf_counter()
