@@ -6,7 +6,7 @@
 >>> result = vqa(image, "What is this?", max_new_tokens=4)
 >>> result.image_tokens, vqa(image, "What is this?", image_tokens="fast", max_new_tokens=4).image_tokens
 ([256], [64])
->>> [r.image_tokens for r in vqa([(image, "Q1"), (np.zeros((64, 96, 3), np.uint8), "Q2")], max_new_tokens=2)]
+>>> [r.image_tokens for r in vqa([(image, "Q1"), (np.zeros((64, 64, 3), np.uint8), "Q2")], max_new_tokens=2)]
 [[256], [64]]
 """
 
