@@ -101,6 +101,8 @@ class VisionLanguageModel(Backbone):
             tokenizer.pad_token = tokenizer.eos_token
         vocab = tokenizer.get_vocab()
         image_id = vocab.get(IMAGE_TOKEN)
+        if image_id is not None and getattr(model.config, "image_token_index", None) == image_id:
+            model.config.image_token_id = image_id  # older configs spell it image_token_index
         if image_id is None or image_id != model.config.image_token_id:
             raise CheckpointError(f"the tokenizer's {IMAGE_TOKEN} id ({image_id}) does not match the model's "
                                   f"image_token_id ({model.config.image_token_id})")
