@@ -141,8 +141,6 @@ class GenerationConfig:
     text: SamplingSettings = field(default_factory=SamplingSettings)
     audio: SamplingSettings = field(default_factory=SamplingSettings)
     seed: int | None = None
-    #: stop after the first end-of-audio frame (TTS: the speech is complete)
-    stop_after_audio: bool = False
 
     def validate(self) -> GenerationConfig:
         if self.mode not in MODES:
@@ -166,11 +164,14 @@ class StepTimer:
 
 
 def generate(model: Any, history: ChatHistory, config: GenerationConfig, *,
-             hidden_states: list[torch.Tensor] | None = None, timer: StepTimer | None = None) -> Iterator[Step]:
+             hidden_states: list[torch.Tensor] | None = None, timer: StepTimer | None = None,
+             info: dict[str, Any] | None = None) -> Iterator[Step]:
     """Run the official decoding loop for ``config.mode`` on ``history``; yield each :class:`Step`.
 
-    ``hidden_states`` (if given) receives the backbone's last-position hidden state of every forward call.
+    ``hidden_states`` (if given) receives the backbone's last-position hidden state of every forward call;
+    ``info`` (if given) gets ``stop_reason``: ``"im_end"`` or ``"max_new_tokens"``.
     """
+    info = {} if info is None else info
     import time
 
     config.validate()
@@ -190,51 +191,55 @@ def generate(model: Any, history: ChatHistory, config: GenerationConfig, *,
     with torch.inference_mode():
         t0 = clock()
         emb = history.embeddings(model)[None]
-        if timer:
-            timer.add("encoder+prefill_embeddings", clock() - t0)
-        cache = None
-        modality = TEXT
-        left = n_text
-        text_done = False
-        for _ in range(config.max_new_tokens):
-            left -= 1
-            t0 = clock()
+    if timer:
+        timer.add("encoder+prefill_embeddings", clock() - t0)
+    cache = None
+    modality = TEXT
+    left = n_text
+    text_done = False
+    for _ in range(config.max_new_tokens):
+        left -= 1
+        t0 = clock()
+        with torch.inference_mode():
             out = model.lfm(inputs_embeds=emb, past_key_values=cache, use_cache=True)
-            cache = out.past_key_values
-            hidden = out.last_hidden_state[0, -1]
-            if timer:
-                timer.add("backbone_prefill" if emb.shape[1] > 1 else "backbone_step", clock() - t0)
-            if hidden_states is not None:
-                hidden_states.append(hidden.float().clone())
-            if modality == TEXT:
-                t0 = clock()
+        cache = out.past_key_values
+        hidden = out.last_hidden_state[0, -1]
+        if timer:
+            timer.add("backbone_prefill" if emb.shape[1] > 1 else "backbone_step", clock() - t0)
+        if hidden_states is not None:
+            hidden_states.append(hidden.float().clone())
+        if modality == TEXT:
+            t0 = clock()
+            with torch.inference_mode():
                 token = config.text.pick(model.text_logits(hidden), generator)
-                if timer:
-                    timer.add("text_head", clock() - t0)
-                if interleaved and token == IM_END:
-                    return
-                yield Step("text", token=token)
-                if not interleaved:
-                    if token == AUDIO_START:
-                        modality = AUDIO_OUT
-                    if token == IM_END:
-                        return
-                else:
-                    if token == TEXT_END:
-                        text_done = True
-                    if left == 0 or text_done:
-                        modality, left = AUDIO_OUT, n_audio
                 emb = model.embed_text(torch.tensor([[token]]))
-            else:
-                t0 = clock()
-                codes = model.audio_head.sample_frame(hidden, config.audio, generator)
-                if timer:
-                    timer.add("depth", clock() - t0)
-                if interleaved and left == 0 and not text_done:
-                    modality, left = TEXT, n_text
-                if codes[0] == END_OF_AUDIO:
-                    modality = TEXT
-                yield Step("audio", codes=tuple(codes))
-                if config.stop_after_audio and codes[0] == END_OF_AUDIO:
+            if timer:
+                timer.add("text_head", clock() - t0)
+            if interleaved and token == IM_END:
+                info["stop_reason"] = "im_end"
+                return
+            yield Step("text", token=token)
+            if not interleaved:
+                if token == AUDIO_START:
+                    modality = AUDIO_OUT
+                if token == IM_END:
+                    info["stop_reason"] = "im_end"
                     return
+            else:
+                if token == TEXT_END:
+                    text_done = True
+                if left == 0 or text_done:
+                    modality, left = AUDIO_OUT, n_audio
+        else:
+            t0 = clock()
+            with torch.inference_mode():
+                codes = model.audio_head.sample_frame(hidden, config.audio, generator)
                 emb = model.embed_frames(torch.tensor(codes)[:, None])[None]
+            if timer:
+                timer.add("depth", clock() - t0)
+            if interleaved and left == 0 and not text_done:
+                modality, left = TEXT, n_text
+            if codes[0] == END_OF_AUDIO:
+                modality = TEXT
+            yield Step("audio", codes=tuple(codes))
+    info["stop_reason"] = "max_new_tokens"

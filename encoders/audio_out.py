@@ -232,8 +232,7 @@ class AudioHead(nn.Module):
         return codes
 
     def _run(self, hidden, choose) -> list[int]:
-        dtype = self.depth_linear.weight.dtype
-        x = self.depth_linear(hidden.to(dtype)).view(self.codebooks, self.dim)
+        x = self.depth_linear(hidden.to(self.depth_embeddings[0].embedding.weight.dtype)).view(self.codebooks, self.dim)
         first = self.depthformer.layers[0].operator
         shape = (len(self.depthformer.layers), self.codebooks, first.kv_heads, first.head_dim)
         cache_k = x.new_zeros(shape)

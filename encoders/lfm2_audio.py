@@ -307,3 +307,116 @@ def random_model(config: LFM2AudioConfig, *, dtype: torch.dtype = torch.float32,
             elif name.endswith("num_batches_tracked"):
                 buf.zero_()
     return model.eval()
+
+
+# -- the loaded bundle (model + tokenizer + features + codec) -------------------------------------
+
+
+class LFM2Audio:
+    """Everything inference needs from one checkpoint directory; build with :meth:`load` (cached).
+
+    ``codec`` (the Mimi decoder) is loaded on first use, so ASR never reads the codec file.
+    """
+
+    def __init__(self, model: LFM2AudioModel, tokenizer: Any, feature_extractor: Any, path: Path,
+                 dtype: torch.dtype, quantize: str | None) -> None:
+        import threading
+
+        self.model = model
+        self.tokenizer = tokenizer
+        self.feature_extractor = feature_extractor
+        self.path = path
+        self.dtype = dtype
+        self.quantize = quantize
+        self.lock = threading.RLock()
+        self._codec = None
+
+    @classmethod
+    def load(cls, model: str | Path, *, device: str = "auto", dtype: Any = "auto", quantize: str | None = None,
+             threads: int | None = None) -> LFM2Audio:
+        """Resolve ``model`` (directory, HF-cache id or hub id) and load it once per (path, dtype, quantize)."""
+        from mm import hub, runtime
+        from mm.errors import InvalidInputError, choices_text
+
+        runtime.configure_torch(threads)
+        path = hub.resolve_model(model, required=(CONFIG_FILE, WEIGHTS_FILE))
+        device = runtime.resolve_device(device)
+        if device != "cpu":
+            raise InvalidInputError(f"LFM2-Audio runs on the CPU in mm; got device={device!r}")
+        torch_dtype = runtime.resolve_dtype(dtype, device)
+        if quantize is not None and quantize != "int8":
+            raise InvalidInputError(f"quantize={quantize!r} is not supported; valid: {choices_text(['int8'])}")
+        if quantize == "int8" and torch_dtype != torch.float32:
+            raise InvalidInputError("quantize='int8' needs dtype='float32' (dynamic int8 runs fp32 activations)")
+        key = ("lfm2-audio", str(path), device, str(torch_dtype), quantize)
+        return runtime.cached_model(key, lambda: cls._load_uncached(path, torch_dtype, quantize))
+
+    @classmethod
+    def _load_uncached(cls, path: Path, dtype: torch.dtype, quantize: str | None) -> LFM2Audio:
+        from mm.encoders.audio_in import build_feature_extractor
+        from transformers import AutoTokenizer
+
+        model = load_lfm2_audio(path, dtype=dtype)
+        if quantize == "int8":
+            model = quantize_linears(model)
+        try:
+            tokenizer = AutoTokenizer.from_pretrained(str(path))
+        except (OSError, ValueError, KeyError) as exc:
+            raise CheckpointError(f"could not load the tokenizer of {str(path)!r}: {exc}") from exc
+        return cls(model, tokenizer, build_feature_extractor(model.config.preprocessor), path, dtype, quantize)
+
+    @property
+    def codec(self):
+        """The Mimi codec (``tokenizer-e351c8d8-checkpoint125.safetensors`` + optional ``mimi_config.json``)."""
+        if self._codec is None:
+            from mm.encoders.mimi import load_mimi
+
+            with self.lock:
+                if self._codec is None:
+                    self._codec = load_mimi(self.path, dtype=torch.float32)
+        return self._codec
+
+    def new_history(self):
+        """An empty chat history (just ``<|startoftext|>``)."""
+        from mm.encoders.audio_generate import ChatHistory
+
+        return ChatHistory(self.tokenizer, self.feature_extractor)
+
+
+def quantize_linears(model: LFM2AudioModel) -> LFM2AudioModel:
+    """Dynamic int8 quantization of every ``nn.Linear`` (backbone, encoder, adapter, depth transformer)."""
+    from mm.backbone import quantize_int8
+
+    return quantize_int8(model)
+
+
+def official_key(name: str) -> str:
+    """The official checkpoint key for a :class:`LFM2AudioModel` parameter name (inverse of :func:`model_key`).
+
+    >>> official_key("conformer.layers.0.self_attn.q_proj.weight")
+    'conformer.layers.0.self_attn.linear_q.weight'
+    """
+    from mm.encoders.audio_in import _CONFORMER_RENAMES
+
+    if name.startswith("conformer."):
+        inner = name.removeprefix("conformer.")
+        for old, new in _CONFORMER_RENAMES:
+            inner = inner.replace(new, old)
+        return "conformer." + inner
+    return name.removeprefix("audio_head.")
+
+
+def official_state_dict(model: LFM2AudioModel) -> dict[str, torch.Tensor]:
+    """The complete official ``state_dict`` of ``model``: parameters plus the buffers, the unused
+    ``audio_embedding`` norm/logits and the tied ``depth_embeddings.*.to_logits`` duplicates."""
+    config = model.config
+    out = {official_key(k): v.detach().clone() for k, v in model.state_dict().items()}
+    hidden = model.hidden_size
+    out["codebook_offsets"] = torch.arange(config.codebooks) * AUDIO_VOCAB
+    out["audio_loss_weights"] = (torch.linspace(1, 0, config.codebooks) * math.log(100.0)).exp()
+    out["audio_embedding.embedding_norm.weight"] = torch.ones(hidden)
+    out["audio_embedding.to_logits.weight"] = out["audio_embedding.embedding.weight"].clone()
+    if config.depth_tie:
+        for i in range(config.codebooks):
+            out[f"depth_embeddings.{i}.to_logits.weight"] = out[f"depth_embeddings.{i}.embedding.weight"].clone()
+    return out
