@@ -106,9 +106,9 @@ class DepthAttention(nn.Module):
 
     def forward(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, cache_k: torch.Tensor,
                 cache_v: torch.Tensor, pos: int) -> torch.Tensor:
-        """One token ``x [dim]`` at position ``pos``; writes its k/v into ``cache_[kv] [8, kv_heads, hd]``."""
+        """One token ``x [1, dim]`` at position ``pos``; writes its k/v into ``cache_[kv] [8, kv_heads, hd]``."""
         hd = self.head_dim
-        q, k, v = self.qkv_proj(x).split([self.dim, self.kv_heads * hd, self.kv_heads * hd])
+        q, k, v = self.qkv_proj(x)[0].split([self.dim, self.kv_heads * hd, self.kv_heads * hd])
         q = self.bounded_attention.q_layernorm(q.view(self.heads, hd))
         k = self.bounded_attention.k_layernorm(k.view(self.kv_heads, hd))
         q, k = _rope_pairs(q, cos, sin), _rope_pairs(k, cos, sin)
@@ -120,7 +120,7 @@ class DepthAttention(nn.Module):
         qg = q.view(self.kv_heads, group, hd)  # head h uses kv head h // group
         scores = torch.matmul(qg, keys.transpose(1, 2)) * (1.0 / math.sqrt(hd))  # [kv, group, P]
         attn = torch.matmul(scores.softmax(-1), values)  # [kv, group, hd]
-        return self.out_proj(attn.reshape(self.dim))
+        return self.out_proj(attn.reshape(1, self.dim))
 
 
 def _rope_pairs(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
@@ -232,7 +232,8 @@ class AudioHead(nn.Module):
         return codes
 
     def _run(self, hidden, choose) -> list[int]:
-        x = self.depth_linear(hidden.to(self.depth_embeddings[0].embedding.weight.dtype)).view(self.codebooks, self.dim)
+        x = self.depth_linear(hidden.to(self.depth_embeddings[0].embedding.weight.dtype)[None])
+        x = x.view(self.codebooks, 1, self.dim)
         first = self.depthformer.layers[0].operator
         shape = (len(self.depthformer.layers), self.codebooks, first.kv_heads, first.head_dim)
         cache_k = x.new_zeros(shape)
@@ -244,7 +245,7 @@ class AudioHead(nn.Module):
             cos, sin = self.rope_cos[i], self.rope_sin[i]
             for j, layer in enumerate(self.depthformer.layers):
                 h = layer(h, cos, sin, cache_k[j], cache_v[j], i)
-            code = choose(i, self.depth_embeddings[i].logits(h))
+            code = choose(i, self.depth_embeddings[i].logits(h)[0])
             codes.append(code)
             prev = self.depth_embeddings[i].embedding.weight[code]
         return codes

@@ -267,7 +267,7 @@ def load_state(model: LFM2AudioModel, weights: dict[str, torch.Tensor] | Any, wh
 
 def load_lfm2_audio(path: str | Path, *, dtype: torch.dtype = torch.float32) -> LFM2AudioModel:
     """Load an LFM2-Audio checkpoint directory (official layout) strictly, in eval mode."""
-    from safetensors import safe_open
+    from safetensors import SafetensorError, safe_open
 
     path = Path(path)
     config = LFM2AudioConfig.from_file(path / CONFIG_FILE)
@@ -278,11 +278,9 @@ def load_lfm2_audio(path: str | Path, *, dtype: torch.dtype = torch.float32) -> 
     try:
         with safe_open(str(weights_path), framework="pt") as handle:
             load_state(model, handle, repr(str(weights_path)))
-    except (OSError, RuntimeError) as exc:
-        if isinstance(exc, CheckpointError):
-            raise
-        raise CheckpointError(f"could not read {str(weights_path)!r}: {exc}") from exc
-    model.eval()
+    except (OSError, RuntimeError, SafetensorError) as exc:
+        raise CheckpointError(f"could not read {str(weights_path)!r} (corrupt or not safetensors): {exc}") from exc
+    model.eval().requires_grad_(False)
     log.info("loaded LFM2-Audio from %s (%s)", path, dtype)
     return model
 
@@ -306,7 +304,7 @@ def random_model(config: LFM2AudioConfig, *, dtype: torch.dtype = torch.float32,
                 buf.fill_(1.0)
             elif name.endswith("num_batches_tracked"):
                 buf.zero_()
-    return model.eval()
+    return model.eval().requires_grad_(False)
 
 
 # -- the loaded bundle (model + tokenizer + features + codec) -------------------------------------
