@@ -53,7 +53,7 @@ def test_shape_mismatch(ckpt_copy):
 
 def test_tied_duplicate_must_match(ckpt_copy):
     rewrite(ckpt_copy, lambda s: s["depth_embeddings.3.to_logits.weight"].add_(1.0))
-    with pytest.raises(CheckpointError, match="depth_embeddings.3.to_logits.weight should be tied"):
+    with pytest.raises(CheckpointError, match=r"depth_embeddings\.3\.to_logits\.weight should be tied"):
         load_lfm2_audio(ckpt_copy)
 
 

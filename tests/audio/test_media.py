@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import itertools
+
 import numpy as np
 import pytest
 import soundfile as sf
@@ -104,7 +106,7 @@ def test_split_long_speech_at_silences(input_wav):
     pieces = split_at_silences(audio, 16000, 8.0)
     assert len(pieces) == 3  # two 2-s utterances (7 s from first word to last) fit in each 8-s piece
     assert all(0 < end - start <= 8 * 16000 for start, end in pieces)
-    assert all(a[1] <= b[0] for a, b in zip(pieces, pieces[1:], strict=False))
+    assert all(a[1] <= b[0] for a, b in itertools.pairwise(pieces))
     for k in range(6):  # every spoken word lies inside one piece
         s, e = k * 5 * 16000 + 4000, k * 5 * 16000 + 28000
         assert any(start <= s and e <= end for start, end in pieces)
