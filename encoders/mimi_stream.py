@@ -68,11 +68,32 @@ class StreamingConv1d:
         """Zero left context, shape ``[1, in_channels, context]``."""
         return torch.zeros(1, self.in_channels, self.context, dtype=dtype, device=self.weight.device)
 
+    #: use the unfold + matmul path up to this many unfolded elements (bounds the copy it makes)
+    MATMUL_MAX_ELEMENTS = 1 << 21
+    matmul_enabled = True
+
+    def _matmul(self, x: torch.Tensor) -> torch.Tensor | None:
+        """The convolution as one matrix product over unfolded input, for short inputs; else None.
+
+        ``conv1d`` on CPU takes a slow generic kernel for a few output steps; the product reads
+        each weight once, which is what bounds a frame-by-frame decode.
+        """
+        kernel = self.weight.shape[-1]
+        steps = x.shape[-1] - self.context
+        if (not self.matmul_enabled or kernel == 1 or self.groups != 1 or x.shape[0] != 1
+                or steps > 4 * self.in_channels or steps * self.in_channels * kernel > self.MATMUL_MAX_ELEMENTS):
+            return None
+        cols = x[0].unfold(1, self.context + 1, 1)[:, :, :: self.dilation]  # [C_in, steps, kernel]
+        cols = cols.permute(1, 0, 2).reshape(steps, self.in_channels * kernel)
+        return F.linear(cols, self.weight.view(self.weight.shape[0], -1), self.bias).T[None]
+
     def __call__(self, x: torch.Tensor, state: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         if self.context:
             x = torch.cat([state, x], dim=-1)
             state = x[..., x.shape[-1] - self.context:]
-        y = F.conv1d(x, self.weight, self.bias, dilation=self.dilation, groups=self.groups)
+        y = self._matmul(x)
+        if y is None:
+            y = F.conv1d(x, self.weight, self.bias, dilation=self.dilation, groups=self.groups)
         return y, state
 
 

@@ -1,0 +1,160 @@
+"""Mimi codec speed on this CPU: streaming (frame by frame, with state) vs full decode, fp32 vs bf16.
+
+Full-size Kyutai Mimi configuration (mm's built-in ``REAL_MIMI_CONFIG``) with random weights
+(speed does not depend on weight values). Baselines measured in the same run: transformers'
+``MimiModel.decode`` of all frames (what a stateless decoder pays, and what it would pay again
+for every new frame if it re-decoded the history to stream), and fp32 for the bf16 figures.
+
+Prints one JSON object. Importable: ``run(...)`` returns the dict (used by benchmarks/audio.py).
+
+    python benchmarks/audio_codec.py            # 50 frames = 4 s of audio
+    python benchmarks/audio_codec.py --quick    # 12 frames, fp32 only chunk sizes 1 and 4
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import gc
+import json
+import os
+import statistics
+import time
+from typing import Any
+
+import torch
+
+FRAME_SECONDS = 1920 / 24000  # 80 ms of audio per Mimi frame
+
+
+def build_codec(dtype: torch.dtype = torch.float32, seed: int = 0):
+    """A full-size decode-only Mimi codec with random weights (no file needed)."""
+    from mm.encoders.mimi import NUM_CODEBOOKS, MimiCodec, mimi_config
+    from transformers import MimiModel
+
+    config = copy.deepcopy(mimi_config(None))
+    config.num_quantizers = NUM_CODEBOOKS
+    config.encoder_config = None
+    torch.manual_seed(seed)
+    model = MimiModel(config)
+    with torch.no_grad():  # unit-scale codebooks so latents are not all zero
+        for module in model.modules():
+            if hasattr(module, "embed_sum") and hasattr(module, "cluster_usage"):
+                module.embed_sum.normal_()
+    return MimiCodec(model.to(dtype).eval(), config, num_codebooks=NUM_CODEBOOKS)
+
+
+def _best_time(fn, codes: torch.Tensor, repeats: int) -> float:
+    best = float("inf")
+    for _ in range(repeats):
+        start = time.perf_counter()
+        fn(codes)
+        best = min(best, time.perf_counter() - start)
+    return best
+
+
+def _measure_dtype(dtype: torch.dtype, codes: torch.Tensor, chunks: list[int], repeats: int) -> dict[str, Any]:
+    codec = build_codec(dtype)
+    frames = codes.shape[1]
+    audio_s = frames * FRAME_SECONDS
+    result: dict[str, Any] = {}
+
+    codec.decode(codes[:, :4])  # warm-up (allocator, kernels)
+    codec.reference_decode(codes[:, :4])
+    full = _best_time(codec.decode, codes, repeats)
+    reference = _best_time(codec.reference_decode, codes, repeats)
+    result["full_decode_s"] = round(full, 4)
+    result["full_decode_ms_per_frame"] = round(1000 * full / frames, 2)
+    result["full_decode_rtf"] = round(full / audio_s, 4)
+    result["transformers_decode_s"] = round(reference, 4)
+    result["transformers_decode_rtf"] = round(reference / audio_s, 4)
+
+    streams: dict[str, Any] = {}
+    for chunk in chunks:
+        per_call, firsts, totals = [], [], []
+        for _ in range(repeats):
+            stream = codec.stream()
+            times = []
+            for start in range(0, frames, chunk):
+                piece = codes[:, start: start + chunk]
+                begin = time.perf_counter()
+                stream.decode_frames(piece)
+                times.append(time.perf_counter() - begin)
+            firsts.append(times[0])
+            totals.append(sum(times))
+            per_call.extend(times)
+        total = min(totals)
+        streams[str(chunk)] = {
+            "ms_per_frame": round(1000 * total / frames, 2),
+            "median_ms_per_call": round(1000 * statistics.median(per_call), 2),
+            "p90_ms_per_call": round(1000 * sorted(per_call)[int(0.9 * (len(per_call) - 1))], 2),
+            "first_call_ms": round(1000 * min(firsts), 2),
+            "rtf": round(total / audio_s, 4),
+        }
+    result["stream_by_chunk_frames"] = streams
+    one = streams.get("1")
+    if one:
+        # time to first audio: codes of frame 0 available -> its 1920 samples ready
+        result["time_to_first_audio_ms"] = one["first_call_ms"]
+        result["full_decode_time_to_first_audio_ms"] = round(1000 * full, 1)  # must wait for all frames
+        result["stream_vs_full_cost_ratio"] = round(one["ms_per_frame"] / result["full_decode_ms_per_frame"], 3)
+    stream = codec.stream()
+    streamed = torch.cat([stream.decode_frame(codes[:, t]) for t in range(min(frames, 12))])
+    result["stream_vs_full_max_abs_diff_12_frames"] = float((streamed - codec.decode(codes[:, :12])).abs().max())
+    del codec
+    gc.collect()
+    return result
+
+
+def run(frames: int = 50, threads: int | None = 2, dtypes: tuple[str, ...] = ("float32", "bfloat16"),
+        chunks: tuple[int, ...] = (1, 2, 4, 12), repeats: int = 2, seed: int = 0) -> dict[str, Any]:
+    """Measure and return the figures as a dict (see the module docstring)."""
+    from mm.runtime import configure_torch, cpu_has_fast_bf16
+
+    configure_torch(threads)
+    codes = torch.randint(0, 2048, (8, frames), generator=torch.Generator().manual_seed(seed))
+    out: dict[str, Any] = {
+        "benchmark": "audio_codec",
+        "model": "Kyutai Mimi full size (random weights), 8 codebooks, 24 kHz, 1920 samples/frame",
+        "frames": frames,
+        "audio_seconds": round(frames * FRAME_SECONDS, 2),
+        "threads": torch.get_num_threads(),
+        "cpu_fast_bf16": cpu_has_fast_bf16(),
+        "load_average_1m_before": round(os.getloadavg()[0], 2),
+    }
+    for name in dtypes:
+        out[name] = _measure_dtype(getattr(torch, name), codes, list(chunks), repeats)
+    if "float32" in out and "bfloat16" in out:
+        f32, b16 = out["float32"], out["bfloat16"]
+        out["bf16_over_fp32_time"] = {
+            "full_decode": round(b16["full_decode_s"] / f32["full_decode_s"], 3),
+            **{f"stream_{c}": round(b16["stream_by_chunk_frames"][c]["ms_per_frame"]
+                                    / f32["stream_by_chunk_frames"][c]["ms_per_frame"], 3)
+               for c in f32["stream_by_chunk_frames"]},
+        }
+    if "float32" in out:
+        f32 = out["float32"]
+        out["full_decode_speedup_vs_transformers"] = round(f32["transformers_decode_s"] / f32["full_decode_s"], 3)
+        if "time_to_first_audio_ms" in f32:
+            out["time_to_first_audio_speedup_vs_full_decode"] = round(
+                f32["full_decode_time_to_first_audio_ms"] / f32["time_to_first_audio_ms"], 1)
+    out["load_average_1m_after"] = round(os.getloadavg()[0], 2)
+    return out
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="12 frames, fp32 only, chunk sizes 1 and 4")
+    parser.add_argument("--frames", type=int, default=50)
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--repeats", type=int, default=2)
+    args = parser.parse_args()
+    if args.quick:
+        result = run(frames=12, threads=args.threads, dtypes=("float32",), chunks=(1, 4), repeats=1)
+    else:
+        result = run(frames=args.frames, threads=args.threads, repeats=args.repeats)
+    print(json.dumps(result, indent=1))
+
+
+if __name__ == "__main__":
+    main()
