@@ -140,6 +140,8 @@ class LFM2AudioModel(nn.Module):
         self.audio_embedding = AudioEmbedding(config.codebooks, hidden)
         self.audio_head = AudioHead(hidden, config.depth_dim, config.depth_layers, config.codebooks,
                                     tie=config.depth_tie)
+        #: an int8 copy of the tied text head, set by :func:`quantize_linears`
+        self.text_head: nn.Module | None = None
 
     @property
     def hidden_size(self) -> int:
@@ -155,6 +157,8 @@ class LFM2AudioModel(nn.Module):
 
     def text_logits(self, hidden: torch.Tensor) -> torch.Tensor:
         """Text head: ``hidden @ embed_tokens.weight.T`` (tied)."""
+        if self.text_head is not None:
+            return self.text_head(hidden.reshape(-1, hidden.shape[-1]).float()).reshape(*hidden.shape[:-1], -1)
         return nn.functional.linear(hidden, self.lfm.embed_tokens.weight)
 
     def embed_text(self, ids: torch.Tensor) -> torch.Tensor:
@@ -382,10 +386,28 @@ class LFM2Audio:
 
 
 def quantize_linears(model: LFM2AudioModel) -> LFM2AudioModel:
-    """Dynamic int8 quantization of every ``nn.Linear`` (backbone, encoder, adapter, depth transformer)."""
-    from mm.backbone import quantize_int8
+    """Dynamic int8 quantization, in place, of every ``nn.Linear`` (backbone, encoder, adapter, depth
+    transformer) plus an int8 copy of the tied text head; activations stay float32."""
+    import warnings
 
-    return quantize_int8(model)
+    from torch.ao.quantization import quantize_dynamic
+
+    if model.dtype != torch.float32:
+        raise CheckpointError("int8 quantization needs a float32 model")
+    head = nn.Linear(model.hidden_size, model.lfm.config.vocab_size, bias=False)
+    head.weight = model.lfm.embed_tokens.weight
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        quantize_dynamic(model, {nn.Linear}, dtype=torch.qint8, inplace=True)
+        model.text_head = quantize_dynamic(nn.Sequential(head), {nn.Linear}, dtype=torch.qint8, inplace=False)[0]
+    return model
+
+
+def convert_dtype(model: LFM2AudioModel, dtype: torch.dtype) -> LFM2AudioModel:
+    """Cast the weights to ``dtype`` in place, keeping the RoPE/position tables in float32."""
+    model.to(dtype)
+    _reset_nonpersistent(model)
+    return model
 
 
 def official_key(name: str) -> str:
