@@ -52,9 +52,8 @@ class Step:
 @dataclass
 class ChatHistory:
     """The prompt as the official ``ChatState`` builds it: text ids, audio-in mel segments,
-    audio-out frames and one modality flag per backbone position.
-
-    >>> import mm.testing  # doctest: +SKIP
+    audio-out frames and one modality flag per backbone position. Build it with
+    ``LFM2Audio.new_history()``; a turn is ``new_turn(role)``, ``add_text`` / ``add_audio``, ``end_turn()``.
     """
 
     tokenizer: Any

@@ -149,7 +149,9 @@ class _SpeechPipeline(Pipeline):
     def is_batch(self, inputs: Any) -> bool:
         if _is_one_audio(inputs) or isinstance(inputs, np.ndarray | str | bytes | Path | AudioClip):
             return False
-        return isinstance(inputs, list | tuple) and not all(np.isscalar(x) for x in inputs)
+        if not isinstance(inputs, list | tuple):
+            return False
+        return not all(isinstance(x, int | float | np.number) and not isinstance(x, bool) for x in inputs)
 
     # -- settings ----------------------------------------------------------------------------
     def _gen_config(self, options: dict[str, Any], mode: str):

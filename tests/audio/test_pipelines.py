@@ -128,6 +128,7 @@ def test_s2s_batch_and_array(s2s_inter, input_wav, goldens):
     assert len(results) == 2 and results[0].text_token_ids == results[1].text_token_ids
     one = s2s_inter(wave, sampling_rate=16000, max_new_tokens=12)
     assert one.audio_codes.tolist() == results[0].audio_codes.tolist()
+    assert len(s2s_inter([str(input_wav), str(input_wav)], max_new_tokens=3)) == 2  # a list of paths is a batch
 
 
 def test_int8_runs(fixture_checkpoint, input_wav):
@@ -183,6 +184,7 @@ def test_asr_rejects_audio_options(asr, input_wav):
 
 def test_tts(tts):
     result = tts("Hello there, how are you?", max_new_tokens=30)
+    assert len(tts(["One.", "Two."], max_new_tokens=3)) == 2
     assert result.sample_rate == 24000 and result.audio.dtype == np.float32
     assert len(result.audio) == 1920 * len(result.audio_codes)
     assert result.stop_reason in {"end_of_audio", "im_end", "max_new_tokens"}
