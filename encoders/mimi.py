@@ -405,12 +405,35 @@ def _open_safetensors(file: Path):
         raise CheckpointError(f"cannot read {file} as safetensors: {exc}") from exc
 
 
-def _read_tensors(file: Path, keys: Iterable[str]) -> dict[str, torch.Tensor]:
-    handle = _open_safetensors(file)
-    try:
-        return {key: handle.get_tensor(key).float() for key in keys}
-    except Exception as exc:
-        raise CheckpointError(f"cannot read tensors from {file}: {exc}") from exc
+class _TensorSource:
+    """Where the moshi-keyed tensors come from: a safetensors file (read lazily) or a dict in memory."""
+
+    def __init__(self, tensors: dict[str, torch.Tensor] | None = None, file: Path | None = None) -> None:
+        self.tensors = tensors
+        self.file = file
+        self.name = str(file) if file is not None else "Mimi state dict"
+
+    @classmethod
+    def from_file(cls, file: Path) -> _TensorSource:
+        source = cls(file=file)
+        source.shapes()  # fail early on a corrupt header
+        return source
+
+    def shapes(self) -> dict[str, tuple[int, ...]]:
+        if self.tensors is not None:
+            return {key: tuple(t.shape) for key, t in self.tensors.items()}
+        handle = _open_safetensors(self.file)
+        return {key: tuple(handle.get_slice(key).get_shape()) for key in handle.keys()}  # noqa: SIM118
+
+    def read(self, keys: Iterable[str]) -> dict[str, torch.Tensor]:
+        """The tensors as float32."""
+        if self.tensors is not None:
+            return {key: self.tensors[key].float() for key in keys}
+        handle = _open_safetensors(self.file)
+        try:
+            return {key: handle.get_tensor(key).float() for key in keys}
+        except Exception as exc:
+            raise CheckpointError(f"cannot read tensors from {self.file}: {exc}") from exc
 
 
 def _decoder_side(name: str, num_codebooks: int) -> bool:
@@ -423,14 +446,6 @@ def _decoder_side(name: str, num_codebooks: int) -> bool:
     return name.startswith("quantizer.") and name.endswith("_proj.weight")
 
 
-def _load_into(model: torch.nn.Module, file: Path, mapping: Mapping[str, Any], wanted, config) -> None:
-    keys = [k for k, name in mapping.items() if any(wanted(n) for n in (name if isinstance(name, tuple) else (name,)))]
-    tensors = moshi_to_hf_state_dict(_read_tensors(file, keys), config)
-    result = model.load_state_dict(tensors, strict=False)
-    if result.missing_keys or result.unexpected_keys:  # guarded by check_moshi_keys; a bug if reached
-        raise CheckpointError(f"Mimi load mismatch: missing {result.missing_keys}, unexpected {result.unexpected_keys}")
-
-
 # --------------------------------------------------------------------------- codec
 
 
@@ -441,17 +456,24 @@ class MimiCodec:
     samples per frame), ``num_codebooks`` (8), ``codebook_size`` (2048), ``dtype``, ``config``.
     """
 
-    def __init__(self, model: torch.nn.Module, config, *, num_codebooks: int, file: Path | None = None,
-                 full_config=None) -> None:
-        self.model = model.eval()
+    def __init__(self, model: torch.nn.Module, config, *, num_codebooks: int, dtype: torch.dtype | None = None,
+                 source: _TensorSource | None = None, full_config=None) -> None:
+        self.dtype = dtype or next(model.parameters()).dtype
         self.config = config
         self.full_config = full_config or config
-        self.file = file
+        self._source = source
+        self.file = source.file if source is not None else None
         self.num_codebooks = num_codebooks
         self.codebook_size = config.codebook_size
         self.sample_rate = int(config.sampling_rate)
         self.frame_size = int(config.frame_size)
-        self.dtype = next(model.parameters()).dtype
+        self.model = model.eval()
+        self._build_codebooks()  # from the buffers as loaded (fp32), before any cast
+        self.model = model.to(self.dtype)
+        sem = model.quantizer.semantic_residual_vector_quantizer
+        aco = model.quantizer.acoustic_residual_vector_quantizer
+        self._proj_semantic = sem.output_proj.weight[..., 0] if sem.output_proj is not None else None
+        self._proj_acoustic = aco.output_proj.weight[..., 0] if aco.output_proj is not None else None
         decoder = model.decoder
         self._steps_per_frame = int(config.latent_stride) if decoder.upsample is not None else 1
         hop = 1
@@ -459,7 +481,6 @@ class MimiCodec:
             hop *= ratio
         if hop * self._steps_per_frame != self.frame_size:
             raise CheckpointError(f"Mimi config is inconsistent: {hop} x {self._steps_per_frame} != frame size {self.frame_size}")
-        self._build_codebooks()
         self.upsample = StreamingConvTranspose1d(decoder.upsample.conv) if decoder.upsample is not None else None
         self.transformer = StreamingTransformer(decoder.decoder_transformer, int(config.sliding_window))
         self.seanet = SeanetDecoderPlan(decoder.decoder_seanet)
@@ -468,24 +489,42 @@ class MimiCodec:
 
     @classmethod
     def from_file(cls, file: Path, *, dtype: torch.dtype = torch.float32, num_codebooks: int = NUM_CODEBOOKS) -> MimiCodec:
-        """Strictly load a moshi-keyed Mimi file (see the module docstring for what is checked and skipped)."""
+        """Strictly load a moshi-keyed Mimi file; the config is ``mimi_config.json`` beside it or the real Mimi."""
+        file = Path(file)
+        return cls._build(_TensorSource.from_file(file), mimi_config(file.parent), dtype, num_codebooks)
+
+    @classmethod
+    def from_state_dict(cls, state: Mapping[str, torch.Tensor], config=None, *, dtype: torch.dtype = torch.float32,
+                        num_codebooks: int = NUM_CODEBOOKS) -> MimiCodec:
+        """Strictly load moshi-keyed tensors held in memory (``config`` defaults to the real Mimi).
+
+        >>> cfg = tiny_mimi_config()
+        >>> MimiCodec.from_state_dict(random_mimi_state_dict(cfg), cfg).frame_size
+        1920
+        """
+        return cls._build(_TensorSource(dict(state)), config or mimi_config(None), dtype, num_codebooks)
+
+    @classmethod
+    def _build(cls, source: _TensorSource, config, dtype: torch.dtype, num_codebooks: int) -> MimiCodec:
         from transformers import MimiModel
 
-        file = Path(file)
-        config = mimi_config(file.parent)
         if not 1 <= num_codebooks <= config.num_quantizers:
             raise InvalidInputError(f"num_codebooks must be in 1..{config.num_quantizers}, got {num_codebooks}")
-        handle = _open_safetensors(file)
-        shapes = {key: tuple(handle.get_slice(key).get_shape()) for key in handle.keys()}  # noqa: SIM118
-        mapping = check_moshi_keys(shapes, config, source=str(file))
+        mapping = check_moshi_keys(source.shapes(), config, source=source.name)
         model_config = copy.deepcopy(config)
         model_config.num_quantizers = num_codebooks
-        model_config.encoder_config = None  # the encoder is loaded on the first encode()
+        model_config.encoder_config = None  # the encoder is read on the first encode()
         model = MimiModel(model_config)
-        _load_into(model, file, mapping, lambda name: _decoder_side(name, num_codebooks), config)
-        model = model.to(dtype).eval()
-        log.info("loaded Mimi from %s (%d codebooks, %s)", file, num_codebooks, dtype)
-        return cls(model, model_config, num_codebooks=num_codebooks, file=file, full_config=config)
+        keys = [k for k, name in mapping.items()
+                if any(_decoder_side(n, num_codebooks) for n in (name if isinstance(name, tuple) else (name,)))]
+        result = model.load_state_dict(moshi_to_hf_state_dict(source.read(keys), config), strict=False)
+        if result.missing_keys or result.unexpected_keys:  # excluded by check_moshi_keys; a bug if reached
+            raise CheckpointError(f"Mimi load mismatch: missing {result.missing_keys}, unexpected {result.unexpected_keys}")
+        if source.tensors is not None:  # keep only what a later encode() reads, not a second copy of everything
+            source.tensors = {k: source.tensors[k] for k, name in mapping.items()
+                              if (name[0] if isinstance(name, tuple) else name).startswith("encoder.")}
+        log.info("loaded Mimi from %s (%d codebooks, %s)", source.name, num_codebooks, dtype)
+        return cls(model, model_config, num_codebooks=num_codebooks, dtype=dtype, source=source, full_config=config)
 
     # -- quantizer ---------------------------------------------------------------------------
 
@@ -499,11 +538,7 @@ class MimiCodec:
                 usage = book.cluster_usage.float().clamp(min=book.epsilon)
                 books.append(book.embed_sum.float() / usage[:, None])
         self._codebooks = torch.stack(books[: self.num_codebooks]).to(self.dtype)
-        n_sem = quantizer.num_semantic_quantizers
-        self._n_semantic = min(n_sem, self.num_codebooks)
-        sem, aco = quantizer.semantic_residual_vector_quantizer, quantizer.acoustic_residual_vector_quantizer
-        self._proj_semantic = sem.output_proj.weight[..., 0] if sem.output_proj is not None else None
-        self._proj_acoustic = aco.output_proj.weight[..., 0] if aco.output_proj is not None else None
+        self._n_semantic = min(quantizer.num_semantic_quantizers, self.num_codebooks)
 
     def latents(self, codes: torch.Tensor) -> torch.Tensor:
         """Codes ``[num_codebooks, n]`` -> quantized latents ``[1, hidden, n]`` (no validation)."""
@@ -584,14 +619,13 @@ class MimiCodec:
 
         with self._encoder_lock:
             if self._encoder is None:
-                if self.file is None:
-                    raise CheckpointError("this MimiCodec was built without a file, so it cannot encode")
+                if self._source is None:
+                    raise CheckpointError("this MimiCodec was built from a model without its checkpoint; it cannot encode")
                 encoder = MimiEncoderModel(copy.deepcopy(self.full_config).encoder_config)
-                handle = _open_safetensors(self.file)
-                mapping, _ = moshi_to_hf_names(handle.keys())
+                mapping, _ = moshi_to_hf_names(self._source.shapes())
                 keys = [k for k, n in mapping.items()
                         if (n[0] if isinstance(n, tuple) else n).startswith("encoder.")]
-                tensors = moshi_to_hf_state_dict(_read_tensors(self.file, keys), self.full_config)
+                tensors = moshi_to_hf_state_dict(self._source.read(keys), self.full_config)
                 tensors = {name.removeprefix("encoder."): t for name, t in tensors.items()}
                 result = encoder.load_state_dict(tensors, strict=False)
                 if result.missing_keys or result.unexpected_keys:

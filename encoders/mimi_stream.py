@@ -90,7 +90,7 @@ class StreamingConv1d:
     def __call__(self, x: torch.Tensor, state: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         if self.context:
             x = torch.cat([state, x], dim=-1)
-            state = x[..., x.shape[-1] - self.context:]
+            state = x[..., x.shape[-1] - self.context:].clone()  # not a view: keeps no large buffer alive
         y = self._matmul(x)
         if y is None:
             y = F.conv1d(x, self.weight, self.bias, dilation=self.dilation, groups=self.groups)
@@ -154,7 +154,7 @@ class StreamingConvTranspose1d:
         if self.overlap:
             y[..., : self.overlap] += state
         finished = x.shape[-1] * self.stride
-        out, state = y[..., :finished], y[..., finished:]
+        out, state = y[..., :finished], y[..., finished:].clone()
         if self.bias is not None:
             out = out + self.bias[:, None]
         return out, state

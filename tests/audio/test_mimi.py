@@ -346,3 +346,28 @@ def test_encode(random_codec):
                          (torch.tensor([0.0, float("nan")]), "NaN")]:
         with pytest.raises(InvalidInputError, match=message):
             random_codec.encode(bad)
+
+
+# ------------------------------------------------------------------------------ full size
+
+
+def test_from_state_dict_equals_file_load(random_dir, random_codec):
+    from safetensors.torch import load_file
+
+    state = load_file(str(random_dir / MIMI_FILENAME))
+    codec = MimiCodec.from_state_dict(state, mimi_config(random_dir))
+    codes = torch.randint(0, 2048, (8, 3), generator=torch.Generator().manual_seed(9))
+    assert torch.equal(codec.decode(codes), random_codec.decode(codes))
+    assert torch.equal(codec.encode(torch.ones(1920) * 0.1), random_codec.encode(torch.ones(1920) * 0.1))
+
+
+@pytest.mark.slow
+def test_full_size_streaming_equals_full_decode():
+    """The real Mimi configuration (random weights): frame by frame == full == transformers."""
+    config = mimi_config(None)
+    codec = MimiCodec.from_state_dict(random_mimi_state_dict(config, seed=11), config)
+    codes = torch.randint(0, 2048, (8, 10), generator=torch.Generator().manual_seed(10))
+    full = codec.decode(codes)
+    assert full.shape == (10 * 1920,) and 0.01 < full.abs().max().item() < 100
+    assert (_frame_by_frame(codec, codes) - full).abs().max().item() < 1e-4
+    assert (codec.reference_decode(codes) - full).abs().max().item() < 1e-4
