@@ -17,13 +17,21 @@ built with the file's full configuration (all codebooks, encoder and decoder), w
 shape, and every such parameter must be in the file; otherwise :class:`~mm.errors.CheckpointError`
 lists the mismatches. Deliberately not loaded into memory (but still checked): codebooks 9..32
 (LFM2-Audio uses the first 8) and, until :meth:`MimiCodec.encode` is first called, the
-encoder side (``encoder.*``, ``encoder_transformer.*``, ``downsample.*``, ``quantizer.*.input_proj``).
+encoder side (``encoder.*``, ``encoder_transformer.*``, ``downsample.*``).
 
->>> from pathlib import Path
->>> codec = load_mimi(Path("checkpoint_dir"))  # doctest: +SKIP
->>> wave = codec.decode(codes)                 # doctest: +SKIP  codes: LongTensor[8, T] -> [T * 1920]
->>> stream = codec.stream()                    # doctest: +SKIP
->>> chunk = stream.decode_frame(codes[:, 0])   # doctest: +SKIP  -> [1920], same samples as wave[:1920]
+Use ``load_mimi(checkpoint_dir)`` for a checkpoint directory. Codes ``[8, T]`` decode to
+``T * 1920`` float32 samples; a stream gives the same samples frame by frame:
+
+>>> cfg = tiny_mimi_config()
+>>> codec = MimiCodec.from_state_dict(random_mimi_state_dict(cfg), cfg)
+>>> codes = torch.randint(0, 2048, (8, 3))
+>>> wave = codec.decode(codes)
+>>> wave.shape
+torch.Size([5760])
+>>> stream = codec.stream()
+>>> pieces = [stream.decode_frame(codes[:, t]) for t in range(3)]
+>>> bool((torch.cat(pieces) - wave).abs().max() < 1e-4)
+True
 """
 
 from __future__ import annotations
@@ -661,8 +669,8 @@ class MimiStreamDecoder:
     """Frame-by-frame Mimi decoding with carried state; equals :meth:`MimiCodec.decode` of all frames.
 
     >>> stream = codec.stream()                         # doctest: +SKIP
-    >>> first = stream.decode_frame(codes[:, 0])        # doctest: +SKIP  -> [1920]
-    >>> rest = stream.decode_frames(codes[:, 1:])       # doctest: +SKIP  -> [(T - 1) * 1920]
+    >>> first = stream.decode_frame(codes[:, 0])        # doctest: +SKIP
+    >>> rest = stream.decode_frames(codes[:, 1:])       # doctest: +SKIP
     >>> stream.reset()                                  # doctest: +SKIP
     """
 
