@@ -615,7 +615,7 @@ class MimiCodec:
         codes = self.check_codes(codes)
         if codes.shape[1] == 0:
             return torch.zeros(0, dtype=torch.float32)
-        with torch.inference_mode():
+        with torch.no_grad():  # not inference_mode: callers may modify the returned tensors
             out = self.model.decode(codes[None], return_dict=True).audio_values
         return out.reshape(-1).float()
 
@@ -659,7 +659,7 @@ class MimiCodec:
         if not bool(torch.isfinite(wave).all()):
             raise InvalidInputError("waveform contains NaN or infinite samples")
         encoder = self._load_encoder()
-        with torch.inference_mode():
+        with torch.no_grad():  # not inference_mode: callers may modify the returned tensors
             latents = encoder(wave.to(self.dtype)[None, None], return_dict=True).latents
             codes = self.model.quantizer.encode(latents, self.num_codebooks)  # [K, B, T]
         return codes[:, 0].to(torch.int64)
@@ -667,6 +667,12 @@ class MimiCodec:
 
 class MimiStreamDecoder:
     """Frame-by-frame Mimi decoding with carried state; equals :meth:`MimiCodec.decode` of all frames.
+
+    State: the overlap tail of the upsampling conv-transpose, the decoder transformer's KV cache
+    (its last ``sliding_window - 1`` steps) and position, and the left context or overlap tail of
+    every SEANet convolution. One stream serves one audio stream from one thread; make one per
+    conversation (they share the codec's weights). Decoding several frames per call
+    (:meth:`decode_frames`) reads the weights once for all of them, so it costs less per frame.
 
     >>> stream = codec.stream()                         # doctest: +SKIP
     >>> first = stream.decode_frame(codes[:, 0])        # doctest: +SKIP
@@ -700,7 +706,7 @@ class MimiStreamDecoder:
         if n == 0:
             return torch.zeros(0, dtype=torch.float32)
         codec = self.codec
-        with torch.inference_mode():
+        with torch.no_grad():  # not inference_mode: callers may modify the returned tensors
             x = codec.latents(codes)
             if codec.upsample is not None:
                 x, self._upsample_state = codec.upsample(x, self._upsample_state)

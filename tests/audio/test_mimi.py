@@ -143,6 +143,17 @@ def test_reset_starts_a_new_stream(random_codec):
     assert (continued - first).abs().max().item() > 1e-3  # history matters
 
 
+def test_outputs_are_ordinary_tensors(random_codec):
+    """Calls inside and outside inference mode mix, and the returned audio can be modified in place."""
+    codes = torch.randint(0, 2048, (8, 4), generator=torch.Generator().manual_seed(12))
+    stream = random_codec.stream()
+    with torch.inference_mode():
+        first = stream.decode_frames(codes[:, :2])
+    rest = stream.decode_frames(codes[:, 2:])
+    rest.mul_(0.5)
+    assert (torch.cat([first, rest * 2]) - random_codec.decode(codes)).abs().max().item() < 1e-5
+
+
 def test_streams_are_independent(random_codec):
     codes = torch.randint(0, 2048, (8, 5), generator=torch.Generator().manual_seed(4))
     a, b = random_codec.stream(), random_codec.stream()
