@@ -177,11 +177,14 @@ def main() -> None:
     parser.add_argument("--frames", type=int, default=50)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--repeats", type=int, default=2)
+    parser.add_argument("--dtypes", default="float32,bfloat16", help="comma-separated, e.g. float32")
+    parser.add_argument("--chunks", default="1,2,4,12", help="frames per streaming call, comma-separated")
     args = parser.parse_args()
     if args.quick:
         result = run(frames=12, threads=args.threads, dtypes=("float32",), chunks=(1, 4), repeats=1)
     else:
-        result = run(frames=args.frames, threads=args.threads, repeats=args.repeats)
+        result = run(frames=args.frames, threads=args.threads, repeats=args.repeats,
+                     dtypes=tuple(args.dtypes.split(",")), chunks=tuple(int(c) for c in args.chunks.split(",")))
     print(json.dumps(result, indent=1))
 
 
