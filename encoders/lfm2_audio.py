@@ -217,8 +217,44 @@ def _build_empty(config: LFM2AudioConfig, dtype: torch.dtype) -> LFM2AudioModel:
     """Build the model without initialising weights (meta device), then allocate it on the CPU."""
     with torch.device("meta"):
         model = LFM2AudioModel(config)
-    model = model.to(dtype).to_empty(device="cpu")
+    model = _fp32_depthwise(model.to(dtype)).to_empty(device="cpu")
     _reset_nonpersistent(model)
+    return model
+
+
+def _to_fp32_input(module: nn.Module, args: tuple) -> tuple | None:
+    if module._mm_out_dtype is None:
+        return None
+    return (args[0].float(), *args[1:])
+
+
+def _to_model_dtype(module: nn.Module, args: tuple, output: torch.Tensor) -> torch.Tensor:
+    return output if module._mm_out_dtype is None else output.to(module._mm_out_dtype)
+
+
+def _fp32_depthwise(model: LFM2AudioModel) -> LFM2AudioModel:
+    """Keep depthwise (grouped) convolutions in float32 when the model is bf16/fp16.
+
+    PyTorch's CPU bf16 grouped convolution falls back to one slow kernel call per channel (10x
+    slower than fp32 here); the backbone's short-conv weights (hidden x 3) and the encoder's
+    depthwise kernels are tiny, so they stay fp32: the backbone's conv helpers already compute in
+    the weight's dtype, and the encoder convs get hooks that cast their input up and output back.
+    """
+    from transformers.models.lfm2.modeling_lfm2 import Lfm2ShortConv
+
+    dtype = model.lfm.embed_tokens.weight.dtype
+    reduced = dtype != torch.float32
+    for module in model.lfm.modules():
+        if isinstance(module, Lfm2ShortConv):
+            module.conv.float()
+    for module in model.conformer.modules():
+        if isinstance(module, nn.Conv1d | nn.Conv2d) and module.groups > 1:
+            module.float()
+            module._mm_out_dtype = dtype if reduced else None
+            if reduced and not getattr(module, "_mm_hooked", False):
+                module.register_forward_pre_hook(_to_fp32_input)
+                module.register_forward_hook(_to_model_dtype)
+                module._mm_hooked = True
     return model
 
 
@@ -406,6 +442,7 @@ def quantize_linears(model: LFM2AudioModel) -> LFM2AudioModel:
 def convert_dtype(model: LFM2AudioModel, dtype: torch.dtype) -> LFM2AudioModel:
     """Cast the weights to ``dtype`` in place, keeping the RoPE/position tables in float32."""
     model.to(dtype)
+    _fp32_depthwise(model)
     _reset_nonpersistent(model)
     return model
 
