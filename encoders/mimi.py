@@ -61,11 +61,15 @@ __all__ = [
     "REAL_MIMI_CONFIG",
     "MimiCodec",
     "MimiStreamDecoder",
+    "check_moshi_keys",
+    "find_mimi_file",
     "hf_to_moshi_state_dict",
     "load_mimi",
     "mimi_config",
+    "moshi_to_hf_names",
     "moshi_to_hf_state_dict",
     "random_mimi_state_dict",
+    "tiny_mimi_config",
     "write_mimi_checkpoint",
 ]
 
@@ -112,7 +116,7 @@ def mimi_config(checkpoint_dir: Path | None = None):
         if path.is_file():
             try:
                 config = MimiConfig.from_json_file(str(path))
-            except (OSError, ValueError, TypeError) as exc:
+            except Exception as exc:  # JSON errors, and huggingface_hub's strict-dataclass validation errors
                 raise CheckpointError(f"{path} is not a valid transformers MimiConfig: {exc}") from exc
             log.info("Mimi hyper-parameters from %s", path)
             return config

@@ -288,9 +288,10 @@ def test_corrupt_and_missing_files(tmp_path):
     with pytest.raises(ModelNotFoundError):
         load_mimi(tmp_path / "does-not-exist")
     (tmp_path / "badcfg").mkdir()
-    (tmp_path / "badcfg" / MIMI_CONFIG_FILENAME).write_text("{not json")
-    with pytest.raises(CheckpointError, match="MimiConfig"):
-        mimi_config(tmp_path / "badcfg")
+    for text in ("{not json", '{"hidden_size": "wide"}', '{"num_semantic_quantizers": 40}'):
+        (tmp_path / "badcfg" / MIMI_CONFIG_FILENAME).write_text(text)
+        with pytest.raises(CheckpointError, match="MimiConfig"):
+            mimi_config(tmp_path / "badcfg")
 
 
 def test_loader_is_cached(random_dir, random_codec):
