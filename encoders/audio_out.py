@@ -78,9 +78,9 @@ class RMSNorm(nn.Module):
         self.weight = nn.Parameter(torch.ones(dim))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        xf = x.float()
-        out = xf * torch.rsqrt(xf.pow(2).mean(-1, keepdim=True) + self.eps)
-        return (out * self.weight.float()).to(x.dtype)
+        if x.dtype == torch.float32 and self.weight.dtype == torch.float32:
+            return F.rms_norm(x, (x.shape[-1],), self.weight, self.eps)  # one fused kernel
+        return F.rms_norm(x.float(), (x.shape[-1],), self.weight.float(), self.eps).to(x.dtype)
 
 
 class DepthAttentionNorms(nn.Module):
@@ -104,31 +104,40 @@ class DepthAttention(nn.Module):
         self.out_proj = nn.Linear(dim, dim, bias=False)
         self.bounded_attention = DepthAttentionNorms(self.head_dim)
 
-    def forward(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, cache_k: torch.Tensor,
-                cache_v: torch.Tensor, pos: int) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, rotation: torch.Tensor, cache_k: torch.Tensor, cache_v: torch.Tensor,
+                pos: int) -> torch.Tensor:
         """One token ``x [1, dim]`` at position ``pos``; writes its k/v into ``cache_[kv] [8, kv_heads, hd]``."""
         hd = self.head_dim
         q, k, v = self.qkv_proj(x)[0].split([self.dim, self.kv_heads * hd, self.kv_heads * hd])
         q = self.bounded_attention.q_layernorm(q.view(self.heads, hd))
         k = self.bounded_attention.k_layernorm(k.view(self.kv_heads, hd))
-        q, k = _rope_pairs(q, cos, sin), _rope_pairs(k, cos, sin)
-        cache_k[pos] = k
-        cache_v[pos] = v.view(self.kv_heads, hd)
-        keys = cache_k[: pos + 1].transpose(0, 1)  # [kv, P, hd]
-        values = cache_v[: pos + 1].transpose(0, 1)
-        group = self.heads // self.kv_heads
-        qg = q.view(self.kv_heads, group, hd)  # head h uses kv head h // group
-        scores = torch.matmul(qg, keys.transpose(1, 2)) * (1.0 / math.sqrt(hd))  # [kv, group, P]
-        attn = torch.matmul(scores.softmax(-1), values)  # [kv, group, hd]
+        q = torch.matmul(q.float(), rotation).to(q.dtype)  # RoPE as one [hd, hd] rotation
+        k = torch.matmul(k.float(), rotation).to(k.dtype)
+        cache_k[:, pos] = k
+        cache_v[:, pos] = v.view(self.kv_heads, hd)
+        # head h attends with kv head h // (heads / kv_heads), as the official enable_gqa SDPA
+        attn = F.scaled_dot_product_attention(q.view(1, self.heads, 1, hd), cache_k[None, :, : pos + 1],
+                                              cache_v[None, :, : pos + 1], enable_gqa=True)
         return self.out_proj(attn.reshape(1, self.dim))
 
 
-def _rope_pairs(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
-    """Rotate pairs (0,1), (2,3), ... of the last dim (the complex-number RoPE convention)."""
-    xf = x.float().view(*x.shape[:-1], -1, 2)
-    real, imag = xf[..., 0], xf[..., 1]
-    out = torch.stack((real * cos - imag * sin, real * sin + imag * cos), dim=-1)
-    return out.flatten(-2).to(x.dtype)
+def rope_rotations(head_dim: int, positions: int, theta: float = DEPTH_ROPE_THETA) -> torch.Tensor:
+    """``[positions, hd, hd]`` matrices R with ``x @ R`` = RoPE of ``x`` rotating pairs (0,1), (2,3), ...
+    (the complex-number convention of the official depthformer).
+
+    >>> r = rope_rotations(4, 2); torch.allclose(r[0], torch.eye(4))
+    True
+    """
+    inv = 1.0 / (theta ** (torch.arange(0, head_dim, 2, dtype=torch.float64) / head_dim))
+    angles = torch.outer(torch.arange(positions, dtype=torch.float64), inv)  # [P, hd/2]
+    cos, sin = angles.cos(), angles.sin()
+    rot = torch.zeros(positions, head_dim, head_dim, dtype=torch.float64)
+    idx = torch.arange(0, head_dim, 2)
+    rot[:, idx, idx] = cos  # out_even = x_even cos - x_odd sin ; out_odd = x_even sin + x_odd cos
+    rot[:, idx + 1, idx] = -sin
+    rot[:, idx, idx + 1] = sin
+    rot[:, idx + 1, idx + 1] = cos
+    return rot.float()
 
 
 class SwiGLU(nn.Module):
@@ -164,8 +173,8 @@ class DepthBlock(nn.Module):
         self.ffn_norm = RMSNorm(dim)
         self.feed_forward = SwiGLU(dim, swiglu_width(dim))
 
-    def forward(self, x, cos, sin, cache_k, cache_v, pos):
-        h = x + self.operator(self.operator_norm(x), cos, sin, cache_k, cache_v, pos)
+    def forward(self, x, rotation, cache_k, cache_v, pos):
+        h = x + self.operator(self.operator_norm(x), rotation, cache_k, cache_v, pos)
         return h + self.feed_forward(self.ffn_norm(h))
 
 
@@ -200,18 +209,11 @@ class AudioHead(nn.Module):
         self.depth_linear = nn.Linear(hidden, dim * codebooks)
         self.depthformer = Depthformer(dim, layers)
         self.depth_embeddings = nn.ModuleList(CodebookEmbedding(dim, AUDIO_VOCAB, tie) for _ in range(codebooks))
-        head_dim = dim // DEPTH_HEADS
-        inv = 1.0 / (DEPTH_ROPE_THETA ** (torch.arange(0, head_dim, 2).float() / head_dim))
-        angles = torch.outer(torch.arange(codebooks).float(), inv)  # [positions, hd/2]
-        self.register_buffer("rope_cos", angles.cos(), persistent=False)
-        self.register_buffer("rope_sin", angles.sin(), persistent=False)
+        self.register_buffer("rope", rope_rotations(dim // DEPTH_HEADS, codebooks), persistent=False)
 
     def reset_rope(self) -> None:
         """Recompute the RoPE tables (after building on the meta device)."""
-        head_dim = self.dim // DEPTH_HEADS
-        inv = 1.0 / (DEPTH_ROPE_THETA ** (torch.arange(0, head_dim, 2).float() / head_dim))
-        angles = torch.outer(torch.arange(self.codebooks).float(), inv)
-        self.rope_cos, self.rope_sin = angles.cos(), angles.sin()
+        self.rope = rope_rotations(self.dim // DEPTH_HEADS, self.codebooks)
 
     def frame_logits(self, hidden: torch.Tensor, codes: torch.Tensor) -> torch.Tensor:
         """Logits ``[8, 2049]`` of every codebook given the frame's ``codes`` (teacher forcing)."""
@@ -235,16 +237,16 @@ class AudioHead(nn.Module):
         x = self.depth_linear(hidden.to(self.depth_embeddings[0].embedding.weight.dtype)[None])
         x = x.view(self.codebooks, 1, self.dim)
         first = self.depthformer.layers[0].operator
-        shape = (len(self.depthformer.layers), self.codebooks, first.kv_heads, first.head_dim)
+        shape = (len(self.depthformer.layers), first.kv_heads, self.codebooks, first.head_dim)
         cache_k = x.new_zeros(shape)
         cache_v = x.new_zeros(shape)
         codes: list[int] = []
         prev = None
         for i in range(self.codebooks):
             h = x[i] if prev is None else x[i] + prev
-            cos, sin = self.rope_cos[i], self.rope_sin[i]
+            rotation = self.rope[i]
             for j, layer in enumerate(self.depthformer.layers):
-                h = layer(h, cos, sin, cache_k[j], cache_v[j], i)
+                h = layer(h, rotation, cache_k[j], cache_v[j], i)
             code = choose(i, self.depth_embeddings[i].logits(h)[0])
             codes.append(code)
             prev = self.depth_embeddings[i].embedding.weight[code]
