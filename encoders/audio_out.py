@@ -22,7 +22,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from mm.errors import InvalidInputError
+from mm.errors import CheckpointError, InvalidInputError
 
 #: Mimi codes per codebook plus the end-of-audio code
 AUDIO_VOCAB = 2049
@@ -97,8 +97,8 @@ class DepthAttention(nn.Module):
 
     def __init__(self, dim: int, heads: int = DEPTH_HEADS, kv_heads: int = DEPTH_KV_HEADS) -> None:
         super().__init__()
-        if dim % heads or heads % kv_heads:
-            raise InvalidInputError(f"depthformer dim {dim} must divide into {heads} heads")
+        if dim % heads or heads % kv_heads or (dim // heads) % 2:
+            raise CheckpointError(f"depthformer dim {dim} must split into {heads} heads of even size")
         self.dim, self.heads, self.kv_heads, self.head_dim = dim, heads, kv_heads, dim // heads
         self.qkv_proj = nn.Linear(dim, dim + 2 * kv_heads * self.head_dim, bias=False)
         self.out_proj = nn.Linear(dim, dim, bias=False)

@@ -411,7 +411,8 @@ class LFM2Audio:
 
             with self.lock:
                 if self._codec is None:
-                    self._codec = load_mimi(self.path, dtype=torch.float32)
+                    self._codec = load_mimi(self.path, dtype=torch.float32,
+                                            num_codebooks=self.model.config.codebooks)
         return self._codec
 
     def new_history(self):

@@ -222,3 +222,44 @@ def test_tts_stops_at_end_of_audio(tiny_audio):
     assert result.stop_reason == "end_of_audio"
     assert result.text_token_ids == [128]
     assert len(calls) == 5 and len(result.audio) <= 4 * 1920
+
+
+def replay_schedule(steps, n_text, n_audio):
+    """The modality each interleaved step must have, replayed from the generated values."""
+    mode, left, done, kinds = "t", n_text, False, []
+    for step in steps:
+        left -= 1
+        kinds.append(mode)
+        if mode == "t":
+            done = done or step.token == 130
+            if left == 0 or done:
+                mode, left = "a", n_audio
+        else:
+            if left == 0 and not done:
+                mode, left = "t", n_text
+            if step.codes[0] == 2048:
+                mode = "t"
+    return kinds
+
+
+def test_other_config_follows_schedule(tmp_path_factory):
+    """A differently shaped checkpoint (another interleave schedule, depth/encoder sizes) loads and
+    alternates text and audio blocks as its config says."""
+    from mm.encoders.audio_generate import GenerationConfig, generate
+
+    from mm.testing import make_tiny_lfm2_audio
+
+    path = make_tiny_lfm2_audio(tmp_path_factory.mktemp("other"), seed=11, interleaved_n_text=3,
+                                interleaved_n_audio=5, depthformer={"layers": 1, "dim": 128},
+                                encoder={"n_layers": 1, "d_model": 32, "n_heads": 2})
+    pipe = mm.pipeline("s2s", model=path, dtype="float32")
+    wave = (np.sin(np.linspace(0, 3000, 16000)) * 0.3).astype(np.float32)
+    history = pipe.bundle.new_history()
+    history.add_turn("user", audio=wave)
+    history.new_turn("assistant")
+    steps = list(generate(pipe.bundle.model, history, GenerationConfig(max_new_tokens=24)))
+    kinds = ["t" if s.kind == "text" else "a" for s in steps]
+    assert kinds == replay_schedule(steps, 3, 5)[: len(kinds)]
+    assert kinds[:3] == ["t", "t", "t"] and "a" in kinds
+    result = pipe((wave, 16000), max_new_tokens=16)
+    assert len(result.audio) == 1920 * len(result.audio_codes)
