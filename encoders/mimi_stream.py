@@ -36,6 +36,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from mm.runtime import cpu_has_fast_bf16
+
 __all__ = [
     "SeanetDecoderPlan",
     "StreamingConv1d",
@@ -49,11 +51,7 @@ def _fast_matmul(dtype: torch.dtype) -> bool:
     """Whether the matmul paths pay off for ``dtype``: measured on an AVX2 CPU, they do for float32
     (2-2.5x faster frame-by-frame); for bfloat16 without native bf16 instructions torch's own
     convolution kernels are faster, so they are kept there."""
-    if dtype == torch.float32:
-        return True
-    from mm.runtime import cpu_has_fast_bf16
-
-    return dtype == torch.bfloat16 and cpu_has_fast_bf16()
+    return dtype == torch.float32 or (dtype == torch.bfloat16 and cpu_has_fast_bf16())
 
 
 class StreamingConv1d:
@@ -81,6 +79,7 @@ class StreamingConv1d:
 
     #: use the unfold + matmul path up to this many unfolded elements (bounds the copy it makes)
     MATMUL_MAX_ELEMENTS = 1 << 21
+    #: class-wide switch of the matmul path (for A/B measurements)
     matmul_enabled = True
 
     def _matmul(self, x: torch.Tensor) -> torch.Tensor | None:
@@ -141,6 +140,7 @@ class StreamingConvTranspose1d:
         """Zero overlap tail, shape ``[1, out_channels, kernel - stride]``."""
         return torch.zeros(1, self.out_channels, self.overlap, dtype=dtype, device=self.weight.device)
 
+    #: class-wide switch of the matmul path (for A/B measurements)
     matmul_enabled = True
 
     def _matmul(self, x: torch.Tensor) -> torch.Tensor | None:
