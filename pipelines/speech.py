@@ -358,7 +358,7 @@ class ASRPipeline(_SpeechPipeline):
         return split_at_silences(clip.samples, clip.sample_rate, self.chunk_seconds)
 
     def _transcribe(self, clip: AudioClip, options: dict[str, Any], runs: list[tuple[int, int, _Run]]):
-        config = self._gen_config({**options, "do_sample": options.get("do_sample", False)}, "sequential")
+        config = self._gen_config(options, "sequential")
         for start, end in self.pieces(clip):
             history = self.bundle.new_history()
             history.add_turn("system", text=ASR_PROMPT)
