@@ -117,7 +117,6 @@ class AudioEmbedding(nn.Module):
     def __init__(self, codebooks: int, hidden: int) -> None:
         super().__init__()
         self.embedding = nn.Embedding(codebooks * AUDIO_VOCAB, hidden)
-        self.register_buffer("offsets", torch.arange(codebooks) * AUDIO_VOCAB, persistent=False)
 
     def frames(self, codes: torch.Tensor) -> torch.Tensor:
         """Sum of the 8 codebook embeddings of ``codes [8, n]`` -> ``[n, hidden]`` (raw, no norm)."""
@@ -265,7 +264,6 @@ def _reset_nonpersistent(model: LFM2AudioModel) -> None:
     model.lfm.rotary_emb = Lfm2RotaryEmbedding(config=model.lfm.config)
     model.conformer.encode_positions = ParakeetEncoderRelPositionalEncoding(model.conformer.config)
     model.audio_head.reset_rope()
-    model.audio_embedding.offsets = torch.arange(model.config.codebooks) * AUDIO_VOCAB
 
 
 def load_state(model: LFM2AudioModel, weights: dict[str, torch.Tensor] | Any, where: str) -> None:
