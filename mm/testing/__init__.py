@@ -10,7 +10,9 @@ with the real special tokens and chat template).
 ['chat_template.jinja', 'config.json']
 """
 
+from mm.testing.colbert import LFM2_COLBERT_350M_CONFIG, make_tiny_colbert
 from mm.testing.lfm2 import LFM2_CHAT_TEMPLATE, make_tiny_lfm2
 from mm.testing.tokenizer import LFM2_SPECIAL_TOKENS, train_tokenizer
 
-__all__ = ["LFM2_CHAT_TEMPLATE", "LFM2_SPECIAL_TOKENS", "make_tiny_lfm2", "train_tokenizer"]
+__all__ = ["LFM2_CHAT_TEMPLATE", "LFM2_COLBERT_350M_CONFIG", "LFM2_SPECIAL_TOKENS", "make_tiny_colbert",
+           "make_tiny_lfm2", "train_tokenizer"]
