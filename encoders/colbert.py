@@ -272,12 +272,11 @@ class ColBERTEncoder:
                         threads: int | None = None) -> ColBERTEncoder:
         """Load a ColBERT checkpoint directory (or HF-cache / hub id).
 
-        >>> ColBERTEncoder.from_pretrained("/nonexistent")
+        >>> ColBERTEncoder.from_pretrained("/nonexistent")  # doctest: +ELLIPSIS
         Traceback (most recent call last):
         ...
         mm.errors.ModelNotFoundError: model '/nonexistent' not found: ...
         """
-        import torch
         from transformers import AutoModel, AutoTokenizer
 
         from mm.hub import resolve_model
@@ -327,7 +326,8 @@ class ColBERTEncoder:
     # -- public API ----------------------------------------------------------------------------
     def describe(self) -> dict[str, Any]:
         """What an index stores to know which encoder built it."""
-        return {"kind": self.kind, "family": "colbert", "model": str(self.path), "dim": self.dim,
+        return {"kind": self.kind, "family": "colbert", "model": str(self.path),
+                "model_name": getattr(self, "model_name", str(self.path)), "dim": self.dim,
                 "query_length": self.settings.query_length, "document_length": self.settings.document_length}
 
     def encode_queries(self, texts: Sequence[str], *, batch_size: int | None = None,
@@ -357,7 +357,7 @@ class ColBERTEncoder:
         for row in encoded:
             row = list(row)
             if prefix_id is not None:
-                row = row[:1] + [prefix_id] + row[1:]
+                row = [*row[:1], prefix_id, *row[1:]]
             mask = [1] * len(row)
             if is_query and s.do_query_expansion:
                 pad = length - len(row)
