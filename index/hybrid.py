@@ -90,9 +90,10 @@ def fuse(index: Index, neural: list[tuple[int, int, float]], text: str, allowed:
                 continue
             vals = np.array([v for _, _, v in results])
             lo, hi = float(vals.min()), float(vals.max())
-            span = hi - lo if hi > lo else 1.0
-            # a document missing from this list scores its minimum there, i.e. 0 after normalisation
+            # a document missing from this list scores its minimum there, i.e. 0 after normalisation;
+            # a list whose scores are all equal normalises to 1
             for s, r, v in results:
-                fused[(s, r)] = fused.get((s, r), 0.0) + weight * (v - lo) / span
+                norm = (v - lo) / (hi - lo) if hi > lo else 1.0
+                fused[(s, r)] = fused.get((s, r), 0.0) + weight * norm
     ranked = sorted(fused.items(), key=lambda kv: (-kv[1], kv[0]))
     return [(s, r, v) for (s, r), v in ranked[:depth]]
