@@ -343,6 +343,8 @@ class ColBERTEncoder:
     def tokenize(self, texts: Sequence[str], *, is_query: bool) -> _Batch:
         """Token ids and attention flags per text, exactly as pylate builds them (ragged, unpadded)."""
         texts = _check_texts(texts)
+        if not texts:
+            return _Batch([], [])
         s = self.settings
         prompt = s.prompt
         prepared = [(prompt + t if prompt else t).strip() for t in texts]
