@@ -121,10 +121,22 @@ class SearchPipeline(Pipeline):
         queries = list(vectors)
         extra = {name: value for name, value in (("nprobe", nprobe), ("ncandidates", ncandidates))
                  if value is not None}
-        depth = min(max(len(self.index), 1), max(3 * k, k + 10))
-        hybrid_options = {"hybrid_texts": list(batch), "alpha": alpha, "fusion": fusion} if hybrid else {}
-        raw = self.index.search_batch(queries, k=depth, filters=filters, exact=exact, **hybrid_options, **extra)
-        return [_merge_chunks(hits, k) for hits in raw]
+        total = max(len(self.index), 1)
+        depth = min(total, max(3 * k, k + 10))
+        results: list[list[SearchHit] | None] = [None] * len(batch)
+        todo = list(range(len(batch)))
+        while todo:  # several chunks of one document can fill the top: dig deeper for those queries
+            hybrid_options = {"hybrid_texts": [batch[i] for i in todo], "alpha": alpha, "fusion": fusion} \
+                if hybrid else {}
+            raw = self.index.search_batch([queries[i] for i in todo], k=depth, filters=filters, exact=exact,
+                                          **hybrid_options, **extra)
+            again = []
+            for i, hits in zip(todo, raw, strict=True):
+                results[i] = _merge_chunks(hits, k)
+                if len(results[i]) < k and len(hits) >= depth and depth < total:
+                    again.append(i)
+            todo, depth = again, min(total, depth * 4)
+        return results  # type: ignore[return-value]
 
     def _warn_truncation(self, batch: list[str]) -> None:
         limit = getattr(getattr(self.encoder, "settings", None), "query_length", None)
