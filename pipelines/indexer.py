@@ -86,7 +86,7 @@ def encode_and_add(index, encoder, docs: Sequence[Document], *, batch_docs: int 
     n_chunks = 0
     stored: dict[str, list[str]] = {}
     for stored_id in (index.ids() if len(index) else []):
-        stored.setdefault(document_of(stored_id), []).append(stored_id)
+        stored.setdefault(document_of(stored_id), []).append(stored_id)  # candidates; checked below
     bar = tqdm(total=len(docs), desc="indexing", unit="doc", disable=not progress)
     try:
         for start in range(0, len(docs), batch_docs):
@@ -103,7 +103,8 @@ def encode_and_add(index, encoder, docs: Sequence[Document], *, batch_docs: int 
                     meta[DOC_KEY], meta[CHUNK_KEY] = c.doc_id, c.index
                 metadata.append(meta)
             new_ids = {c.chunk_id for c in chunks}
-            stale = [i for d in batch for i in stored.get(d.id, ()) if i not in new_ids]
+            stale = [i for d in batch for i in stored.get(d.id, ())
+                     if i not in new_ids and (i == d.id or document_of(i, index) == d.id)]
             index.add([c.chunk_id for c in chunks], vectors, texts=texts, metadata=metadata)
             if stale:
                 index.delete(stale)
@@ -114,16 +115,26 @@ def encode_and_add(index, encoder, docs: Sequence[Document], *, batch_docs: int 
     return n_chunks
 
 
-def document_of(stored_id: str) -> str:
-    """The document id of a stored id (``"doc#3"`` -> ``"doc"``; ids without a chunk suffix unchanged)."""
+def document_of(stored_id: str, index=None) -> str:
+    """The document id of a stored id (``"doc#3"`` -> ``"doc"``; other ids unchanged).
+
+    With ``index``, a ``#N`` suffix only counts when the stored entry is really a chunk (its
+    metadata name the document), so a document whose own id ends in ``#N`` stays itself.
+    """
     base, sep, tail = stored_id.rpartition("#")
-    return base if sep and tail.isdigit() else stored_id
+    if not (sep and tail.isdigit()):
+        return stored_id
+    if index is not None:
+        stored = index.get(stored_id)
+        if stored is None or stored.metadata.get(DOC_KEY) != base:
+            return stored_id
+    return base
 
 
 def ids_of_documents(index, doc_ids: Iterable[str]) -> list[str]:
     """Every stored id (the document itself or its chunks) belonging to ``doc_ids``."""
     wanted = set(doc_ids)
-    return [i for i in index.ids() if i in wanted or document_of(i) in wanted]
+    return [i for i in index.ids() if i in wanted or (document_of(i) in wanted and document_of(i, index) in wanted)]
 
 
 def build_index(source: str | Path, index_dir: str | Path, *, model: str | Path | None = None, kind: str = "auto",

@@ -110,17 +110,17 @@ def delete(
 
     idx = open_index(index)
     stored = ids_of_documents(idx, ids)
-    missing = sorted(set(ids) - {_doc(i) for i in stored})
+    missing = sorted(set(ids) - {i if i in ids else _doc(i, idx) for i in stored})
     deleted = idx.delete(stored) if stored else 0
     typer.echo(f"deleted {len(ids) - len(missing)} document(s) ({deleted} stored entries) from {index}")
     if missing:
         typer.echo(f"not in the index: {', '.join(missing[:20])}", err=True)
 
 
-def _doc(stored_id: str) -> str:
+def _doc(stored_id: str, index) -> str:
     from mm.pipelines.indexer import document_of
 
-    return document_of(stored_id)
+    return document_of(stored_id, index)
 
 
 @index_app.command("info")

@@ -146,3 +146,14 @@ def test_folder_source_with_colbert(tiny_colbert, tmp_path, capsys):
     code, out, _ = run_cli(capsys, "search", "--index", target, "Rhine Basel", "-k", "2", "--json")
     hits = json.loads(out)["hits"]
     assert code == 0 and {h["id"] for h in hits} == {"rhine.txt", "notes.md"}
+
+
+def test_ids_that_look_like_chunks_are_their_own_documents(tmp_path, capsys):
+    corpus = tmp_path / "c.jsonl"
+    corpus.write_text('{"_id": "abc", "text": "first"}\n{"_id": "abc#1", "text": "second"}\n')
+    target = tmp_path / "index"
+    assert run_cli(capsys, "index", "build", corpus, "--index", target, "--model", "minilm")[0] == 0
+    code, out, _ = run_cli(capsys, "index", "delete", "abc", "--index", target)
+    assert code == 0 and "deleted 1 document(s) (1 stored entries)" in out
+    hits = json.loads(run_cli(capsys, "search", "--index", target, "second", "--json")[1])["hits"]
+    assert [h["id"] for h in hits] == ["abc#1"]
