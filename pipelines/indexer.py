@@ -38,6 +38,8 @@ log = logging.getLogger(__name__)
 DEFAULT_BATCH_DOCS = 1024
 #: metadata keys mm adds to chunks of long documents
 DOC_KEY, CHUNK_KEY = "_doc", "_chunk"
+#: what happens to documents longer than the encoder's window
+LONG_DOC_POLICIES = ("chunk", "truncate")
 
 
 @dataclass
@@ -67,17 +69,36 @@ def read_corpus(source: str | Path, *, skip_bad: bool = False) -> tuple[list[Doc
     return docs, reader
 
 
-def chunk_for(encoder, docs: Sequence[Document], *, overlap: int | None = None):
-    """Split ``docs`` into chunks that fit ``encoder`` without truncation (a small safety margin kept)."""
-    from mm.encoders.chunking import chunk_documents
+def chunk_for(encoder, docs: Sequence[Document], *, overlap: int | None = None, long_docs: str = "chunk"):
+    """Split ``docs`` into chunks that fit ``encoder`` without truncation (a small safety margin kept).
 
+    ``long_docs="truncate"`` keeps one entry per document with its whole text, which the encoder
+    then truncates to its window exactly as the model's own library does; how many documents
+    that cuts is logged.
+    """
+    from mm.encoders.chunking import Chunk, chunk_documents
+
+    check_long_docs(long_docs)
+    if long_docs == "truncate":
+        limit = encoder.max_document_tokens
+        cut = sum(n > limit for n in encoder.token_lengths([d.text for d in docs]))
+        if cut:
+            log.warning("%d of %d documents are longer than the encoder's %d-token window and were truncated "
+                        "(long_docs='truncate'; use 'chunk' to index every window)", cut, len(docs), limit)
+        return [Chunk(d.id, d.id, 0, d.text) for d in docs]
     window = max(8, encoder.max_document_tokens - 8)  # re-tokenising a cut text may add a token or two
     return chunk_documents([d.id for d in docs], [d.text for d in docs], encoder.tokenizer, max_tokens=window,
                            overlap=overlap)
 
 
+def check_long_docs(long_docs: str) -> None:
+    """Validate a long-document policy name."""
+    if long_docs not in LONG_DOC_POLICIES:
+        raise InvalidInputError(f"long_docs must be one of {', '.join(LONG_DOC_POLICIES)}, got {long_docs!r}")
+
+
 def encode_and_add(index, encoder, docs: Sequence[Document], *, batch_docs: int = DEFAULT_BATCH_DOCS,
-                   progress: bool = False) -> int:
+                   progress: bool = False, long_docs: str = "chunk") -> int:
     """Chunk, encode and add ``docs`` to ``index`` in committed batches; returns the number of chunks."""
     from tqdm.auto import tqdm
 
@@ -91,7 +112,7 @@ def encode_and_add(index, encoder, docs: Sequence[Document], *, batch_docs: int 
     try:
         for start in range(0, len(docs), batch_docs):
             batch = docs[start:start + batch_docs]
-            chunks = chunk_for(encoder, batch)
+            chunks = chunk_for(encoder, batch, long_docs=long_docs)
             by_id = {d.id: d for d in batch}
             multi = {c.doc_id for c in chunks if c.chunk_id != c.doc_id}
             texts = [c.text for c in chunks]
@@ -139,8 +160,12 @@ def ids_of_documents(index, doc_ids: Iterable[str]) -> list[str]:
 
 def build_index(source: str | Path, index_dir: str | Path, *, model: str | Path | None = None, kind: str = "auto",
                 skip_bad: bool = False, nbits: int = 2, batch_docs: int = DEFAULT_BATCH_DOCS,
-                threads: int | None = None, progress: bool = False, encoder=None) -> IndexReport:
+                threads: int | None = None, progress: bool = False, encoder=None,
+                long_docs: str = "chunk") -> IndexReport:
     """Build a new index at ``index_dir`` from the corpus ``source``.
+
+    ``long_docs``: ``"chunk"`` (overlapping windows, one hit per document) or ``"truncate"``
+    (the encoder's own truncation, logged); the index remembers it for later ``add``.
 
     ``index_dir`` must not hold an index already (use :func:`add_documents`). ``encoder`` may be
     passed pre-loaded (else ``model``/``kind`` select it, see :func:`mm.encoders.loader.load_encoder`).
@@ -149,6 +174,7 @@ def build_index(source: str | Path, index_dir: str | Path, *, model: str | Path 
     from mm.index import create_index
 
     t0 = time.perf_counter()
+    check_long_docs(long_docs)
     target = Path(index_dir).expanduser()
     if target.exists() and (not target.is_dir() or any(target.iterdir())):
         raise InvalidInputError(f"{target} already exists and is not empty; build into a new folder, or add "
@@ -160,9 +186,11 @@ def build_index(source: str | Path, index_dir: str | Path, *, model: str | Path 
         shutil.rmtree(staging)
     try:
         options = {"nbits": nbits} if encoder.kind == "multivector" else {}
-        index = create_index(staging, kind=encoder.kind, dim=encoder.dim, encoder_info=encoder.describe(),
+        info = {**encoder.describe(), "long_docs": long_docs}
+        index = create_index(staging, kind=encoder.kind, dim=encoder.dim, encoder_info=info,
                              **options)
-        n_chunks = encode_and_add(index, encoder, docs, batch_docs=batch_docs, progress=progress)
+        n_chunks = encode_and_add(index, encoder, docs, batch_docs=batch_docs, progress=progress,
+                                  long_docs=long_docs)
         if index.info().get("segments", 1) > 1:
             index.compact()
         del index
@@ -184,7 +212,10 @@ def build_index(source: str | Path, index_dir: str | Path, *, model: str | Path 
 def add_documents(source: str | Path, index_dir: str | Path, *, skip_bad: bool = False,
                   batch_docs: int = DEFAULT_BATCH_DOCS, threads: int | None = None, progress: bool = False,
                   encoder=None) -> IndexReport:
-    """Add (or replace) the documents of ``source`` in the existing index at ``index_dir``."""
+    """Add (or replace) the documents of ``source`` in the existing index at ``index_dir``.
+
+    Long documents follow the policy the index was built with.
+    """
     from mm.encoders.loader import load_encoder_for_index
     from mm.index import open_index
 
@@ -193,7 +224,8 @@ def add_documents(source: str | Path, index_dir: str | Path, *, skip_bad: bool =
     docs, reader = read_corpus(source, skip_bad=skip_bad)
     encoder = encoder or load_encoder_for_index(index.encoder_info, threads=threads)
     check_encoder_matches(index, encoder)
-    n_chunks = encode_and_add(index, encoder, docs, batch_docs=batch_docs, progress=progress)
+    n_chunks = encode_and_add(index, encoder, docs, batch_docs=batch_docs, progress=progress,
+                              long_docs=index.encoder_info.get("long_docs", "chunk"))
     return IndexReport(str(index_dir), documents=len(docs), chunks=n_chunks, skipped=len(reader.skipped),
                        skipped_where=[s.where for s in reader.skipped], seconds=time.perf_counter() - t0,
                        info=index.info())

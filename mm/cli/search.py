@@ -60,6 +60,9 @@ def build(
                                            "model)")] = "auto",
     nbits: Annotated[int, typer.Option(help="multi-vector residual bits per dimension: 2 or 4")] = 2,
     skip_bad: Annotated[bool, typer.Option("--skip-bad", help="Log and skip malformed records")] = False,
+    long_docs: Annotated[str, typer.Option(
+        "--long-docs", help="Documents longer than the encoder's window: 'chunk' (overlapping windows, mapped "
+                            "back to the document) or 'truncate' (the model's own truncation, logged)")] = "chunk",
     batch_docs: Annotated[int, typer.Option(min=1, help="Documents encoded and committed per batch")] = 1024,
     threads: Annotated[int | None, typer.Option(min=1, help="torch threads")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print the report as JSON")] = False,
@@ -71,7 +74,7 @@ def build(
         raise InvalidInputError(f"--nbits must be 2 or 4, got {nbits}")
     _quiet_loaders()
     report = build_index(source, index, model=model, kind=kind, skip_bad=skip_bad, nbits=nbits,
-                         batch_docs=batch_docs, threads=threads, progress=not as_json)
+                         batch_docs=batch_docs, threads=threads, progress=not as_json, long_docs=long_docs)
     if as_json:
         _echo_json({**report.to_dict(), "info": report.info})
     else:

@@ -157,3 +157,19 @@ def test_ids_that_look_like_chunks_are_their_own_documents(tmp_path, capsys):
     assert code == 0 and "deleted 1 document(s) (1 stored entries)" in out
     hits = json.loads(run_cli(capsys, "search", "--index", target, "second", "--json")[1])["hits"]
     assert [h["id"] for h in hits] == ["abc#1"]
+
+
+def test_truncate_policy_is_explicit_logged_and_remembered(small_corpus, tmp_path, capsys, caplog):
+    target = tmp_path / "index"
+    code, out, _ = run_cli(capsys, "index", "build", small_corpus, "--index", target, "--model", "minilm",
+                           "--long-docs", "truncate")
+    assert code == 0 and "indexed 5 documents (5 chunks)" in out
+    assert "1 of 5 documents are longer" in caplog.text
+    info = json.loads(run_cli(capsys, "index", "info", "--index", target, "--json")[1])
+    assert info["documents"] == 5 and info["encoder_info"]["long_docs"] == "truncate"
+    extra = tmp_path / "extra.jsonl"
+    extra.write_text(json.dumps({"_id": "long2", "text": "lava " * 400}) + "\n")
+    code, out, _ = run_cli(capsys, "index", "add", extra, "--index", target)
+    assert code == 0 and "added 1 documents (1 chunks)" in out
+    code, _, err = run_cli(capsys, "index", "build", small_corpus, "--index", tmp_path / "x", "--long-docs", "drop")
+    assert code == 2 and "long_docs must be one of" in err
