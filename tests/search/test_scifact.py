@@ -5,12 +5,15 @@ sentence-transformers embeds it (cut at MiniLM's 256 tokens, which 71% of SciFac
 the default ``chunk`` policy indexes every window instead and scores a document by its best window,
 a different (on a 583-document SciFact subset: +0.01 nDCG@10) ranking by design.
 
-Slow: MiniLM encodes the 5,183 documents twice (CLI build, and the direct baseline).
+Slow: MiniLM encodes the 5,183 documents twice (CLI build, and the direct baseline): about 80 CPU-seconds
+per 583 documents measured here, so roughly 12-13 minutes on 2 idle cores. It therefore runs only when
+``MM_SCIFACT=1`` is set (CI's whole budget is ~40 minutes).
 """
 
 from __future__ import annotations
 
 import json
+import os
 import time
 
 import numpy as np
@@ -21,6 +24,7 @@ from mm.retrieval_metrics import ndcg_at_k, read_qrels, read_run
 
 
 @pytest.mark.slow
+@pytest.mark.skipif(os.environ.get("MM_SCIFACT") != "1", reason="~13 min on 2 cores; set MM_SCIFACT=1 to run")
 def test_scifact_cli_ndcg_equals_exhaustive_cosine(shared, tmp_path, capsys):
     from mm.encoders.dense import minilm_path
     from sentence_transformers import SentenceTransformer
