@@ -149,3 +149,19 @@ def test_sample_corpus_is_valid_and_small():
     assert len(read_queries(data / "sample_queries.jsonl")) == len(queries) > 500
     assert all(q["answer_doc"] in ids for q in queries)
     assert "CC BY-SA 4.0" in (data / "SAMPLE_CORPUS.md").read_text()
+
+
+def test_default_encoder_is_lfm2_colbert_else_offline_minilm(monkeypatch):
+    from mm.encoders import loader
+    from mm.encoders.dense import minilm_path
+
+    from mm.errors import ModelNotFoundError
+
+    def missing(model, required=()):
+        raise ModelNotFoundError(f"{model} not found")
+
+    monkeypatch.setattr("mm.hub.resolve_model", missing)
+    assert loader.resolve_encoder_path(None) == minilm_path()
+    monkeypatch.setattr("mm.hub.resolve_model", lambda model, required=(): f"resolved:{model}")
+    assert loader.resolve_encoder_path(None) == f"resolved:{loader.DEFAULT_COLBERT}"
+    assert loader.resolve_encoder_path("MiniLM") == minilm_path()
