@@ -79,14 +79,14 @@ def encoder_throughput(n_docs: int, threads: int | None) -> dict[str, Any]:
         mean_tokens = sum(lengths) / len(lengths)
         out["lfm2_colbert_350m_random"] = {
             "parameters": n_params, "dim": enc.dim, "mean_doc_tokens": round(mean_tokens, 1),
-            "docs_per_s_batched": round(batched, 2), "tokens_per_s_batched": round(batched * mean_tokens, 1),
-            "docs_per_s_one_by_one_baseline": round(one_by_one, 2),
-            "queries_per_s": round(query_rate, 2),
+            "docs_per_s_batched": round(batched, 4), "tokens_per_s_batched": round(batched * mean_tokens, 1),
+            "docs_per_s_one_by_one_baseline": round(one_by_one, 4),
+            "queries_per_s": round(query_rate, 3),
             "ratio_batched_vs_one_by_one": round(batched / one_by_one, 3),
         }
     mini = DenseEncoder.from_pretrained(minilm_path(), threads=threads)
     mini.encode_documents(texts[:2])
-    out["minilm_dense"] = {"docs_per_s": round(_rate(mini.encode_documents, texts), 2)}
+    out["minilm_dense"] = {"docs_per_s": round(_rate(mini.encode_documents, texts), 3)}
     out["ratio_lfm2_colbert_vs_minilm_docs_per_s"] = round(
         out["lfm2_colbert_350m_random"]["docs_per_s_batched"] / out["minilm_dense"]["docs_per_s"], 4)
     return out
