@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from mm.index.base import Document, Hit, Index
+from mm.index.codec import SCHEMES
 from mm.index.dense import DenseIndex
 from mm.index.multivector import DEFAULT_TRAIN_TOKENS, MultiVectorIndex
 from mm.index.storage import LOCK, MANIFEST, OWNED_FILES, read_manifest, write_manifest, writer_lock
@@ -32,12 +33,15 @@ KINDS: dict[str, type[Index]] = {"multivector": MultiVectorIndex, "dense": Dense
 
 
 def create_index(path: str | os.PathLike, *, kind: str = "multivector", dim: int, encoder_info: dict[str, Any],
-                 nbits: int = 2, keep_originals: bool = False, train_tokens: int = DEFAULT_TRAIN_TOKENS,
+                 nbits: int = 2, codec: str = "scalar", keep_originals: bool = False,
+                 train_tokens: int = DEFAULT_TRAIN_TOKENS,
                  centroids_factor: float = 4.0, seed: int = 0, lock_timeout: float = 10.0) -> Index:
     """Create an empty index at ``path`` (a new or empty folder) and open it.
 
     ``kind``: ``"multivector"`` (token vectors, MaxSim) or ``"dense"`` (one vector per document).
-    Multi-vector only: ``nbits`` (2 or 4) residual bits per dimension; ``keep_originals`` also
+    Multi-vector only: ``nbits`` (2 or 4) residual bits per dimension; ``codec``: ``"scalar"``
+    (PLAID's per-dimension buckets, default) or ``"pq"`` (product-quantised residuals: lower
+    error, much slower to train), both ``dim * nbits / 8`` bytes per token (see :mod:`mm.index.codec`); ``keep_originals`` also
     stores float16 vectors (exact mode and retraining use them; ~8x the bytes at 2 bits);
     ``train_tokens``: vectors stay uncompressed until this many tokens are added, then
     centroids are trained on all of them; ``centroids_factor``: #centroids ~ factor * sqrt(#tokens).
@@ -50,6 +54,8 @@ def create_index(path: str | os.PathLike, *, kind: str = "multivector", dim: int
         raise InvalidInputError("encoder_info must be a dict describing the encoder")
     if nbits not in (2, 4):
         raise InvalidInputError(f"nbits must be 2 or 4, got {nbits!r}")
+    if codec not in SCHEMES:
+        raise InvalidInputError(f"codec must be one of {', '.join(SCHEMES)}, got {codec!r}")
     if not isinstance(train_tokens, int) or train_tokens < 16:
         raise InvalidInputError(f"train_tokens must be an integer >= 16, got {train_tokens!r}")
     if not centroids_factor > 0:
@@ -66,7 +72,8 @@ def create_index(path: str | os.PathLike, *, kind: str = "multivector", dim: int
             raise InvalidInputError(f"{path} is not empty ({foreign[0]!r} ...); create an index in a new folder")
         config: dict[str, Any] = {}
         if kind == "multivector":
-            config = {"nbits": nbits, "keep_originals": bool(keep_originals), "train_tokens": train_tokens,
+            config = {"nbits": nbits, "codec": codec, "keep_originals": bool(keep_originals),
+                      "train_tokens": train_tokens,
                       "centroids_factor": float(centroids_factor), "seed": int(seed)}
         write_manifest(path, {"kind": kind, "dim": dim, "encoder_info": dict(encoder_info), "config": config,
                               "codec": None, "segments": [], "generation": 0, "created": time.time()})

@@ -40,9 +40,9 @@ def maxsim_scores(query: np.ndarray, tokens: np.ndarray, starts: np.ndarray) -> 
     return np.maximum.reduceat(sims, starts, axis=1).sum(axis=0).astype(np.float32)
 
 
-def maxsim_ragged(query: np.ndarray, offsets: np.ndarray, rows: np.ndarray,
-                  fetch: Callable[[np.ndarray], np.ndarray], max_tokens: int = 131072) -> np.ndarray:
-    """MaxSim of ``query`` against documents ``rows`` whose tokens ``fetch(token_indices)`` returns.
+def maxsim_ragged(offsets: np.ndarray, rows: np.ndarray, similarities: Callable[[np.ndarray | slice], np.ndarray],
+                  max_tokens: int = 131072) -> np.ndarray:
+    """MaxSim against documents ``rows`` given ``similarities(token_indices) -> (q, n) query-token scores``.
 
     ``offsets`` (n_docs + 1) locate each document's tokens; work is chunked to
     about ``max_tokens`` tokens at a time to bound memory.
@@ -58,8 +58,8 @@ def maxsim_ragged(query: np.ndarray, offsets: np.ndarray, rows: np.ndarray,
         chunk = rows[i:j]
         idx, starts = ranges_index(offsets[chunk], offsets[chunk + 1])
         contiguous = len(idx) > 0 and idx[-1] - idx[0] + 1 == len(idx)
-        tokens = fetch(slice(int(idx[0]), int(idx[-1]) + 1) if contiguous else idx)
-        out[i:j] = maxsim_scores(query, tokens, starts)
+        sims = similarities(slice(int(idx[0]), int(idx[-1]) + 1) if contiguous else idx)
+        out[i:j] = np.maximum.reduceat(sims, starts, axis=1).sum(axis=0)
         i = j
     return out
 

@@ -66,12 +66,10 @@ class MultiVectorIndex(Index):
         if entry is None:
             self.codec = None
             return
-        files = entry["files"]
-        self.codec = ResidualCodec(
-            np.asarray(load_array(self.path / files["centroids"], mmap=False)),
-            np.asarray(load_array(self.path / files["cutoffs"], mmap=False)),
-            np.asarray(load_array(self.path / files["weights"], mmap=False)),
-            int(entry["nbits"]), bool(entry["normalize"]))
+        arrays = {key: np.asarray(load_array(self.path / name, mmap=False)) for key, name in entry["files"].items()}
+        centroids = arrays.pop("centroids")
+        self.codec = ResidualCodec(centroids, arrays, int(entry["nbits"]), bool(entry["normalize"]),
+                                   entry.get("scheme", "scalar"))
 
     @staticmethod
     def _offsets(seg: Segment) -> np.ndarray:
@@ -166,17 +164,18 @@ class MultiVectorIndex(Index):
         if len(flat) < 16:
             raise InvalidInputError(f"cannot train on {len(flat)} token vectors; add more documents first")
         codec = ResidualCodec.train(flat, nbits=int(cfg["nbits"]), factor=float(cfg["centroids_factor"]),
-                                    seed=int(cfg["seed"]))
+                                    seed=int(cfg["seed"]), scheme=cfg.get("codec", "scalar"))
         del flat
         uid = new_uid()
         files = {}
-        for key in ("centroids", "cutoffs", "weights"):
+        for key, array in {"centroids": codec.centroids, **codec.tables}.items():
             files[key] = f"codec-{uid}.{key}.npy"
-            save_array(self.path / files[key], getattr(codec, key))
+            save_array(self.path / files[key], array)
         refs = [DocRef(r.id, r.text, r.metadata, vectors=v) for r, v in zip(refs, vecs, strict=True)]
         entry = self._compressed_segment(manifest, refs, codec, post=False)
         manifest["codec"] = {
             "files": files, "nbits": codec.nbits, "normalize": codec.normalize, "n_centroids": codec.n_centroids,
+            "scheme": codec.scheme,
             "trained_tokens": entry["n_tokens"], "trained_docs": entry["n_docs"],
             "train_residual_mean": entry["residual_sum"] / max(entry["n_tokens"], 1), "trained_at": time.time(),
         }
@@ -188,7 +187,7 @@ class MultiVectorIndex(Index):
                             post: bool | None) -> dict[str, Any]:
         """Encode new documents / copy compressed rows; ``post=None`` keeps copied rows' flags."""
         keep = bool(manifest["config"]["keep_originals"])
-        doclens, cids, codes, rnorm, flags, originals = [], [], [], [], [], []
+        doclens, cids, codes, norms, rnorm, flags, originals = [], [], [], [], [], [], []
         pending: list[int] = []  # indices of docs needing encoding
 
         def flush() -> None:
@@ -196,12 +195,12 @@ class MultiVectorIndex(Index):
                 return
             vecs = [docs[i].vectors if docs[i].vectors is not None else self._ref_vectors(docs[i]) for i in pending]
             flat = np.concatenate(vecs)
-            c, k = codec.encode(flat)
-            norms = codec.residual_norms(flat, c)
+            c, k, dn = codec.encode(flat)
+            resid = codec.residual_norms(flat, c)
             bounds = np.cumsum([0] + [len(v) for v in vecs])
             for j, i in enumerate(pending):
                 a, b = bounds[j], bounds[j + 1]
-                slots[i] = (c[a:b], k[a:b], float(norms[a:b].sum()), 1 if post is None else int(post),
+                slots[i] = (c[a:b], k[a:b], dn[a:b], float(resid[a:b].sum()), 1 if post is None else int(post),
                             flat[a:b].astype(np.float16) if keep else None)
             pending.clear()
 
@@ -214,23 +213,25 @@ class MultiVectorIndex(Index):
                 a, b = int(off[d.row]), int(off[d.row + 1])
                 flag = int(seg.arrays["post"][d.row]) if post is None else int(post)
                 slots[i] = (np.asarray(seg.arrays["cids"][a:b]), np.asarray(seg.arrays["codes"][a:b]),
-                            float(seg.arrays["rnorm"][d.row]), flag,
+                            np.asarray(seg.arrays["norms"][a:b]), float(seg.arrays["rnorm"][d.row]), flag,
                             np.asarray(seg.arrays["vectors"][a:b]) if keep else None)
             else:
                 pending.append(i)
                 if len(pending) >= 512:
                     flush()
         flush()
-        for c, k, rn, fl, orig in slots:
+        for c, k, dn, rn, fl, orig in slots:
             doclens.append(len(c))
             cids.append(c)
             codes.append(k)
+            norms.append(dn)
             rnorm.append(rn)
             flags.append(fl)
             if keep:
                 originals.append(orig)
         cid_all = np.concatenate(cids).astype(codec.cid_dtype)
         arrays = {"doclens": np.array(doclens, dtype=np.int32), "cids": cid_all, "codes": np.concatenate(codes),
+                  "norms": np.concatenate(norms).astype(np.float16),
                   "rnorm": np.array(rnorm, dtype=np.float32), "post": np.array(flags, dtype=np.uint8)}
         arrays.update(self._inverted_lists(arrays["doclens"], cid_all, codec.n_centroids))
         if keep:
@@ -273,13 +274,22 @@ class MultiVectorIndex(Index):
         return self._write(op)
 
     # ------------------------------------------------------------------ search
-    def _fetch(self, seg: Segment, exact: bool):
-        """Function mapping token indices of ``seg`` to float32 vectors."""
+    def _similarities(self, seg: Segment, exact: bool, query: np.ndarray, scores_t: np.ndarray | None):
+        """Function mapping token indices of ``seg`` to query-token similarities (q x n)."""
         if "vectors" in seg.arrays and (exact or not seg.entry.get("compressed")):
             vec = seg.arrays["vectors"]
-            return lambda idx: np.asarray(vec[idx], dtype=np.float32)
-        cids, codes, codec = seg.arrays["cids"], seg.arrays["codes"], self.codec
-        return lambda idx: codec.decode(cids[idx], codes[idx])
+            return lambda idx: query @ np.asarray(vec[idx], dtype=np.float32).T
+        cids, codes, norms, codec = seg.arrays["cids"], seg.arrays["codes"], seg.arrays["norms"], self.codec
+
+        def sims(idx):
+            # <q, c + r> = <q, c> (precomputed per centroid) + <q, r>, divided by |c + r| when renormalising
+            out = query @ codec.decode_residuals(codes[idx]).T
+            out += scores_t[np.asarray(cids[idx], dtype=np.intp)].T
+            if codec.normalize:
+                out /= np.asarray(norms[idx], dtype=np.float32)
+            return out
+
+        return sims
 
     def _search_one(self, query: np.ndarray, k: int, allowed: list[np.ndarray], exact: bool,
                     settings: dict[str, Any]) -> list[tuple[int, int, float]]:
@@ -290,10 +300,12 @@ class MultiVectorIndex(Index):
         n_allowed = sum(int(m.sum()) for m in allowed)
         exhaustive = exact or self.codec is None or n_allowed <= ncand
         pool: list[tuple[int, np.ndarray]] = []  # (segment, rows) to score exactly
+        scores_t = None
+        if self.codec is not None:
+            scores_t = np.ascontiguousarray((query @ self.codec.centroids.T).T)  # (n_centroids, q)
         if exhaustive:
             pool = [(s, np.flatnonzero(m)) for s, m in enumerate(allowed)]
         else:
-            scores_t = np.ascontiguousarray((query @ self.codec.centroids.T).T)  # (n_centroids, q)
             nprobe = min(nprobe, self.codec.n_centroids)
             probe = np.argpartition(-scores_t, nprobe - 1, axis=0)[:nprobe].ravel()
             probe = np.unique(probe)
@@ -319,7 +331,7 @@ class MultiVectorIndex(Index):
             seg = self._segments[s]
             out_s.append(np.full(len(rows), s))
             out_r.append(rows)
-            out_v.append(maxsim_ragged(query, self._offsets(seg), rows, self._fetch(seg, exact)))
+            out_v.append(maxsim_ragged(self._offsets(seg), rows, self._similarities(seg, exact, query, scores_t)))
         if not out_v:
             return []
         s_all, r_all, v_all = map(np.concatenate, (out_s, out_r, out_v))
