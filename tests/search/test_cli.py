@@ -10,8 +10,13 @@ import pytest
 from mm.cli import main
 
 
+@pytest.fixture(autouse=True)
+def _wide_terminal(monkeypatch):
+    monkeypatch.setenv("COLUMNS", "2000")  # rich wraps error lines at the terminal width
+
+
 def run_cli(capsys, *args: str) -> tuple[int, str, str]:
-    """Run ``mm ARGS`` in-process; returns (exit code, stdout, stderr)."""
+    """Run ``mm ARGS`` in-process; returns (exit code, stdout, stderr with line wraps undone)."""
     capsys.readouterr()
     try:
         main([str(a) for a in args])
@@ -19,7 +24,7 @@ def run_cli(capsys, *args: str) -> tuple[int, str, str]:
     except SystemExit as exc:
         code = int(exc.code or 0)
     out = capsys.readouterr()
-    return code, out.out, out.err
+    return code, out.out, out.err.replace("\n", " ") if code == 2 else out.err
 
 
 @pytest.fixture(scope="module")
