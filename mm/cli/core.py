@@ -125,7 +125,7 @@ def demo(
     corpus = Path(mm.__file__).resolve().parent / "data" / "sample_corpus.jsonl"
     with tempfile.TemporaryDirectory(prefix="mm-demo-") as tmp:
         report = build_index(corpus, Path(tmp) / "index", model="minilm", progress=True)
-        typer.echo(f"indexed {report.documents} XQuAD paragraphs in 12 languages (CC BY-SA 4.0) with the "
+        typer.echo(f"indexed {report.documents} XQuAD passages in 12 languages (CC BY-SA 4.0) with the "
                    f"offline MiniLM model in {report.seconds:.1f} s")
         search = mm.pipeline("search", index=str(Path(tmp) / "index"))
         queries = query or DEMO_QUERIES

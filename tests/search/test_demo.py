@@ -15,7 +15,7 @@ def test_demo_answers_multilingual_queries(capsys):
     main(["demo"])
     seconds = time.perf_counter() - t0
     out = capsys.readouterr().out
-    assert "indexed 240 XQuAD paragraphs in 12 languages" in out
+    assert "indexed 240 XQuAD passages in 12 languages" in out
     blocks = out.split("query: ")[1:]
     assert len(blocks) == 3
     for block, expected in zip(blocks, ["xquad-000-en", "xquad-001-es", "xquad-002-de"], strict=True):
