@@ -13,7 +13,7 @@ random sample of the others, ``--docs`` in all (``--docs 0`` = all 5,183).
 Embeddings are cached in ``--cache`` (default ``$MM_BENCH_CACHE`` or
 ``~/.cache/mm/bench``) in chunks, so a re-run only times the index.
 
-    python benchmarks/search_index.py --quick        # 600 docs, ~1-2 min
+    python benchmarks/search_index.py --quick        # 512 docs
     python benchmarks/search_index.py --docs 0       # the full corpus
 
 ``run(...)`` returns the same dict; ``benchmarks/search.py`` calls it.
@@ -160,7 +160,7 @@ def latency_stats(seconds: list[float]) -> dict[str, float]:
             "mean_ms": float(ms.mean())}
 
 
-def run(n_docs: int = 1024, nbits_list: tuple[int, ...] = (2, 4), k: int = 10, batch: int = 256,
+def run(n_docs: int = 1024, configs: tuple[str, ...] = ("scalar2", "scalar4", "pq4"), k: int = 10, batch: int = 256,
         nprobe: int | None = None, ncandidates: int | None = None, cache: Path | None = None,
         max_length: int = 256, train_share: float = 0.5) -> dict[str, Any]:
     """Run the benchmark and return its figures (see the module docstring)."""
@@ -210,12 +210,13 @@ def run(n_docs: int = 1024, nbits_list: tuple[int, ...] = (2, 4), k: int = 10, b
     }
     options = {name: value for name, value in (("nprobe", nprobe), ("ncandidates", ncandidates)) if value}
     train_tokens = max(16, int(train_share * len(tokens)))
-    for nbits in nbits_list:
+    for config in configs:
+        codec, nbits = config.rstrip("24"), int(config[-1])
         with tempfile.TemporaryDirectory() as tmp:
             path = Path(tmp) / "index"
             t = time.perf_counter()
             index = create_index(path, kind="multivector", dim=dim, encoder_info={"model": "minilm-tokens"},
-                                 nbits=nbits, train_tokens=train_tokens)
+                                 nbits=nbits, codec=codec, train_tokens=train_tokens)
             for s in range(0, len(docs), batch):
                 index.add(doc_ids[s:s + batch], dvecs[s:s + batch], texts=[doc_text(d) for d in docs[s:s + batch]],
                           metadata=[{} for _ in docs[s:s + batch]])
@@ -229,7 +230,7 @@ def run(n_docs: int = 1024, nbits_list: tuple[int, ...] = (2, 4), k: int = 10, b
                 hits = index.search(q, k=k, **options)
                 times.append(time.perf_counter() - t)
                 rankings.append([h.id for h in hits])
-            figures = {"nbits": nbits, "build_s": round(build_s, 2), "bytes_per_token": info["vector_bytes_per_token"],
+            figures = {"codec": codec, "nbits": nbits, "build_s": round(build_s, 2), "bytes_per_token": info["vector_bytes_per_token"],
                        "bytes_per_token_with_texts": info["bytes_per_token"],
                        "centroids": info["centroids"], "segments": info["segments"],
                        "search_options": {**index.search_options, **options}, **latency_stats(times),
@@ -242,7 +243,7 @@ def run(n_docs: int = 1024, nbits_list: tuple[int, ...] = (2, 4), k: int = 10, b
                 "p95_latency": figures["p95_ms"] / baseline["p95_ms"],
                 "ndcg@10": figures["ndcg@10"] / baseline["ndcg@10"],
             }
-            result[f"index_{nbits}bit"] = figures
+            result[f"index_{codec}_{nbits}bit"] = figures
             del index
     return result
 
@@ -250,15 +251,16 @@ def run(n_docs: int = 1024, nbits_list: tuple[int, ...] = (2, 4), k: int = 10, b
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--docs", type=int, default=1024, help="documents (0 = the full 5,183)")
-    parser.add_argument("--quick", action="store_true", help="600 documents, 4-bit and 2-bit")
-    parser.add_argument("--nbits", type=int, nargs="+", default=[2, 4])
+    parser.add_argument("--quick", action="store_true", help="512 documents")
+    parser.add_argument("--configs", nargs="+", default=["scalar2", "scalar4", "pq4"],
+                        choices=["scalar2", "scalar4", "pq2", "pq4"], help="residual codec and bits per dimension")
     parser.add_argument("--nprobe", type=int, default=None)
     parser.add_argument("--ncandidates", type=int, default=None)
     parser.add_argument("--cache", type=Path, default=None)
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING)
-    n_docs = 600 if args.quick else args.docs
-    result = run(n_docs=n_docs, nbits_list=tuple(args.nbits), nprobe=args.nprobe, ncandidates=args.ncandidates,
+    n_docs = 512 if args.quick else args.docs
+    result = run(n_docs=n_docs, configs=tuple(args.configs), nprobe=args.nprobe, ncandidates=args.ncandidates,
                  cache=args.cache)
     json.dump(result, sys.stdout, indent=2)
     sys.stdout.write("\n")

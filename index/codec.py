@@ -48,9 +48,9 @@ log = logging.getLogger(__name__)
 #: k-means training uses at most this many points per centroid (a random sample)
 MAX_POINTS_PER_CENTROID = 32
 KMEANS_ITERATIONS = 10
-#: residual statistics are learned on at most this many residuals, PQ codebooks on fewer (64 per codeword)
+#: residual statistics are learned on at most this many residuals, PQ codebooks on fewer (32 per codeword)
 RESIDUAL_SAMPLE = 65_536
-PQ_SAMPLE = 16_384
+PQ_SAMPLE = 8_192
 SCHEMES = ("pq", "scalar")
 
 
