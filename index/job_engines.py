@@ -228,6 +228,9 @@ class RayEngine:
         ctx.enable_progress_bars = False  # the job shows its own bar
         ctx.enable_operator_progress_bars = False
         ctx.print_on_execution_start = False
+        # small read blocks (about docs_per_call documents each) spread one big file over the pool;
+        # reads take no CPU slot, so a pool as large as the cluster cannot starve them
+        ctx.target_max_block_size = max(16 * 1024, source.bytes_per_doc() * self.docs_per_call)
         ds = source.ray_dataset()
         ds = ds.map_batches(
             _RayDocEncoder,

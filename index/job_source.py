@@ -135,12 +135,18 @@ class FileSource:
             return pq.ParquetFile(self.path).metadata.num_rows
         return len(self._folder_files())
 
+    def bytes_per_doc(self) -> int:
+        """Average size of one document on disk (sizes Ray's read blocks)."""
+        files = self._folder_files() if self.format == "folder" else [self.path]
+        total = sum(f.stat().st_size for f in files)
+        return max(1, total // max(1, self.count()))
+
     # -- Ray Data -----------------------------------------------------------------------------
     def ray_dataset(self, read_cpus: float = 0.0) -> Any:
         """A Ray Dataset of raw rows; workers read the files (they must see the same path)."""
         import ray.data
 
-        args = {"ray_remote_args": {"num_cpus": read_cpus}}
+        args = {"num_cpus": read_cpus}
         path = str(self.path.resolve())
         if self.format == "jsonl":
             return ray.data.read_json(path, lines=True, **args)

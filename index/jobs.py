@@ -190,7 +190,7 @@ def build_job(
     try:
         state.check_fingerprint(fingerprint)
         state.start_run()
-        total = src.count() if hasattr(src, "count") else None
+        total = _source_total(src)
         bar = _progress_bar(total, progress)
         merger = _Merger(writer, state, kind, dim, segment_docs, report, bar)
         if engine == "local":
@@ -333,7 +333,7 @@ def _dry_run(src: Iterable[Document], index_path: Path, encoder: JobEncoder, chu
     if known_all is not None:
         known_all.check_fingerprint(fingerprint)
     seen: set[str] = set()
-    bar = _progress_bar(src.count() if hasattr(src, "count") else None, progress)
+    bar = _progress_bar(_source_total(src), progress)
     for docs in _batched(iter(src), 512):
         known = known_all.lookup([d.id for d in docs]) if known_all else {}
         for doc in docs:
@@ -378,6 +378,13 @@ def _as_source(source: str | Path | DocumentSource) -> DocumentSource:
     if isinstance(source, Iterable):
         return source  # type: ignore[return-value]
     raise InvalidInputError(f"source must be a corpus path or an iterable of Documents, got {type(source).__name__}")
+
+
+def _source_total(src: Any) -> int | None:
+    """Documents in the source when it can tell cheaply (for the progress bar's ETA)."""
+    if isinstance(src, FileSource):
+        return src.count()
+    return len(src) if hasattr(src, "__len__") else None
 
 
 def _open_or_create(path: Path, kind: str, dim: int, encoder_info: dict, nbits: int) -> IndexWriter:
