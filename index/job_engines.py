@@ -39,15 +39,13 @@ ENGINES = ("local", "ray")
 _WORKER: DocEncoder | None = None
 
 
-def _init_worker(spec: EncoderSpec, chunking: Chunking, batch_size: int, threads: int | None) -> None:
+def _init_worker(spec: EncoderSpec, chunking: Chunking, batch_size: int, threads: int | None, parent: int) -> None:
     global _WORKER
-    parent = os.getppid()
 
     def watch_parent() -> None:  # a SIGKILLed job must not leave encoder processes behind
-        while True:
+        while os.getppid() == parent:
             time.sleep(0.5)
-            if os.getppid() != parent:
-                os._exit(1)
+        os._exit(1)
 
     threading.Thread(target=watch_parent, daemon=True, name="mm-parent-watch").start()
     _WORKER = DocEncoder.from_spec(spec, chunking, batch_size, threads)
@@ -86,10 +84,11 @@ class LocalEngine:
             return
         import multiprocessing
         from concurrent.futures import ProcessPoolExecutor
+        from concurrent.futures.process import BrokenProcessPool
 
         ctx = multiprocessing.get_context("spawn")  # fork after torch threads started is unsafe
         with ProcessPoolExecutor(self.workers, mp_context=ctx, initializer=_init_worker,
-                                 initargs=(self.spec, self.chunking, self.batch_size, self.threads)) as pool:
+                                 initargs=(self.spec, self.chunking, self.batch_size, self.threads, os.getpid())) as pool:
             pending: deque = deque()
             try:
                 for unit in units:
@@ -98,6 +97,11 @@ class LocalEngine:
                         yield pending.popleft().result()
                 while pending:
                     yield pending.popleft().result()
+            except BrokenProcessPool as exc:
+                raise MMError(
+                    "an encoder worker process died (out of memory, killed, or a script without an "
+                    "`if __name__ == '__main__':` guard, which spawned workers need); the checkpoint is "
+                    "intact: fix the cause and run the job again, or use workers=1") from exc
             finally:
                 for fut in pending:
                     fut.cancel()
