@@ -119,6 +119,7 @@ def build_job(
     overlap: int = 32,
     nbits: int = 2,
     prune: bool = False,
+    resume: bool = True,
     dry_run: bool = False,
     progress: bool = True,
     max_restarts: int = 4,
@@ -143,6 +144,8 @@ def build_job(
         overlap: tokens repeated between consecutive chunks of a long document.
         nbits: residual compression bits for a new multi-vector index.
         prune: also delete indexed documents the source no longer has.
+        resume: continue from the checkpoint (the default; a finished index is updated
+            incrementally); False deletes an existing index folder and builds it from scratch.
         dry_run: only report what would be done (nothing is encoded or written).
         progress: show a live progress bar (documents/s, ETA).
         max_restarts: Ray only — how often a dead actor is restarted (its batches are retried).
@@ -180,6 +183,10 @@ def build_job(
     index_path = Path(index) if isinstance(index, str | Path) else Path(getattr(index, "path", ""))
     if not str(index_path):
         raise InvalidInputError("an index object passed to build_job needs a .path (where the job keeps its state)")
+    if not resume and not dry_run:
+        if not isinstance(index, str | Path):
+            raise InvalidInputError("resume=False rebuilds from scratch: pass the index as a path, not an open index")
+        _remove_index(index_path)
     if dry_run:
         return _dry_run(src, index_path, driver_encoder, chunking, fingerprint, prune, report, started, progress)
 
@@ -235,13 +242,16 @@ class _Merger:
 
     def add(self, docs: list[EncodedDoc]) -> None:
         self.buffer.extend(docs)
-        if len(self.buffer) >= self.segment_docs:
-            self.flush()
+        while len(self.buffer) >= self.segment_docs:  # exactly segment_docs per commit, whatever the engine
+            self._commit(self.buffer[:self.segment_docs])
+            self.buffer = self.buffer[self.segment_docs:]
 
     def flush(self) -> None:
-        if not self.buffer:
-            return
-        docs, self.buffer = self.buffer, []
+        if self.buffer:
+            self._commit(self.buffer)
+            self.buffer = []
+
+    def _commit(self, docs: list[EncodedDoc]) -> None:
         known = self.state.lookup([d.doc_id for d in docs])
         ids, vectors, texts, metas, stale = [], [], [], [], []
         for doc in docs:
@@ -378,6 +388,19 @@ def _as_source(source: str | Path | DocumentSource) -> DocumentSource:
     if isinstance(source, Iterable):
         return source  # type: ignore[return-value]
     raise InvalidInputError(f"source must be a corpus path or an iterable of Documents, got {type(source).__name__}")
+
+
+def _remove_index(path: Path) -> None:
+    """Delete an index folder for a fresh build, refusing folders that are not indexes."""
+    import shutil
+
+    if not path.exists():
+        return
+    if not (path / STATE_DIR).is_dir():
+        raise InvalidInputError(f"{path} exists but has no indexing-job checkpoint ({STATE_DIR}/); refusing to "
+                                "delete it for a fresh build: remove it yourself or pick another path")
+    log.info("fresh build: removing %s", path)
+    shutil.rmtree(path)
 
 
 def _source_total(src: Any) -> int | None:
