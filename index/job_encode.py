@@ -30,7 +30,9 @@ log = logging.getLogger(__name__)
 class Chunking:
     """Split documents into overlapping windows of at most ``max_tokens`` encoder tokens.
 
-    A window is the longest run of whole words whose token count fits; a single word longer than
+    Encoders with a tokenizer (``split_text``, see :mod:`mm.index.job_models`) cut windows through
+    the tokenizer's character offsets. Otherwise a window is the longest run of whole words whose
+    token count fits; a single word longer than
     a window (a URL, a base64 blob) is cut into pieces that fit, so nothing is ever truncated.
     ``overlap`` tokens of context are repeated at the start of the next window.
     """
@@ -57,6 +59,8 @@ class Chunking:
     def split(self, doc: Document, encoder: JobEncoder) -> list[str]:
         """Chunks of ``doc`` (at least one, even for an empty document)."""
         text = self.full_text(doc)
+        if hasattr(encoder, "split_text"):  # the encoder cuts through its own tokenizer's offsets
+            return encoder.split_text(text, self.max_tokens, self.overlap) or [text]
         words = text.split()
         if not words:
             return [text]

@@ -156,9 +156,7 @@ class _RayDocEncoder:
         self.worker = DocEncoder.from_spec(spec, chunking, batch_size, threads)
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        names = list(batch)
-        n = len(batch[names[0]]) if names else 0
-        docs = [self.source.ray_row_to_document({k: batch[k][i] for k in names}) for i in range(n)]
+        docs = self.source.ray_documents(batch)
         hashes = [content_hash(d) for d in docs]
         keys = np.array([doc_key(d.id, h) for d, h in zip(docs, hashes, strict=True)], dtype="S16")
         if len(self.done):

