@@ -5,8 +5,8 @@ worker process and in each Ray actor, which is why all engines produce the same
 vectors for the same input.
 
 >>> from mm.index.job_types import Document, EncoderSpec
->>> worker = DocEncoder(EncoderSpec("mm.testing.hash_encoder:HashEncoder", {"dim": 8}),
-...                     Chunking(max_tokens=4, overlap=1), batch_size=2)
+>>> worker = DocEncoder.from_spec(EncoderSpec("mm.testing.hash_encoder:HashEncoder", {"dim": 8}),
+...                               Chunking(max_tokens=4, overlap=1), batch_size=2)
 >>> [d.n_chunks for d in worker.process([Document("a", "one two three four five six")])]
 [2]
 """
@@ -40,6 +40,7 @@ class Chunking:
     max_tokens: int = 256
     overlap: int = 32
     title: bool = True  # prepend the title (and a blank line) to the text before chunking
+    truncate: bool = False  # no chunking: one chunk per document, the model truncates long ones (logged)
 
     def __post_init__(self) -> None:
         if self.max_tokens < 1:
@@ -59,6 +60,8 @@ class Chunking:
     def split(self, doc: Document, encoder: JobEncoder) -> list[str]:
         """Chunks of ``doc`` (at least one, even for an empty document)."""
         text = self.full_text(doc)
+        if self.truncate:
+            return [text]
         if hasattr(encoder, "split_text"):  # the encoder cuts through its own tokenizer's offsets
             return encoder.split_text(text, self.max_tokens, self.overlap) or [text]
         words = text.split()
@@ -133,6 +136,11 @@ class DocEncoder:
         per_doc = [self.chunking.split(doc, self.encoder) for doc in docs]
         texts = [t for chunks in per_doc for t in chunks]
         vectors, tokens = encode_sorted(self.encoder, texts, self.batch_size)
+        if self.chunking.truncate:
+            cut = sum(1 for n in tokens if n > self.chunking.max_tokens)
+            if cut:
+                log.warning("%d document(s) longer than %d tokens were truncated by the model (long_docs='truncate')",
+                            cut, self.chunking.max_tokens)
         out, pos = [], 0
         from mm.index.job_types import content_hash
 

@@ -20,6 +20,7 @@ import threading
 import time
 from collections import deque
 from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -156,7 +157,7 @@ class _RayDocEncoder:
         self.worker = DocEncoder.from_spec(spec, chunking, batch_size, threads)
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        docs = self.source.ray_documents(batch)
+        docs, bad = self.source.ray_documents(batch)
         hashes = [content_hash(d) for d in docs]
         keys = np.array([doc_key(d.id, h) for d, h in zip(docs, hashes, strict=True)], dtype="S16")
         if len(self.done):
@@ -169,13 +170,15 @@ class _RayDocEncoder:
         cols: dict[str, list] = {c: [] for c in _RAY_COLUMNS}
         for doc, digest, skipped in zip(docs, hashes, skip, strict=True):
             if skipped:
-                _append_row(cols, doc.id, digest, True, -1, 0, "", 0, "", "{}", b"", 0)
+                _append_row(cols, doc.id, digest, True, -1, 0, "", 0, "", "{}", b"", 0, "")
                 continue
             enc = next(encoded)
             meta = json.dumps(enc.metadata, sort_keys=True, ensure_ascii=False, default=str)
             for i, (text, vec) in enumerate(zip(enc.chunk_texts, enc.vectors, strict=True)):
                 _append_row(cols, enc.doc_id, digest, False, i, enc.n_chunks, text, enc.n_tokens, enc.title, meta,
-                            np.ascontiguousarray(vec, dtype=np.float32).tobytes(), vec.shape[0] if vec.ndim == 2 else 0)
+                            np.ascontiguousarray(vec, dtype=np.float32).tobytes(), vec.shape[0] if vec.ndim == 2 else 0, "")
+        for where in bad:  # malformed records skipped under skip_bad: reported to the driver
+            _append_row(cols, "", "", True, -1, 0, "", 0, "", "{}", b"", 0, where)
         out = {c: np.array(v, dtype=object) for c, v in cols.items()}
         for c in ("skip", "chunk_index", "n_chunks", "n_tokens", "vec_rows"):
             out[c] = np.array(cols[c], dtype=bool if c == "skip" else np.int64)
@@ -183,12 +186,30 @@ class _RayDocEncoder:
 
 
 _RAY_COLUMNS = ("doc_id", "content_hash", "skip", "chunk_index", "n_chunks", "text", "n_tokens", "title",
-                "metadata", "vec", "vec_rows")
+                "metadata", "vec", "vec_rows", "bad")
 
 
 def _append_row(cols: dict[str, list], *values: Any) -> None:
     for name, value in zip(_RAY_COLUMNS, values, strict=True):
         cols[name].append(value)
+
+
+@dataclass(frozen=True)
+class BadRecord:
+    """A malformed corpus record a Ray worker skipped (``skip_bad``): ``where: reason``."""
+
+    where: str
+
+
+def _mm_cause(exc: BaseException) -> MMError | None:
+    """The MMError a Ray task raised, out of Ray's wrappers (RayTaskError, UserCodeException)."""
+    seen = set()
+    while exc is not None and id(exc) not in seen:
+        seen.add(id(exc))
+        if isinstance(exc, MMError):
+            return exc
+        exc = getattr(exc, "cause", None) or exc.__cause__ or exc.__context__
+    return None
 
 
 class RayEngine:
@@ -220,7 +241,7 @@ class RayEngine:
 
             ray.shutdown()
 
-    def run(self, source: FileSource, done_keys: np.ndarray) -> Iterator[EncodedDoc | SkippedDoc]:
+    def run(self, source: FileSource, done_keys: np.ndarray) -> Iterator[EncodedDoc | SkippedDoc | BadRecord]:
         """Stream every source document back: encoded, or skipped as unchanged."""
         import ray
         import ray.data
@@ -246,14 +267,24 @@ class RayEngine:
             max_task_retries=-1,
         )
         pending: dict[str, dict] = {}
-        for batch in ds.iter_batches(batch_size=None, batch_format="numpy"):
-            yield from self._regroup(batch, pending)
+        try:
+            for batch in ds.iter_batches(batch_size=None, batch_format="numpy"):
+                yield from self._regroup(batch, pending)
+        except Exception as exc:  # a user-input error inside an actor comes back wrapped by Ray
+            cause = _mm_cause(exc)
+            if cause is None:
+                raise
+            raise cause from None
         if pending:
             raise MMError(f"Ray returned incomplete documents: {sorted(pending)[:5]}")
 
-    def _regroup(self, batch: dict[str, np.ndarray], pending: dict[str, dict]) -> Iterator[EncodedDoc | SkippedDoc]:
+    def _regroup(self, batch: dict[str, np.ndarray],
+                 pending: dict[str, dict]) -> Iterator[EncodedDoc | SkippedDoc | BadRecord]:
         for i in range(len(batch["doc_id"])):
             doc_id, digest = str(batch["doc_id"][i]), str(batch["content_hash"][i])
+            if batch["bad"][i]:
+                yield BadRecord(str(batch["bad"][i]))
+                continue
             if bool(batch["skip"][i]):
                 yield SkippedDoc(doc_id, digest)
                 continue

@@ -54,7 +54,7 @@ class MMJobEncoder:
         return list(out)
 
 
-def load_job_encoder(model: str, kind: str = "auto") -> MMJobEncoder:
+def load_job_encoder(model: str | None, kind: str = "auto") -> MMJobEncoder:
     """Load ``model`` with :func:`mm.encoders.loader.load_encoder` for an indexing job worker."""
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     _quiet_loaders()

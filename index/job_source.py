@@ -36,6 +36,7 @@ class FileSource:
         self.path = Path(path).expanduser().resolve()
         self.skip_bad, self.id_field, self.text_field = skip_bad, id_field, text_field
         self._reader_check = CorpusReader(self.path)  # validates the path and the file type now
+        self.skipped: list[Any] = []
         suffix = self.path.suffix.lower()
         self.format = "folder" if self.path.is_dir() else {".ndjson": "jsonl", ".json": "jsonl", ".tsv": "csv"}.get(
             suffix, suffix.lstrip("."))
@@ -51,8 +52,12 @@ class FileSource:
 
     # -- local streaming ------------------------------------------------------------------------
     def __iter__(self) -> Iterator[Document]:
-        for doc in self.reader():
+        reader = self.reader()
+        self.skipped = reader.skipped  # malformed records skipped under skip_bad (where, reason)
+        for doc in reader:
+            self.skipped = reader.skipped
             yield Document(doc.id, doc.text, "", doc.metadata)
+        self.skipped = reader.skipped
 
     def count(self) -> int:
         """Number of records (a fast pass without parsing, for the progress bar's ETA)."""
@@ -100,8 +105,11 @@ class FileSource:
         files = sorted(str(p) for p in self.path.rglob("*") if p.is_file() and p.suffix.lower() in (".txt", ".md"))
         return ray.data.read_binary_files(files, include_paths=True, num_cpus=read_cpus)
 
-    def ray_documents(self, batch: dict[str, Any]) -> list[Document]:
-        """Documents of one Ray batch (from :meth:`ray_dataset`), through the corpus record rules."""
+    def ray_documents(self, batch: dict[str, Any]) -> tuple[list[Document], list[str]]:
+        """Documents of one Ray batch (from :meth:`ray_dataset`), through the corpus record rules.
+
+        Also returns ``"where: reason"`` of the records skipped under ``skip_bad``.
+        """
         reader = self.reader()
         names = list(batch)
         n = len(batch[names[0]]) if names else 0
@@ -111,7 +119,7 @@ class FileSource:
             doc = self._record(reader, row)
             if doc is not None:
                 docs.append(Document(doc.id, doc.text, "", doc.metadata))
-        return docs
+        return docs, [f"{s.where}: {s.reason}" for s in reader.skipped]
 
     def _record(self, reader: Any, row: dict[str, Any]) -> Any:
         where = f"{self.path} (read by Ray)"

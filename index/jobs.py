@@ -31,7 +31,7 @@ from typing import Any
 
 import numpy as np
 from mm.index.job_encode import Chunking
-from mm.index.job_engines import ENGINES, LocalEngine, RayEngine
+from mm.index.job_engines import ENGINES, BadRecord, LocalEngine, RayEngine
 from mm.index.job_source import FileSource
 from mm.index.job_state import JobState
 from mm.index.job_types import (
@@ -51,7 +51,9 @@ from mm.errors import IndexLockedError, InvalidInputError, MMError, choices_text
 log = logging.getLogger(__name__)
 
 STATE_DIR = "_job"  # inside the index folder: state.sqlite (checkpoint) and job.lock
-DEFAULT_ENCODER = "minilm"
+DEFAULT_ENCODER = None  # as mm.encoders: LFM2-ColBERT-350M when available offline, else the bundled MiniLM
+#: below this many documents per core the local engine encodes in-process (workers=None)
+SMALL_CORPUS_DOCS = 256
 #: metadata keys on the chunks of multi-chunk documents (the same as ``mm.pipelines.indexer``'s)
 DOC_KEY, CHUNK_KEY = "_doc", "_chunk"
 
@@ -75,6 +77,8 @@ class JobReport:
     index_docs: int = 0
     index_chunks: int = 0
     index_bytes: int = 0
+    skipped: int = 0  # malformed corpus records skipped (skip_bad=True)
+    skipped_where: list[str] = field(default_factory=list)
     extra: dict[str, Any] = field(default_factory=dict)
 
     @property
@@ -96,22 +100,23 @@ class JobReport:
         return out
 
 
-def encoder_spec(encoder: str | Path | EncoderSpec, kind: str = "auto") -> EncoderSpec:
+def encoder_spec(encoder: str | Path | EncoderSpec | None, kind: str = "auto") -> EncoderSpec:
     """A model name/directory becomes a recipe for ``mm.encoders``; a spec passes through."""
     if isinstance(encoder, EncoderSpec):
         if kind != "auto":
             raise InvalidInputError("kind= applies to a model name; an EncoderSpec fixes its own kind")
         return encoder
-    if not isinstance(encoder, str | Path) or not str(encoder):
+    if encoder is not None and (not isinstance(encoder, str | Path) or not str(encoder)):
         raise InvalidInputError(f"encoder must be a model name/directory or an EncoderSpec, got {encoder!r}")
-    return EncoderSpec("mm.index.job_models:load_job_encoder", {"model": str(encoder), "kind": kind})
+    model = None if encoder is None else str(encoder)
+    return EncoderSpec("mm.index.job_models:load_job_encoder", {"model": model, "kind": kind})
 
 
 def build_job(
     source: str | Path | DocumentSource,
     index: str | Path | IndexWriter,
     *,
-    encoder: str | Path | EncoderSpec = DEFAULT_ENCODER,
+    encoder: str | Path | EncoderSpec | None = DEFAULT_ENCODER,
     kind: str = "auto",
     engine: str = "local",
     workers: int | None = None,
@@ -122,10 +127,11 @@ def build_job(
     segment_docs: int = 1024,
     max_tokens: int | None = None,
     overlap: int | None = None,
+    long_docs: str = "chunk",
     nbits: int = 2,
     prune: bool = False,
     skip_bad: bool = False,
-    resume: bool = True,
+    resume: bool = False,
     dry_run: bool = False,
     progress: bool = True,
     max_restarts: int = 4,
@@ -136,11 +142,12 @@ def build_job(
         source: a corpus file/folder (jsonl/BEIR, csv, parquet, folder of .txt/.md) or, for the
             local engine, any iterable of :class:`Document`.
         index: index folder, or an open index object (``add``/``delete``/``path``).
-        encoder: model name, hub id or directory for ``mm.encoders`` (``"minilm"``: the offline
-            default), or an :class:`EncoderSpec`.
+        encoder: model name, hub id or directory for ``mm.encoders`` (``"minilm"``: the bundled
+            offline MiniLM; None: LFM2-ColBERT-350M when available, else MiniLM), or an :class:`EncoderSpec`.
         kind: ``auto``, ``dense`` or ``multivector`` (per-token vectors of a dense model).
         engine: ``"local"`` (worker processes on this machine) or ``"ray"``.
-        workers: encoder processes / Ray actors (default: one per core).
+        workers: encoder processes / Ray actors (default: one per core; one in-process worker for a
+            corpus under 256 documents per core, where starting processes costs more than it saves).
         threads: torch threads per worker (default: cores // workers, at least 1).
         ray_address: ``"auto"`` or ``HOST:PORT`` of a running cluster; None starts a private
             loopback-only Ray on this machine.
@@ -150,11 +157,14 @@ def build_job(
         max_tokens: chunk window in encoder tokens (default and upper bound: what the encoder
             takes in one pass, so nothing is ever truncated).
         overlap: tokens repeated between consecutive chunks (default: an eighth of the window).
+        long_docs: ``"chunk"`` (overlapping windows mapped back to the document) or ``"truncate"``
+            (one vector set per document, cut by the model at its limit; logged).
         nbits: residual compression bits for a new multi-vector index.
         prune: also delete indexed documents the source no longer has.
         skip_bad: log and skip malformed corpus records instead of stopping at the first one.
-        resume: continue from the checkpoint (the default; a finished index is updated
-            incrementally); False deletes an existing index folder and builds it from scratch.
+        resume: continue (after a crash or kill) or update (a changed corpus) the index at ``index``
+            from its checkpoint, creating it when missing. False (the default, as ``mm index
+            build`` without ``--resume``) builds a new index and refuses an existing, non-empty folder.
         dry_run: only report what would be done (nothing is encoded or written).
         progress: show a live progress bar (documents/s, ETA).
         max_restarts: Ray only — how often a dead actor is restarted (its batches are retried).
@@ -165,17 +175,29 @@ def build_job(
         raise InvalidInputError("ray_address is only used with engine='ray'")
     if engine != "ray" and max_restarts != 4:
         raise InvalidInputError("max_restarts is only used with engine='ray'")
+    if long_docs not in ("chunk", "truncate"):
+        raise InvalidInputError(f"long_docs must be 'chunk' or 'truncate', got {long_docs!r}")
     for name, value in (("batch_size", batch_size), ("docs_per_unit", docs_per_unit),
                         ("segment_docs", segment_docs)):
         if value < 1:
             raise InvalidInputError(f"{name} must be >= 1, got {value}")
     cores = os.cpu_count() or 1
-    workers = workers or cores
+    src = _as_source(source, skip_bad)
+    if workers is None:  # one process per core, unless the corpus is too small to repay starting them
+        total = _source_total(src)
+        workers = 1 if total is not None and total < SMALL_CORPUS_DOCS * cores else cores
     threads = threads or max(1, cores // workers)
     spec = encoder_spec(encoder, kind)
-    src = _as_source(source, skip_bad)
     if engine == "ray" and not isinstance(src, FileSource):
         raise InvalidInputError("engine='ray' reads the corpus with Ray Data: pass a corpus file or folder path")
+
+    index_path = Path(index) if isinstance(index, str | Path) else Path(getattr(index, "path", ""))
+    if not str(index_path):
+        raise InvalidInputError("an index object passed to build_job needs a .path (where the job keeps its state)")
+    new_build = not resume and not dry_run and isinstance(index, str | Path)
+    if new_build and index_path.exists() and (not index_path.is_dir() or any(index_path.iterdir())):
+        raise InvalidInputError(f"{index_path} already exists and is not empty; pass resume=True (--resume) to "
+                                f"continue or update the index it holds, or build into a new folder")
 
     started = time.perf_counter()
     driver_encoder = spec.load()
@@ -184,19 +206,13 @@ def build_job(
         raise InvalidInputError(f"max_tokens={max_tokens} is more than the encoder reads in one pass ({limit}); "
                                 f"use max_tokens <= {limit} (long documents are split into chunks)")
     window = max_tokens or limit
-    chunking = Chunking(max_tokens=window, overlap=window // 8 if overlap is None else overlap)
+    chunking = Chunking(max_tokens=window, overlap=window // 8 if overlap is None else overlap,
+                        truncate=long_docs == "truncate")
     report = JobReport(engine=engine, workers=workers, dry_run=dry_run)
     report.extra.update(encoder=spec.describe(), chunking=chunking.describe())
     kind, dim = driver_encoder.kind, driver_encoder.dim
     fingerprint = {"encoder": driver_encoder.info(), "chunking": chunking.describe(), "version": 1}
 
-    index_path = Path(index) if isinstance(index, str | Path) else Path(getattr(index, "path", ""))
-    if not str(index_path):
-        raise InvalidInputError("an index object passed to build_job needs a .path (where the job keeps its state)")
-    if not resume and not dry_run:
-        if not isinstance(index, str | Path):
-            raise InvalidInputError("resume=False rebuilds from scratch: pass the index as a path, not an open index")
-        _remove_index(index_path)
     if dry_run:
         return _dry_run(src, index_path, driver_encoder, chunking, fingerprint, prune, report, started, progress)
 
@@ -228,10 +244,25 @@ def build_job(
         if prune:
             _prune(writer, state, report)
         bar.close()
+    except BaseException:
+        failed = True
+        raise
+    else:
+        failed = False
     finally:
+        if isinstance(src, FileSource):
+            report.skipped_where.extend(f"{s.where}: {s.reason}" for s in src.skipped)
+        report.skipped = len(report.skipped_where)
         state_totals = state.totals()
         state.close()
         lock.release()
+        if failed and new_build and report.segments == 0:  # a new build that committed nothing: no folder left
+            import shutil
+
+            shutil.rmtree(index_path, ignore_errors=True)
+        elif failed:
+            log.error("indexing job stopped after %d committed segment(s); run it again with resume=True "
+                      "(--resume) to continue where it stopped", report.segments)
     report.seconds = time.perf_counter() - started
     report.index_docs, report.index_chunks = state_totals[0], state_totals[1]
     report.index_bytes = _folder_bytes(index_path)
@@ -315,7 +346,7 @@ def _plan_units(src: Iterable[Document], state: JobState, docs_per_unit: int, re
             yield todo
 
 
-def _checked_stream(items: Iterator[EncodedDoc | SkippedDoc], state: JobState, report: JobReport,
+def _checked_stream(items: Iterator[EncodedDoc | SkippedDoc | BadRecord], state: JobState, report: JobReport,
                     bar: Any, check_every: int = 512) -> Iterator[EncodedDoc]:
     """Ray results: record seen ids, verify the workers' skips exactly against the checkpoint."""
     seen: list[str] = []
@@ -334,6 +365,9 @@ def _checked_stream(items: Iterator[EncodedDoc | SkippedDoc], state: JobState, r
         skipped.clear()
 
     for item in items:
+        if isinstance(item, BadRecord):
+            report.skipped_where.append(item.where)
+            continue
         report.docs_seen += 1
         seen.append(item.doc_id)
         if isinstance(item, SkippedDoc):
@@ -402,19 +436,6 @@ def _as_source(source: str | Path | DocumentSource, skip_bad: bool) -> DocumentS
     raise InvalidInputError(f"source must be a corpus path or an iterable of Documents, got {type(source).__name__}")
 
 
-def _remove_index(path: Path) -> None:
-    """Delete an index folder for a fresh build, refusing folders that are not indexes."""
-    import shutil
-
-    if not path.exists():
-        return
-    if not (path / STATE_DIR).is_dir():
-        raise InvalidInputError(f"{path} exists but has no indexing-job checkpoint ({STATE_DIR}/); refusing to "
-                                "delete it for a fresh build: remove it yourself or pick another path")
-    log.info("fresh build: removing %s", path)
-    shutil.rmtree(path)
-
-
 def _source_total(src: Any) -> int | None:
     """Documents in the source when it can tell cheaply (for the progress bar's ETA)."""
     if isinstance(src, FileSource):
@@ -424,8 +445,9 @@ def _source_total(src: Any) -> int | None:
 
 def _open_or_create(path: Path, kind: str, dim: int, encoder_info: dict, nbits: int) -> IndexWriter:
     from mm.index import create_index, open_index
+    from mm.index.storage import MANIFEST
 
-    if path.exists() and any(p.name != STATE_DIR for p in path.iterdir()):
+    if (path / MANIFEST).exists():
         idx = open_index(path)
         info = idx.info()
         if info.get("kind") != kind or int(info.get("dim", dim)) != dim:

@@ -1,77 +1,53 @@
-"""``mm index build``: the batch indexing job on the command line (local processes or Ray).
+"""The job side of ``mm index build``: run :func:`mm.index.build_job` and print its summary.
 
-The command group ``mm index`` belongs to the search CLI; :func:`register_build` adds the
-``build`` command to it, so both features share one ``mm index`` namespace.
+``mm index build`` (in :mod:`mm.cli.search`) takes the corpus/model options shared with the other
+``mm index`` commands and the job options (``--engine``, ``--ray-address``, ``--workers``,
+``--resume``, ``--dry-run``, ``--prune``), and hands everything to :func:`run_build`.
 """
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
-from typing import Annotated
+from typing import Any
 
 import typer
 
 
-def register_build(group: typer.Typer) -> None:
-    """Add the ``build`` command to the ``mm index`` group."""
-    group.command("build")(index_build)
-
-
-def index_build(
-    corpus: Annotated[Path, typer.Argument(help="corpus: BEIR corpus.jsonl, .jsonl/.csv/.parquet with id+text, "
-                                                "or a folder of .txt/.md files")],
-    index: Annotated[Path, typer.Argument(help="index folder (created if missing, updated incrementally)")],
-    model: Annotated[str, typer.Option("--model", "-m", help="encoder: 'minilm' (offline default) or a "
-                                                             "model folder")] = "minilm",
-    engine: Annotated[str, typer.Option(help="local (processes on this machine) or ray")] = "local",
-    ray_address: Annotated[str | None, typer.Option(help="'auto' or HOST:PORT of a running Ray cluster; "
-                                                         "default: a private Ray on 127.0.0.1")] = None,
-    workers: Annotated[int | None, typer.Option(min=1, help="encoder processes / Ray actors (default: cores)")] = None,
-    threads: Annotated[int | None, typer.Option(min=1, help="torch threads per worker "
-                                                            "(default: cores / workers)")] = None,
-    batch_size: Annotated[int, typer.Option(min=1, help="chunks per encoder call")] = 32,
-    max_tokens: Annotated[int | None, typer.Option(min=1, help="chunk size in tokens (default: the encoder's "
-                                                               "limit)")] = None,
-    overlap: Annotated[int, typer.Option(min=0, help="tokens shared by consecutive chunks")] = 32,
-    segment_docs: Annotated[int, typer.Option(min=1, help="documents per index commit / checkpoint")] = 1024,
-    prune: Annotated[bool, typer.Option(help="delete indexed documents that are no longer in the corpus")] = False,
-    resume: Annotated[bool, typer.Option("--resume/--fresh", help="continue from the checkpoint, or delete the "
-                                                                  "index and start over")] = True,
-    dry_run: Annotated[bool, typer.Option("--dry-run", help="report what would be done; write nothing")] = False,
-    progress: Annotated[bool, typer.Option("--progress/--no-progress", help="live progress bar")] = True,
-    as_json: Annotated[bool, typer.Option("--json", help="print the summary as JSON")] = False,
-) -> None:
-    """Index a corpus: streaming, chunked, length-sorted batches; resumable and incremental."""
-    import json
-
+def run_build(source: Path, index: Path, *, as_json: bool = False, progress: bool = True, **options: Any) -> None:
+    """Run the indexing job and print the summary (a table, or JSON with ``as_json``)."""
     from mm.index.jobs import build_job
 
-    report = build_job(corpus, index, encoder=model, engine=engine, workers=workers, threads=threads,
-                       ray_address=ray_address, batch_size=batch_size, max_tokens=max_tokens, overlap=overlap,
-                       segment_docs=segment_docs, prune=prune, resume=resume, dry_run=dry_run, progress=progress)
+    report = build_job(source, index, progress=progress and not as_json, **options)
     if as_json:
-        typer.echo(json.dumps(report.to_dict(), indent=2))
+        typer.echo(json.dumps(report.to_dict(), indent=2, default=str))
         return
-    print_summary(report)
+    print_summary(report, index)
 
 
-def print_summary(report) -> None:
-    """The end-of-job table: documents, chunks, tokens, time, throughput, index size."""
+def print_summary(report: Any, index: Path) -> None:
+    """The end-of-job summary: documents, chunks, tokens, time, throughput, index size."""
     from rich.console import Console
     from rich.table import Table
 
-    title = "dry run: what the job would do" if report.dry_run else "indexing job summary"
-    table = Table(title=title, show_header=False)
-    rows = [
-        ("engine", f"{report.engine} ({report.workers} workers x {report.extra.get('threads_per_worker', '?')} "
-                   f"threads)" if not report.dry_run else report.engine),
-        ("documents in source", f"{report.docs_seen:,}"),
-        ("new / changed / unchanged", f"{report.docs_new:,} / {report.docs_changed:,} / {report.docs_unchanged:,}"),
-        ("deleted (pruned)", f"{report.docs_deleted:,}"),
-        ("chunks" + (" to encode" if report.dry_run else " encoded"), f"{report.chunks:,}"),
-        ("tokens" + (" to encode" if report.dry_run else " encoded"), f"{report.tokens:,}"),
-        ("time", f"{report.seconds:.1f} s"),
-    ]
+    skipped = f", {report.skipped} malformed record(s) skipped" if report.skipped else ""
+    if report.dry_run:
+        typer.echo(f"dry run: would encode {report.docs_encoded} documents ({report.chunks} chunks, "
+                   f"{report.tokens} tokens); {report.docs_unchanged} unchanged{skipped} -> {index}")
+    else:
+        typer.echo(f"indexed {report.docs_encoded} documents ({report.chunks} chunks) in {report.seconds:.1f} s"
+                   f"{skipped} -> {index}")
+    for where in report.skipped_where[:20]:
+        typer.echo(f"  skipped {where}", err=True)
+    if len(report.skipped_where) > 20:
+        typer.echo(f"  ... and {len(report.skipped_where) - 20} more", err=True)
+    table = Table(show_header=False, box=None)
+    threads = report.extra.get("threads_per_worker")
+    rows = [("engine", report.engine + (f" ({report.workers} workers x {threads} threads)" if threads else "")),
+            ("documents", f"{report.docs_seen:,} in the corpus: {report.docs_new:,} new, {report.docs_changed:,} "
+                          f"changed, {report.docs_unchanged:,} unchanged, {report.docs_deleted:,} deleted"),
+            ("chunks / tokens", f"{report.chunks:,} / {report.tokens:,}"),
+            ("time", f"{report.seconds:.1f} s")]
     if not report.dry_run:
         rows += [("throughput", f"{report.docs_per_s:,.1f} docs/s, {report.tokens_per_s:,.0f} tokens/s"),
                  ("index", f"{report.index_docs:,} documents, {report.index_chunks:,} chunks, "

@@ -67,8 +67,7 @@ class HashEncoder:
 
     def _encode_one(self, text: str) -> np.ndarray:
         words = self.tokenize(text) or ["[empty]"]
-        if len(words) > self.max_tokens:
-            raise ValueError(f"text of {len(words)} tokens is longer than max_tokens={self.max_tokens}")
+        words = words[:self.max_tokens]  # like a model: anything past its limit is cut
         rows = np.stack([self._word(w) for w in words])
         rows += 0.05 * np.sin(np.arange(len(words), dtype=np.float32))[:, None]
         rows /= np.linalg.norm(rows, axis=1, keepdims=True)

@@ -38,31 +38,30 @@ def corpus_3k(tmp_path_factory) -> Path:
 
 
 # -- index access (the only place the tests touch the index implementation) -----------------------
-def index_target(path: Path):
+def index_target(path: Path) -> Path:
     """What build_job gets as ``index`` for a folder."""
-    from tests.jobs.simple_index import SimpleIndex
-
-    return SimpleIndex(path)
+    return path
 
 
 def index_ids(path: Path) -> list[str]:
     """Sorted ids in the index at ``path``."""
-    from tests.jobs.simple_index import SimpleIndex
+    from mm.index import open_index
 
-    return SimpleIndex(path).ids()
+    return sorted(open_index(path).ids())
 
 
 def index_meta(path: Path) -> dict[str, dict]:
     """id -> metadata."""
-    from tests.jobs.simple_index import SimpleIndex
+    from mm.index import open_index
 
-    return {k: v[2] for k, v in SimpleIndex(path).rows.items()}
+    idx = open_index(path)
+    return {i: idx.get(i).metadata for i in idx.ids()}
 
 
 def top_hits(path: Path, queries: list[str], k: int = 10) -> list[list[tuple[str, float]]]:
     """Exact top-k (id, score) for each query, encoded with the test encoder."""
-    from tests.jobs.simple_index import SimpleIndex
+    from mm.index import open_index
 
-    idx = SimpleIndex(path)
+    idx = open_index(path)
     enc = encoder().load()
-    return [idx.search(q, k) for q in enc.encode_queries(queries)]
+    return [[(h.id, h.score) for h in idx.search(q, k=k, exact=True)] for q in enc.encode_queries(queries)]

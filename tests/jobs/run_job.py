@@ -14,7 +14,7 @@ from tests.jobs.conftest import encoder, index_target
 def main() -> None:
     corpus, index, delay, workers = sys.argv[1], Path(sys.argv[2]), float(sys.argv[3]), int(sys.argv[4])
     report = build_job(corpus, index_target(index), encoder=encoder(delay_s=delay), workers=workers,
-                       docs_per_unit=8, segment_docs=16, progress=False)
+                       docs_per_unit=8, segment_docs=16, progress=False, resume=True)
     print(json.dumps(report.to_dict()))
 
 

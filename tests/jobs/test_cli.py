@@ -1,46 +1,43 @@
-"""``mm index build`` options of the job (engine, workers, dry run, resume/fresh, JSON summary)."""
+"""``mm index build`` as a job: dry run, build, refusal without --resume, incremental --resume, search."""
 
 from __future__ import annotations
 
 import json
 
-import typer
-from typer.testing import CliRunner
+import pytest
 
-from mm.cli.jobs import register_build
+from mm.cli import main
 from tests.jobs.conftest import write_corpus
 
 
-def app() -> typer.Typer:
-    group = typer.Typer()
-    register_build(group)
-
-    @group.command("noop")
-    def noop() -> None:  # a second command keeps typer from collapsing the group into `build`
-        """Nothing."""
-
-    return group
-
-
-def test_build_dry_run_then_real_then_incremental(tmp_path, monkeypatch):
-    monkeypatch.setattr("mm.index.jobs.encoder_spec", _tiny_spec)
-    corpus = write_corpus(tmp_path / "c.jsonl", 40)
-    runner = CliRunner()
-    dry = runner.invoke(app(), ["build", str(corpus), str(tmp_path / "idx"), "--dry-run", "--json", "--no-progress"])
-    assert dry.exit_code == 0, dry.output
-    assert json.loads(dry.output)["docs_new"] == 40 and not (tmp_path / "idx").exists()
-    real = runner.invoke(app(), ["build", str(corpus), str(tmp_path / "idx"), "--workers", "1", "--no-progress"])
-    assert real.exit_code == 0, real.output
-    assert "indexing job summary" in real.output and "40 / 0 / 0" in real.output
-    again = runner.invoke(app(), ["build", str(corpus), str(tmp_path / "idx"), "--workers", "1", "--json",
-                                  "--no-progress"])
-    assert json.loads(again.output)["docs_unchanged"] == 40
-    fresh = runner.invoke(app(), ["build", str(corpus), str(tmp_path / "idx"), "--workers", "1", "--fresh",
-                                  "--json", "--no-progress"])
-    assert json.loads(fresh.output)["docs_new"] == 40
+def run_cli(capsys, *args) -> tuple[int, str, str]:
+    try:
+        main([str(a) for a in args])
+        code = 0
+    except SystemExit as exc:
+        code = int(exc.code or 0)
+    out = capsys.readouterr()
+    return code, out.out, out.err
 
 
-def _tiny_spec(model):
-    from tests.jobs.conftest import encoder
-
-    return encoder()
+@pytest.mark.slow
+def test_index_build_job_cycle_with_minilm(tmp_path, capsys):
+    corpus = write_corpus(tmp_path / "c.jsonl", 20)
+    idx = tmp_path / "idx"
+    build = ("index", "build", corpus, "--index", idx, "--model", "minilm", "--workers", "1")
+    code, out, err = run_cli(capsys, *build, "--dry-run", "--json")
+    assert code == 0, err
+    assert json.loads(out)["docs_new"] == 20 and not idx.exists()
+    code, out, err = run_cli(capsys, *build)
+    assert code == 0, err
+    assert "indexed 20 documents" in out and "docs/s" in out and "20 new" in out
+    code, _, err = run_cli(capsys, *build)
+    assert code == 2 and "not empty" in err and "--resume" in err
+    write_corpus(corpus, 21, changed={"d4": "protein folding in the cell"})
+    code, out, err = run_cli(capsys, *build, "--resume", "--json")
+    assert code == 0, err
+    report = json.loads(out)
+    assert (report["docs_new"], report["docs_changed"], report["docs_unchanged"]) == (1, 1, 19)
+    code, out, err = run_cli(capsys, "search", "--index", idx, "protein folding cell", "-k", "1", "--json")
+    assert code == 0, err
+    assert json.loads(out)["hits"][0]["id"] == "d4"

@@ -41,9 +41,9 @@ def test_ray_listens_on_loopback_only(ray_cluster):
 
 
 def test_ray_and_local_engines_build_identical_indexes(ray_cluster, corpus_3k, tmp_path):
-    local = build_job(corpus_3k, index_target(tmp_path / "local"), encoder=encoder(), workers=2, progress=False)
+    local = build_job(corpus_3k, index_target(tmp_path / "local"), encoder=encoder(), workers=2, progress=False, resume=True)
     ray = build_job(corpus_3k, index_target(tmp_path / "ray"), encoder=encoder(), engine="ray", workers=2,
-                    docs_per_unit=128, progress=False)
+                    docs_per_unit=128, progress=False, resume=True)
     assert ray.docs_new == local.docs_new == 3000
     assert (ray.chunks, ray.tokens) == (local.chunks, local.tokens)
     assert index_ids(tmp_path / "ray") == index_ids(tmp_path / "local")
@@ -54,7 +54,7 @@ def test_ray_and_local_engines_build_identical_indexes(ray_cluster, corpus_3k, t
     write_corpus(corpus_3k, 3000, changed={"d7": "completely new words here"})
     try:
         again = build_job(corpus_3k, index_target(tmp_path / "ray"), encoder=encoder(), engine="ray", workers=2,
-                          docs_per_unit=128, progress=False)
+                          docs_per_unit=128, progress=False, resume=True)
     finally:
         write_corpus(corpus_3k, 3000)
     assert (again.docs_changed, again.docs_new, again.docs_unchanged) == (1, 0, 2999)
@@ -70,9 +70,10 @@ def test_killed_ray_worker_is_restarted_and_the_job_completes(ray_cluster, tmp_p
     def kill_one_worker() -> None:
         deadline = time.monotonic() + 180
         while time.monotonic() < deadline:
-            pids = sorted(pid_dir.glob("*.pid"))
+            # the driver loads the encoder too (for its settings): only actor processes are candidates
+            pids = sorted(int(p.read_text()) for p in pid_dir.glob("*.pid") if int(p.stem) != os.getpid())
             if pids and committed(index) >= 64:  # mid-job: some segments are already in
-                pid = int(pids[0].read_text())
+                pid = pids[0]
                 os.kill(pid, signal.SIGKILL)
                 killed.append(pid)
                 return
@@ -81,10 +82,10 @@ def test_killed_ray_worker_is_restarted_and_the_job_completes(ray_cluster, tmp_p
     killer = threading.Thread(target=kill_one_worker, daemon=True)
     killer.start()
     report = build_job(corpus, index_target(index), encoder=encoder(delay_s=0.01, pid_dir=str(pid_dir)),
-                       engine="ray", workers=2, docs_per_unit=16, segment_docs=32, progress=False)
+                       engine="ray", workers=2, docs_per_unit=16, segment_docs=32, progress=False, resume=True)
     killer.join(timeout=5)
     assert killed, "the job finished before a worker could be killed"
     assert not psutil.pid_exists(killed[0]) or psutil.Process(killed[0]).status() == psutil.STATUS_ZOMBIE
-    assert len(list(pid_dir.glob("*.pid"))) >= 3  # Ray started a replacement actor
+    assert len(list(pid_dir.glob("*.pid"))) >= 4  # the driver, two actors and the replacement Ray started
     assert report.docs_new == 600
     check_exactly_once(corpus, index)
