@@ -196,7 +196,7 @@ def build_job(
         raise InvalidInputError("an index object passed to build_job needs a .path (where the job keeps its state)")
     new_build = not resume and not dry_run and isinstance(index, str | Path)
     if new_build and index_path.exists() and (not index_path.is_dir() or any(index_path.iterdir())):
-        raise InvalidInputError(f"{index_path} already exists and is not empty; pass resume=True (--resume) to "
+        raise InvalidInputError(f"the index folder is not empty ({index_path}); pass resume=True (--resume) to "
                                 f"continue or update the index it holds, or build into a new folder")
 
     started = time.perf_counter()
