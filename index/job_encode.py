@@ -136,11 +136,6 @@ class DocEncoder:
         per_doc = [self.chunking.split(doc, self.encoder) for doc in docs]
         texts = [t for chunks in per_doc for t in chunks]
         vectors, tokens = encode_sorted(self.encoder, texts, self.batch_size)
-        if self.chunking.truncate:
-            cut = sum(1 for n in tokens if n > self.chunking.max_tokens)
-            if cut:
-                log.warning("%d document(s) longer than %d tokens were truncated by the model (long_docs='truncate')",
-                            cut, self.chunking.max_tokens)
         out, pos = [], 0
         from mm.index.job_types import content_hash
 

@@ -35,6 +35,7 @@ class MMJobEncoder:
         self.kind: str = encoder.kind
         self.dim: int = int(encoder.dim)
         self.max_tokens: int = max(WINDOW_MARGIN, int(encoder.max_document_tokens) - WINDOW_MARGIN)
+        self.model_max_tokens: int = int(encoder.max_document_tokens)  # where the model itself truncates
 
     def info(self) -> dict:
         """The encoder description the index stores (``mm search`` reloads the encoder from it)."""

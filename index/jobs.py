@@ -52,6 +52,8 @@ log = logging.getLogger(__name__)
 
 STATE_DIR = "_job"  # inside the index folder: state.sqlite (checkpoint) and job.lock
 DEFAULT_ENCODER = None  # as mm.encoders: LFM2-ColBERT-350M when available offline, else the bundled MiniLM
+#: what happens to documents longer than the encoder's window (as in ``mm.pipelines.indexer``)
+LONG_DOC_POLICIES = ("chunk", "truncate")
 #: below this many documents per core the local engine encodes in-process (workers=None)
 SMALL_CORPUS_DOCS = 256
 #: metadata keys on the chunks of multi-chunk documents (the same as ``mm.pipelines.indexer``'s)
@@ -77,6 +79,7 @@ class JobReport:
     index_docs: int = 0
     index_chunks: int = 0
     index_bytes: int = 0
+    docs_truncated: int = 0  # long_docs="truncate": documents the model cut at its window
     skipped: int = 0  # malformed corpus records skipped (skip_bad=True)
     skipped_where: list[str] = field(default_factory=list)
     extra: dict[str, Any] = field(default_factory=dict)
@@ -175,8 +178,8 @@ def build_job(
         raise InvalidInputError("ray_address is only used with engine='ray'")
     if engine != "ray" and max_restarts != 4:
         raise InvalidInputError("max_restarts is only used with engine='ray'")
-    if long_docs not in ("chunk", "truncate"):
-        raise InvalidInputError(f"long_docs must be 'chunk' or 'truncate', got {long_docs!r}")
+    if long_docs not in LONG_DOC_POLICIES:
+        raise InvalidInputError(f"long_docs must be one of {', '.join(LONG_DOC_POLICIES)}, got {long_docs!r}")
     for name, value in (("batch_size", batch_size), ("docs_per_unit", docs_per_unit),
                         ("segment_docs", segment_docs)):
         if value < 1:
@@ -205,19 +208,21 @@ def build_job(
     if max_tokens is not None and max_tokens > limit:
         raise InvalidInputError(f"max_tokens={max_tokens} is more than the encoder reads in one pass ({limit}); "
                                 f"use max_tokens <= {limit} (long documents are split into chunks)")
-    window = max_tokens or limit
-    chunking = Chunking(max_tokens=window, overlap=window // 8 if overlap is None else overlap,
-                        truncate=long_docs == "truncate")
+    truncate = long_docs == "truncate"
+    # truncate: one entry per document, cut by the model at its own limit (only counted here)
+    window = int(getattr(driver_encoder, "model_max_tokens", limit)) if truncate else (max_tokens or limit)
+    chunking = Chunking(max_tokens=window, overlap=window // 8 if overlap is None else overlap, truncate=truncate)
     report = JobReport(engine=engine, workers=workers, dry_run=dry_run)
     report.extra.update(encoder=spec.describe(), chunking=chunking.describe())
     kind, dim = driver_encoder.kind, driver_encoder.dim
-    fingerprint = {"encoder": driver_encoder.info(), "chunking": chunking.describe(), "version": 1}
+    encoder_info = {**driver_encoder.info(), "long_docs": long_docs}  # what the index records
+    fingerprint = {"encoder": encoder_info, "chunking": chunking.describe(), "version": 1}
 
     if dry_run:
         return _dry_run(src, index_path, driver_encoder, chunking, fingerprint, prune, report, started, progress)
 
-    writer = index if not isinstance(index, str | Path) else _open_or_create(index_path, kind, dim,
-                                                                          driver_encoder.info(), nbits)
+    writer = index if not isinstance(index, str | Path) else _open_or_create(index_path, kind, dim, encoder_info,
+                                                                          nbits)
     lock = _lock(index_path / STATE_DIR)
     state = JobState(index_path / STATE_DIR / "state.sqlite")
     try:
@@ -225,7 +230,8 @@ def build_job(
         state.start_run()
         total = _source_total(src)
         bar = _progress_bar(total, progress)
-        merger = _Merger(writer, state, kind, dim, segment_docs, report, bar)
+        merger = _Merger(writer, state, kind, dim, segment_docs, report, bar,
+                         truncate_at=chunking.max_tokens if truncate else 0)
         if engine == "local":
             # workers=1 reuses the encoder already loaded here; more start their own processes
             eng = LocalEngine(spec, chunking, workers=workers, threads=threads, batch_size=batch_size,
@@ -241,6 +247,10 @@ def build_job(
                 for item in _checked_stream(eng.run(src, state.done_keys()), state, report, bar):
                     merger.add([item])
         merger.flush()
+        if report.docs_truncated:
+            log.warning("%d of %d documents are longer than the encoder's %d-token window and were truncated "
+                        "(long_docs='truncate'; use 'chunk' to index every window)", report.docs_truncated,
+                        report.docs_encoded, chunking.max_tokens)
         if prune:
             _prune(writer, state, report)
         bar.close()
@@ -276,8 +286,9 @@ class _Merger:
     """Buffers encoded documents and commits them to the index, then to the checkpoint."""
 
     def __init__(self, writer: IndexWriter, state: JobState, kind: str, dim: int, segment_docs: int,
-                 report: JobReport, bar: Any) -> None:
+                 report: JobReport, bar: Any, truncate_at: int = 0) -> None:
         self.writer, self.state, self.kind, self.dim = writer, state, kind, dim
+        self.truncate_at = truncate_at
         self.segment_docs, self.report, self.bar = segment_docs, report, bar
         self.buffer: list[EncodedDoc] = []
 
@@ -321,6 +332,8 @@ class _Merger:
                 self.report.docs_new += 1
             self.report.chunks += doc.n_chunks
             self.report.tokens += doc.n_tokens
+            if self.truncate_at and doc.n_tokens > self.truncate_at:
+                self.report.docs_truncated += 1
         self.report.segments += 1
         self.bar.update(len(docs))
         self.bar.set_postfix(chunks=self.report.chunks, refresh=False)
@@ -453,6 +466,10 @@ def _open_or_create(path: Path, kind: str, dim: int, encoder_info: dict, nbits: 
         if info.get("kind") != kind or int(info.get("dim", dim)) != dim:
             raise InvalidInputError(f"index {path} is {info.get('kind')} with dim {info.get('dim')}; the encoder "
                                     f"produces {kind} vectors of dim {dim}: use a new index path")
+        policy = idx.encoder_info.get("long_docs", "chunk")
+        if policy != encoder_info.get("long_docs", "chunk"):
+            raise InvalidInputError(f"index {path} was built with long_docs={policy!r}; "
+                                    f"use the same policy, or a new index path")
         return idx
     return create_index(path, kind=kind, dim=dim, encoder_info=encoder_info, nbits=nbits)
 
