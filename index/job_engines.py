@@ -16,6 +16,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import pickle
 import threading
 import time
 from collections import deque
@@ -157,6 +158,14 @@ class _RayDocEncoder:
         self.worker = DocEncoder.from_spec(spec, chunking, batch_size, threads)
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        try:
+            return self._call(batch)
+        except MMError as exc:  # a data error: not retried; travels in-band (Ray drops the exception's cause)
+            cols: dict[str, list] = {c: [] for c in _RAY_COLUMNS}
+            _append_row(cols, "", "", True, -1, 0, "", 0, "", "{}", b"", 0, "", pickle.dumps(exc))
+            return _to_arrays(cols)
+
+    def _call(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         docs, bad = self.source.ray_documents(batch)
         hashes = [content_hash(d) for d in docs]
         keys = np.array([doc_key(d.id, h) for d, h in zip(docs, hashes, strict=True)], dtype="S16")
@@ -170,23 +179,28 @@ class _RayDocEncoder:
         cols: dict[str, list] = {c: [] for c in _RAY_COLUMNS}
         for doc, digest, skipped in zip(docs, hashes, skip, strict=True):
             if skipped:
-                _append_row(cols, doc.id, digest, True, -1, 0, "", 0, "", "{}", b"", 0, "")
+                _append_row(cols, doc.id, digest, True, -1, 0, "", 0, "", "{}", b"", 0, "", b"")
                 continue
             enc = next(encoded)
             meta = json.dumps(enc.metadata, sort_keys=True, ensure_ascii=False, default=str)
             for i, (text, vec) in enumerate(zip(enc.chunk_texts, enc.vectors, strict=True)):
                 _append_row(cols, enc.doc_id, digest, False, i, enc.n_chunks, text, enc.n_tokens, enc.title, meta,
-                            np.ascontiguousarray(vec, dtype=np.float32).tobytes(), vec.shape[0] if vec.ndim == 2 else 0, "")
+                            np.ascontiguousarray(vec, dtype=np.float32).tobytes(), vec.shape[0] if vec.ndim == 2 else 0,
+                            "", b"")
         for where in bad:  # malformed records skipped under skip_bad: reported to the driver
-            _append_row(cols, "", "", True, -1, 0, "", 0, "", "{}", b"", 0, where)
-        out = {c: np.array(v, dtype=object) for c, v in cols.items()}
-        for c in ("skip", "chunk_index", "n_chunks", "n_tokens", "vec_rows"):
-            out[c] = np.array(cols[c], dtype=bool if c == "skip" else np.int64)
-        return out
+            _append_row(cols, "", "", True, -1, 0, "", 0, "", "{}", b"", 0, where, b"")
+        return _to_arrays(cols)
 
 
 _RAY_COLUMNS = ("doc_id", "content_hash", "skip", "chunk_index", "n_chunks", "text", "n_tokens", "title",
-                "metadata", "vec", "vec_rows", "bad")
+                "metadata", "vec", "vec_rows", "bad", "error")
+
+
+def _to_arrays(cols: dict[str, list]) -> dict[str, np.ndarray]:
+    out = {c: np.array(v, dtype=object) for c, v in cols.items()}
+    for c in ("skip", "chunk_index", "n_chunks", "n_tokens", "vec_rows"):
+        out[c] = np.array(cols[c], dtype=bool if c == "skip" else np.int64)
+    return out
 
 
 def _append_row(cols: dict[str, list], *values: Any) -> None:
@@ -282,6 +296,8 @@ class RayEngine:
                  pending: dict[str, dict]) -> Iterator[EncodedDoc | SkippedDoc | BadRecord]:
         for i in range(len(batch["doc_id"])):
             doc_id, digest = str(batch["doc_id"][i]), str(batch["content_hash"][i])
+            if batch["error"][i]:
+                raise pickle.loads(bytes(batch["error"][i]))
             if batch["bad"][i]:
                 yield BadRecord(str(batch["bad"][i]))
                 continue

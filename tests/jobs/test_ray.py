@@ -89,3 +89,18 @@ def test_killed_ray_worker_is_restarted_and_the_job_completes(ray_cluster, tmp_p
     assert len(list(pid_dir.glob("*.pid"))) >= 4  # the driver, two actors and the replacement Ray started
     assert report.docs_new == 600
     check_exactly_once(corpus, index)
+
+
+def test_malformed_records_under_ray_stop_or_are_skipped(ray_cluster, tmp_path):
+    from mm.errors import MMError
+
+    corpus = write_corpus(tmp_path / "c.jsonl", 40)
+    lines = corpus.read_text().splitlines()
+    corpus.write_text("\n".join([*lines[:10], "{not json", *lines[10:]]) + "\n")
+    with pytest.raises(MMError, match="invalid JSON"):  # the actor's error, not Ray's wrapper
+        build_job(corpus, index_target(tmp_path / "a"), encoder=encoder(), engine="ray", workers=2,
+                  progress=False)
+    assert not (tmp_path / "a").exists()  # a new build that committed nothing leaves nothing
+    report = build_job(corpus, index_target(tmp_path / "b"), encoder=encoder(), engine="ray", workers=2,
+                       skip_bad=True, progress=False)
+    assert report.docs_new == 40 and report.skipped == 1 and "invalid JSON" in report.skipped_where[0]
