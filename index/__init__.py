@@ -21,6 +21,7 @@ from typing import Any
 from mm.index.base import Document, Hit, Index
 from mm.index.codec import SCHEMES
 from mm.index.dense import DenseIndex
+from mm.index.jobs import build_job as build_job
 from mm.index.multivector import DEFAULT_TRAIN_TOKENS, MultiVectorIndex
 from mm.index.storage import LOCK, MANIFEST, OWNED_FILES, read_manifest, write_manifest, writer_lock
 

@@ -64,21 +64,28 @@ def build(
         "--long-docs", help="Documents longer than the encoder's window: 'chunk' (overlapping windows, mapped "
                             "back to the document) or 'truncate' (the model's own truncation, logged)")] = "chunk",
     batch_docs: Annotated[int, typer.Option(min=1, help="Documents encoded and committed per batch")] = 1024,
-    threads: Annotated[int | None, typer.Option(min=1, help="torch threads")] = None,
+    threads: Annotated[int | None, typer.Option(min=1, help="torch threads (per worker)")] = None,
+    engine: Annotated[str, typer.Option(help="local (worker processes on this machine) or ray")] = "local",
+    ray_address: Annotated[str | None, typer.Option(help="'auto' or HOST:PORT of a running Ray cluster; "
+                                                         "default: a private Ray on 127.0.0.1")] = None,
+    workers: Annotated[int | None, typer.Option(min=1, help="encoder processes / Ray actors "
+                                                            "(default: one per core)")] = None,
+    resume: Annotated[bool, typer.Option("--resume", help="Continue a stopped build, or update the index "
+                                                          "incrementally (changed documents only)")] = False,
+    prune: Annotated[bool, typer.Option("--prune", help="With --resume: delete documents no longer in the "
+                                                        "corpus")] = False,
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="Report what would be done; write nothing")] = False,
     as_json: Annotated[bool, typer.Option("--json", help="Print the report as JSON")] = False,
 ) -> None:
-    """Build a new index from a corpus."""
-    from mm.pipelines.indexer import build_index
+    """Build an index from a corpus (a resumable job: local processes or a Ray cluster)."""
+    from mm.cli.jobs import run_build
 
     if nbits not in (2, 4):
         raise InvalidInputError(f"--nbits must be 2 or 4, got {nbits}")
     _quiet_loaders()
-    report = build_index(source, index, model=model, kind=kind, skip_bad=skip_bad, nbits=nbits,
-                         batch_docs=batch_docs, threads=threads, progress=not as_json, long_docs=long_docs)
-    if as_json:
-        _echo_json({**report.to_dict(), "info": report.info})
-    else:
-        _summary(report, "indexed")
+    run_build(source, index, as_json=as_json, encoder=model, kind=kind, nbits=nbits, skip_bad=skip_bad,
+              long_docs=long_docs, segment_docs=batch_docs, threads=threads, engine=engine, ray_address=ray_address,
+              workers=workers, resume=resume, prune=prune, dry_run=dry_run)
 
 
 @index_app.command("add")
