@@ -132,6 +132,7 @@ def build_job(
     overlap: int | None = None,
     long_docs: str = "chunk",
     nbits: int = 2,
+    codec: str = "scalar",
     prune: bool = False,
     skip_bad: bool = False,
     resume: bool = False,
@@ -163,6 +164,8 @@ def build_job(
         long_docs: ``"chunk"`` (overlapping windows mapped back to the document) or ``"truncate"``
             (one vector set per document, cut by the model at its limit; logged).
         nbits: residual compression bits for a new multi-vector index.
+        codec: residual codes of a new multi-vector index: ``"scalar"`` (PLAID-style buckets, fast to
+            train) or ``"pq"`` (faiss product quantization; best recall per byte, slower to train).
         prune: also delete indexed documents the source no longer has.
         skip_bad: log and skip malformed corpus records instead of stopping at the first one.
         resume: continue (after a crash or kill) or update (a changed corpus) the index at ``index``
@@ -222,7 +225,7 @@ def build_job(
         return _dry_run(src, index_path, driver_encoder, chunking, fingerprint, prune, report, started, progress)
 
     writer = index if not isinstance(index, str | Path) else _open_or_create(index_path, kind, dim, encoder_info,
-                                                                          nbits)
+                                                                          nbits, codec)
     lock = _lock(index_path / STATE_DIR)
     state = JobState(index_path / STATE_DIR / "state.sqlite")
     try:
@@ -456,7 +459,8 @@ def _source_total(src: Any) -> int | None:
     return len(src) if hasattr(src, "__len__") else None
 
 
-def _open_or_create(path: Path, kind: str, dim: int, encoder_info: dict, nbits: int) -> IndexWriter:
+def _open_or_create(path: Path, kind: str, dim: int, encoder_info: dict, nbits: int,
+                    codec: str = "scalar") -> IndexWriter:
     from mm.index import create_index, open_index
     from mm.index.storage import MANIFEST
 
@@ -471,7 +475,12 @@ def _open_or_create(path: Path, kind: str, dim: int, encoder_info: dict, nbits: 
             raise InvalidInputError(f"index {path} was built with long_docs={policy!r}; "
                                     f"use the same policy, or a new index path")
         return idx
-    return create_index(path, kind=kind, dim=dim, encoder_info=encoder_info, nbits=nbits)
+    if kind != "multivector":
+        if (nbits, codec) != (2, "scalar"):
+            raise InvalidInputError(f"nbits/codec only apply to multi-vector indexes; the encoder is {kind}: "
+                                    f"drop --nbits/--codec")
+        return create_index(path, kind=kind, dim=dim, encoder_info=encoder_info)
+    return create_index(path, kind=kind, dim=dim, encoder_info=encoder_info, nbits=nbits, codec=codec)
 
 
 def _lock(state_dir: Path) -> Any:
