@@ -10,13 +10,22 @@ from mm.cli import app
 
 
 @app.command()
-def tasks() -> None:
+def tasks(
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON instead of a table")] = False,
+) -> None:
     """List the registered tasks, their aliases and default checkpoints."""
+    import json
+
     from rich.console import Console
     from rich.table import Table
 
     import mm
 
+    if as_json:
+        rows = [{"task": s.name, "aliases": list(s.aliases), "default_model": s.default_model, "extra": s.extra,
+                 "description": s.description} for s in mm.tasks()]
+        typer.echo(json.dumps(rows, indent=2))
+        return
     table = Table("task", "aliases", "default model", "extra", "description")
     for spec in mm.tasks():
         table.add_row(spec.name, ", ".join(spec.aliases), spec.default_model or "-", spec.extra or "-",
