@@ -1,0 +1,285 @@
+"""The speech app: a spoken conversation (speech in, text + speech out), plus ASR and TTS tabs.
+
+>>> app = build_speech_app(None)         # no model: each tab explains how to start it with one
+>>> type(app).__name__
+'Blocks'
+
+Start it from the command line with ``mm serve --task speech --speech-model DIR``.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import gradio as gr
+import numpy as np
+from mm.apps.common import (
+    AppLimits,
+    ModelSlot,
+    check_new_tokens,
+    check_text,
+    fmt_seconds,
+    load_audio,
+    prepare,
+    status_html,
+    upload_path,
+    user_errors,
+)
+
+from mm.errors import InvalidInputError
+
+log = logging.getLogger(__name__)
+
+MODES = ("interleaved", "sequential")
+MODE_HELP = "interleaved: text and speech come together, lowest latency · sequential: the full text, then speech"
+DEFAULT_SYSTEM_PROMPT = "Respond with interleaved text and audio."
+#: without ffmpeg (which Gradio's streamed audio output needs) the reply player is refreshed this often
+REFRESH_SECONDS = 0.75
+
+
+class SpeechModels:
+    """The pipelines of one LFM2-Audio checkpoint, built on first use and sharing one copy of the weights."""
+
+    def __init__(self, model: Any, *, device: str = "auto", dtype: str = "auto") -> None:
+        self.model_id = os.fspath(model)
+        self.device = device
+        self.dtype = dtype
+        self._pipes: dict[tuple[str, str | None], Any] = {}
+
+    def _get(self, task: str, mode: str | None = None) -> Any:
+        key = (task, mode)
+        if key not in self._pipes:
+            import mm
+
+            options = {"mode": mode} if mode else {}
+            self._pipes[key] = mm.pipeline(task, model=self.model_id, device=self.device, dtype=self.dtype,
+                                           **options)
+        return self._pipes[key]
+
+    def s2s(self, mode: str) -> Any:
+        if mode not in MODES:
+            raise InvalidInputError(f"unknown mode {mode!r}; choose one of {', '.join(MODES)}")
+        return self._get("speech-to-speech", mode)
+
+    def asr(self) -> Any:
+        return self._get("asr")
+
+    def tts(self) -> Any:
+        return self._get("tts")
+
+
+def speech_slot(model: Any, *, concurrency_limit: int = 1, device: str = "auto", dtype: str = "auto") -> ModelSlot:
+    """A slot for an LFM2-Audio checkpoint directory (or a ready :class:`SpeechModels`), or None."""
+
+    def load(path: Any) -> SpeechModels:
+        models = SpeechModels(path, device=device, dtype=dtype)
+        models.s2s(MODES[0])  # load the weights now: a broken checkpoint shows up at start, not mid-chat
+        return models
+
+    return ModelSlot.of("speech", model, load, concurrency_limit=concurrency_limit,
+                        missing_hint="Start the app with --speech-model DIR (an LFM2-Audio checkpoint folder).")
+
+
+def ffmpeg_available() -> bool:
+    """Gradio's streamed audio output encodes with ffmpeg; without it the reply player is refreshed instead."""
+    return shutil.which("ffmpeg") is not None
+
+
+def _as_audio(chunk: Any) -> np.ndarray:
+    audio = np.asarray(chunk, dtype=np.float32).reshape(-1)
+    return np.clip(audio, -1.0, 1.0)
+
+
+def _pcm16(audio: np.ndarray) -> np.ndarray:
+    return (np.clip(audio, -1.0, 1.0) * 32767.0).astype(np.int16)
+
+
+def _history_messages(turns: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Chatbot messages for the transcript: each user recording, each reply's text and audio."""
+    messages: list[dict[str, Any]] = []
+    for turn in turns:
+        messages.append({"role": "user", "content": gr.Audio(value=turn["user_audio"], type="filepath")})
+        if turn.get("reply_text"):
+            messages.append({"role": "assistant", "content": turn["reply_text"]})
+        if turn.get("reply_audio") is not None:
+            messages.append({"role": "assistant", "content": gr.Audio(
+                value=(turn["sample_rate"], _pcm16(turn["reply_audio"])))})
+    return messages
+
+
+def conversation_stream(slot: ModelSlot, limits: AppLimits, audio: Any, mode: str, system_prompt: str,
+                        max_new_tokens: Any, turns: list[dict[str, Any]] | None, *,
+                        stream_audio: bool) -> Iterator[tuple[Any, ...]]:
+    """Answer one spoken turn; yield ``(chat, reply audio, stats, turns)`` as text and audio arrive."""
+    load_audio(audio, limits)  # clear errors for a bad file before the model sees it
+    path = str(upload_path(audio, "audio file"))
+    if mode not in MODES:
+        raise InvalidInputError(f"unknown mode {mode!r}; choose one of {', '.join(MODES)}")
+    system_prompt = check_text(system_prompt, "system prompt", limits, required=False)
+    n_new = check_new_tokens(max_new_tokens, limits)
+    pipe = slot.get().s2s(mode)
+    turns = list(turns or [])
+    turn: dict[str, Any] = {"user_audio": path, "reply_text": "", "reply_audio": None,
+                            "sample_rate": int(getattr(pipe, "sample_rate", 24000))}
+    options: dict[str, Any] = {"max_new_tokens": n_new}
+    if system_prompt:
+        options["system_prompt"] = system_prompt
+    chunks: list[np.ndarray] = []
+    t0 = time.perf_counter()
+    first_text = first_audio = None
+    last_refresh = 0.0
+    chat = _history_messages([*turns, turn])
+    yield chat, None, status_html("listening…", "info"), turns
+    for piece in pipe.stream(path, **options):
+        now = time.perf_counter() - t0
+        if isinstance(piece, str):
+            if not piece:
+                continue
+            first_text = now if first_text is None else first_text
+            turn["reply_text"] += piece
+            chat = _history_messages([*turns, {**turn, "reply_audio": None}])
+            yield chat, gr.skip(), _stats(first_text, first_audio, now, chunks, turn, False), turns
+            continue
+        chunk = _as_audio(piece)
+        if chunk.size == 0:
+            continue
+        first_audio = now if first_audio is None else first_audio
+        chunks.append(chunk)
+        if stream_audio:
+            out = (turn["sample_rate"], _pcm16(chunk))
+        elif now - last_refresh >= REFRESH_SECONDS:
+            last_refresh = now
+            out = (turn["sample_rate"], _pcm16(np.concatenate(chunks)))
+        else:
+            continue
+        yield gr.skip(), out, _stats(first_text, first_audio, now, chunks, turn, False), turns
+    total = time.perf_counter() - t0
+    turn["reply_audio"] = np.concatenate(chunks) if chunks else None
+    turns.append(turn)
+    final_audio: Any = gr.skip() if stream_audio else (
+        (turn["sample_rate"], _pcm16(turn["reply_audio"])) if turn["reply_audio"] is not None else None)
+    yield _history_messages(turns), final_audio, _stats(first_text, first_audio, total, chunks, turn, True), turns
+
+
+def _stats(first_text: float | None, first_audio: float | None, elapsed: float, chunks: list[np.ndarray],
+           turn: dict[str, Any], done: bool) -> str:
+    seconds = sum(c.size for c in chunks) / turn["sample_rate"]
+    parts = []
+    if first_text is not None:
+        parts.append(f"first text: {fmt_seconds(first_text)}")
+    if first_audio is not None:
+        parts.append(f"first audio: {fmt_seconds(first_audio)}")
+    parts.append(f"audio: {seconds:.2f} s")
+    parts.append(f"{'total' if done else 'elapsed'}: {fmt_seconds(elapsed)}")
+    if done and seconds > 0:
+        parts.append(f"real-time factor: {elapsed / seconds:.2f}")
+    return status_html(" · ".join(parts), "ok" if done else "info")
+
+
+def transcribe(slot: ModelSlot, limits: AppLimits, audio: Any) -> tuple[str, str]:
+    """ASR: ``(transcript, stats html)`` for an uploaded or recorded file."""
+    samples, rate = load_audio(audio, limits)
+    path = str(upload_path(audio, "audio file"))
+    pipe = slot.get().asr()
+    t0 = time.perf_counter()
+    text = pipe(path).text
+    elapsed = time.perf_counter() - t0
+    return text, status_html(f"{samples.size / rate:.2f} s of audio transcribed in {fmt_seconds(elapsed)}", "ok")
+
+
+def synthesize(slot: ModelSlot, limits: AppLimits, text: str) -> tuple[tuple[int, np.ndarray], str]:
+    """TTS: ``((sample_rate, samples), stats html)`` for ``text``."""
+    text = check_text(text, "text", limits)
+    pipe = slot.get().tts()
+    t0 = time.perf_counter()
+    result = pipe(text)
+    elapsed = time.perf_counter() - t0
+    audio = _as_audio(result.audio)
+    if audio.size == 0:
+        raise InvalidInputError("the model produced no audio for this text; try a longer sentence")
+    seconds = audio.size / result.sample_rate
+    return (int(result.sample_rate), _pcm16(audio)), status_html(
+        f"{seconds:.2f} s of audio in {fmt_seconds(elapsed)}", "ok")
+
+
+def render_speech(slot: ModelSlot, limits: AppLimits, *, stream_audio: bool | None = None) -> dict[str, Any]:
+    """Lay out the conversation, ASR and TTS tabs inside the current Blocks context."""
+    stream_audio = ffmpeg_available() if stream_audio is None else stream_audio
+    gr.HTML(slot.status(), elem_id="speech-model-status")
+    with gr.Tab("Conversation", id="speech-chat"):
+        turns = gr.State([])
+        with gr.Row():
+            with gr.Column(scale=1):
+                audio_in = gr.Audio(sources=["upload", "microphone"], type="filepath", label="Your turn",
+                                    elem_id="speech-input")
+                mode = gr.Radio(list(MODES), value=MODES[0], label="Mode", info=MODE_HELP, elem_id="speech-mode")
+                system = gr.Textbox(DEFAULT_SYSTEM_PROMPT, label="System prompt", lines=2,
+                                    max_length=limits.max_text_chars, elem_id="speech-system")
+                max_new = gr.Slider(1, limits.max_new_tokens, value=min(256, limits.max_new_tokens), step=1,
+                                    label="Max new tokens", elem_id="speech-max-new")
+                with gr.Row():
+                    send = gr.Button("Send", variant="primary", elem_id="speech-send")
+                    clear = gr.Button("New conversation", elem_id="speech-clear")
+            with gr.Column(scale=1):
+                chat = gr.Chatbot(label="Transcript", height=360, elem_id="speech-chat-log",
+                                  feedback_options=None)
+                reply = gr.Audio(label="Reply", type="numpy", interactive=False, streaming=stream_audio,
+                                 autoplay=stream_audio, elem_id="speech-reply")
+                stats = gr.HTML("", elem_id="speech-stats")
+
+    @user_errors
+    def talk(audio: Any, m: str, sp: str, n: Any, history: list) -> Iterator[tuple[Any, ...]]:
+        yield from conversation_stream(slot, limits, audio, m, sp, n, history, stream_audio=stream_audio)
+
+    send.click(talk, [audio_in, mode, system, max_new, turns], [chat, reply, stats, turns],
+               api_name="speech_to_speech", **slot.event_options)
+    clear.click(lambda: ([], None, "", [], None), None, [chat, reply, stats, turns, audio_in], queue=False)
+
+    with gr.Tab("Speech recognition", id="speech-asr"), gr.Row():
+        with gr.Column():
+            asr_in = gr.Audio(sources=["upload", "microphone"], type="filepath", label="Audio",
+                              elem_id="asr-input")
+            asr_go = gr.Button("Transcribe", variant="primary", elem_id="asr-run")
+        with gr.Column():
+            asr_text = gr.Textbox(label="Transcript", lines=6, interactive=False, elem_id="asr-text")
+            asr_stats = gr.HTML("", elem_id="asr-stats")
+    asr_go.click(user_errors(lambda a: transcribe(slot, limits, a)), asr_in, [asr_text, asr_stats],
+                 api_name="asr", **slot.event_options)
+
+    with gr.Tab("Text to speech", id="speech-tts"), gr.Row():
+        with gr.Column():
+            tts_text = gr.Textbox(label="Text", lines=4, max_length=limits.max_text_chars,
+                                  placeholder="Type what the model should say", elem_id="tts-text")
+            tts_go = gr.Button("Speak", variant="primary", elem_id="tts-run")
+        with gr.Column():
+            tts_audio = gr.Audio(label="Speech", type="numpy", interactive=False, elem_id="tts-audio")
+            tts_stats = gr.HTML("", elem_id="tts-stats")
+    tts_go.click(user_errors(lambda t: synthesize(slot, limits, t)), tts_text, [tts_audio, tts_stats],
+                 api_name="tts", **slot.event_options)
+    return {"audio": audio_in, "mode": mode, "send": send, "chat": chat, "reply": reply, "stats": stats,
+            "asr_input": asr_in, "asr_text": asr_text, "tts_text": tts_text, "tts_audio": tts_audio}
+
+
+def build_speech_app(model: Any = None, *, limits: AppLimits | None = None, concurrency_limit: int = 1,
+                     device: str = "auto", dtype: str = "auto", stream_audio: bool | None = None) -> gr.Blocks:
+    """The speech app. ``model`` is an LFM2-Audio checkpoint directory, a :class:`SpeechModels`, or None.
+
+    ``stream_audio`` (default: when ffmpeg is installed) plays the reply as it is generated through
+    Gradio's streamed audio output; otherwise the reply player is refreshed as audio arrives.
+
+    >>> build_speech_app(None).title
+    'mm · speech'
+    """
+    limits = limits or AppLimits()
+    slot = model if isinstance(model, ModelSlot) else speech_slot(model, concurrency_limit=concurrency_limit,
+                                                                   device=device, dtype=dtype)
+    with gr.Blocks(title="mm · speech") as app:
+        gr.Markdown("## Speech (LFM2-Audio)\nTalk to the model (record or upload), transcribe audio, "
+                    "or turn text into speech.")
+        render_speech(slot, limits, stream_audio=stream_audio)
+    return prepare(app, limits)
