@@ -102,7 +102,7 @@ def status_html(message: str, kind: str = "info") -> str:
     """
     if kind not in {"ok", "info", "error"}:
         raise ValueError(f"unknown status kind {kind!r}")
-    return f'<div class="mm-status mm-status-{kind}">{html.escape(message)}</div>'
+    return f'<div class="mm-status mm-status-{kind}">{html.escape(message, quote=False)}</div>'
 
 
 def user_message(exc: BaseException) -> str:
@@ -121,7 +121,7 @@ def to_gr_error(exc: BaseException) -> gr.Error:
         return exc
     if not isinstance(exc, MMError):
         log.exception("unexpected error in an app handler", exc_info=exc)
-    return gr.Error(html.escape(user_message(exc)), print_exception=False)
+    return gr.Error(html.escape(user_message(exc), quote=False), print_exception=False)
 
 
 def user_errors(fn: Callable[..., Any]) -> Callable[..., Any]:
@@ -230,7 +230,7 @@ class ModelSlot:
     def get(self) -> Any:
         """The pipeline, or a :class:`gradio.Error` naming why there is none."""
         if not self.load():
-            raise gr.Error(html.escape(self.error or f"the {self.name} model is not available"),
+            raise gr.Error(html.escape(self.error or f"the {self.name} model is not available", quote=False),
                            print_exception=False)
         return self.pipeline
 
