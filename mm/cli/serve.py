@@ -98,9 +98,6 @@ def serve(
 
     Example: mm serve --task all --vqa-model ./LFM2-VL-450M --speech-model ./LFM2-Audio-1.5B --search-index ./idx
     """
-    from mm import runtime
-    from mm.apps.common import AppLimits, launch, parse_size
-
     given = {"vqa": _check_dir(vqa_model, "--vqa-model"), "speech": _check_dir(speech_model, "--speech-model"),
              "search": _check_dir(search_index, "--search-index")}
     name = task.value
@@ -111,10 +108,13 @@ def serve(
     for key, value in given.items():
         if name == "all" and value is None:
             log.warning("no %s given: the %s tab will say so", _NEEDS[key], key)
-    parse_size(max_file_size)
     if not _is_loopback(host):
         log.warning("serving on %s: the apps are reachable from other machines", host)
     _check_port(host, port)
+    from mm import runtime
+    from mm.apps.common import AppLimits, launch, parse_size
+
+    parse_size(max_file_size)
     runtime.configure_torch(threads)
     limits = AppLimits(max_file_size=max_file_size, queue_size=queue_size, max_new_tokens=max_new_tokens)
     typer.echo(f"loading models for --task {name} …")

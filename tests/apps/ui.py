@@ -53,3 +53,15 @@ def screenshot(page: Any, artifacts: Path, name: str) -> Path:
     path = artifacts / f"{name}.png"
     page.screenshot(path=str(path), full_page=True)
     return path
+
+
+def set_number(page: Any, elem_id: str, value: float) -> None:
+    """Set a slider / number component ``#elem_id`` by typing into its number box."""
+    box = page.locator(f"#{elem_id} input[type=number]").first
+    box.fill(str(value))
+    box.press("Enter")
+
+
+def choose(page: Any, elem_id: str, label: str) -> None:
+    """Pick the radio option ``label`` of ``#elem_id``."""
+    page.locator(f"#{elem_id}").get_by_label(label, exact=True).check()
