@@ -20,7 +20,7 @@ from mm.apps.vqa import render_vqa, vqa_slot
 
 def build_combined_app(vqa_model: Any = None, speech_model: Any = None, search_index: Any = None, *,
                        limits: AppLimits | None = None, concurrency_limit: int = 1, device: str = "auto",
-                       dtype: str = "auto", stream_audio: bool | None = None) -> gr.Blocks:
+                       dtype: str = "auto", stream_audio: bool = False) -> gr.Blocks:
     """One app with a tab per pipeline. Each argument is a path, a ready pipeline / slot, or None.
 
     >>> build_combined_app().title

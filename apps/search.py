@@ -348,7 +348,7 @@ def render_search(slot: ModelSlot, limits: AppLimits) -> dict[str, Any]:
 
     run = user_errors(lambda q, kk, f: run_search(slot, limits, q, kk, f))
     go.click(run, [query, k, filters], [results, stats], api_name="search", **slot.event_options)
-    query.submit(run, [query, k, filters], [results, stats], api_name=False, **slot.event_options)
+    query.submit(run, [query, k, filters], [results, stats], api_visibility="private", **slot.event_options)
     add.click(user_errors(lambda f: add_documents(slot, limits, f)), doc_file, [add_status, info],
               api_name="add_documents", **slot.event_options)
     return {"query": query, "k": k, "filters": filters, "results": results, "stats": stats, "info": info,

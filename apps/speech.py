@@ -31,14 +31,14 @@ from mm.apps.common import (
     user_errors,
 )
 
-from mm.errors import InvalidInputError
+from mm.errors import InvalidInputError, MissingDependencyError
 
 log = logging.getLogger(__name__)
 
 MODES = ("interleaved", "sequential")
 MODE_HELP = "interleaved: text and speech come together, lowest latency · sequential: the full text, then speech"
 DEFAULT_SYSTEM_PROMPT = "Respond with interleaved text and audio."
-#: without ffmpeg (which Gradio's streamed audio output needs) the reply player is refreshed this often
+#: unless audio is streamed (Gradio's streamed output needs ffmpeg) the reply player is refreshed this often
 REFRESH_SECONDS = 0.75
 
 
@@ -86,7 +86,7 @@ def speech_slot(model: Any, *, concurrency_limit: int = 1, device: str = "auto",
 
 
 def ffmpeg_available() -> bool:
-    """Gradio's streamed audio output encodes with ffmpeg; without it the reply player is refreshed instead."""
+    """Whether ffmpeg, which Gradio's streamed audio output encodes with, is on PATH."""
     return shutil.which("ffmpeg") is not None
 
 
@@ -207,9 +207,18 @@ def synthesize(slot: ModelSlot, limits: AppLimits, text: str) -> tuple[tuple[int
         f"{seconds:.2f} s of audio in {fmt_seconds(elapsed)}", "ok")
 
 
-def render_speech(slot: ModelSlot, limits: AppLimits, *, stream_audio: bool | None = None) -> dict[str, Any]:
+def check_stream_audio(stream_audio: bool) -> bool:
+    """``stream_audio`` after checking that ffmpeg, which Gradio's streamed audio output needs, is installed."""
+    if stream_audio and not ffmpeg_available():
+        raise MissingDependencyError(
+            "streamed audio playback needs ffmpeg on PATH (Debian: apt-get install ffmpeg); without it, start the "
+            "app without --stream-audio and the reply player is refreshed as audio arrives instead")
+    return bool(stream_audio)
+
+
+def render_speech(slot: ModelSlot, limits: AppLimits, *, stream_audio: bool = False) -> dict[str, Any]:
     """Lay out the conversation, ASR and TTS tabs inside the current Blocks context."""
-    stream_audio = ffmpeg_available() if stream_audio is None else stream_audio
+    stream_audio = check_stream_audio(stream_audio)
     gr.HTML(slot.status(), elem_id="speech-model-status")
     with gr.Tab("Conversation", id="speech-chat"):
         turns = gr.State([])
@@ -238,7 +247,8 @@ def render_speech(slot: ModelSlot, limits: AppLimits, *, stream_audio: bool | No
 
     send.click(talk, [audio_in, mode, system, max_new, turns], [chat, reply, stats, turns],
                api_name="speech_to_speech", **slot.event_options)
-    clear.click(lambda: ([], None, "", [], None), None, [chat, reply, stats, turns, audio_in], queue=False)
+    clear.click(lambda: ([], None, "", [], None), None, [chat, reply, stats, turns, audio_in], queue=False,
+                api_visibility="private")
 
     with gr.Tab("Speech recognition", id="speech-asr"), gr.Row():
         with gr.Column():
@@ -266,11 +276,11 @@ def render_speech(slot: ModelSlot, limits: AppLimits, *, stream_audio: bool | No
 
 
 def build_speech_app(model: Any = None, *, limits: AppLimits | None = None, concurrency_limit: int = 1,
-                     device: str = "auto", dtype: str = "auto", stream_audio: bool | None = None) -> gr.Blocks:
+                     device: str = "auto", dtype: str = "auto", stream_audio: bool = False) -> gr.Blocks:
     """The speech app. ``model`` is an LFM2-Audio checkpoint directory, a :class:`SpeechModels`, or None.
 
-    ``stream_audio`` (default: when ffmpeg is installed) plays the reply as it is generated through
-    Gradio's streamed audio output; otherwise the reply player is refreshed as audio arrives.
+    ``stream_audio=True`` plays the reply while it is generated through Gradio's streamed audio
+    output, which needs ffmpeg; by default the reply player is refreshed as audio arrives.
 
     >>> build_speech_app(None).title
     'mm · speech'

@@ -138,8 +138,8 @@ def render_vqa(slot: ModelSlot, limits: AppLimits) -> dict[str, Any]:
             stats = gr.HTML("", elem_id="vqa-stats")
 
     image.upload(lambda img: check_image_upload(limits, img), image, image_status, show_progress="hidden",
-                 queue=False)
-    image.clear(lambda: "", None, image_status, queue=False)
+                 queue=False, api_visibility="private")
+    image.clear(lambda: "", None, image_status, queue=False, api_visibility="private")
 
     @user_errors
     def run(img: Any, q: str, p: str, n: Any) -> Iterator[tuple[str, str]]:
@@ -147,7 +147,7 @@ def render_vqa(slot: ModelSlot, limits: AppLimits) -> dict[str, Any]:
 
     inputs = [image, question, preset, max_new]
     ask.click(run, inputs, [answer, stats], api_name="vqa", **slot.event_options)
-    question.submit(run, inputs, [answer, stats], api_name=False, **slot.event_options)
+    question.submit(run, inputs, [answer, stats], api_visibility="private", **slot.event_options)
     return {"image": image, "question": question, "preset": preset, "max_new_tokens": max_new,
             "answer": answer, "stats": stats, "ask": ask, "model_status": model_status}
 

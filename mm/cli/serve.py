@@ -62,6 +62,7 @@ def build_app(task: str, *, vqa_model: Any = None, speech_model: Any = None, sea
     if task == "vqa":
         from mm.apps.vqa import build_vqa_app
 
+        options.pop("stream_audio", None)
         return build_vqa_app(vqa_model, **options)
     if task == "speech":
         from mm.apps.speech import build_speech_app
@@ -93,6 +94,9 @@ def serve(
     device: Annotated[str, typer.Option(help="auto or cpu")] = "auto",
     dtype: Annotated[str, typer.Option(help="auto, float32 or bfloat16")] = "auto",
     threads: Annotated[int | None, typer.Option(min=1, help="torch threads (default: all cores)")] = None,
+    stream_audio: Annotated[bool, typer.Option(
+        "--stream-audio/--no-stream-audio",
+        help="Play speech replies while they are generated (needs ffmpeg); otherwise the player is refreshed")] = False,
 ) -> None:
     """Start the demo app(s) on local checkpoints and an index, on 127.0.0.1 unless --host says otherwise.
 
@@ -111,6 +115,10 @@ def serve(
     if not _is_loopback(host):
         log.warning("serving on %s: the apps are reachable from other machines", host)
     _check_port(host, port)
+    if stream_audio and name in {"speech", "all"}:
+        from mm.apps.speech import check_stream_audio
+
+        check_stream_audio(True)
     from mm import runtime
     from mm.apps.common import AppLimits, launch, parse_size
 
@@ -119,6 +127,7 @@ def serve(
     limits = AppLimits(max_file_size=max_file_size, queue_size=queue_size, max_new_tokens=max_new_tokens)
     typer.echo(f"loading models for --task {name} …")
     blocks = build_app(name, vqa_model=given["vqa"], speech_model=given["speech"], search_index=given["search"],
-                       limits=limits, concurrency_limit=concurrency, device=device, dtype=dtype)
+                       limits=limits, concurrency_limit=concurrency, device=device, dtype=dtype,
+                       stream_audio=stream_audio)
     typer.echo(f"serving on http://{'[' + host + ']' if ':' in host else host}:{port} (Ctrl-C stops)")
     launch(blocks, host=host, port=port, limits=limits, block=True)
