@@ -14,9 +14,7 @@ Start it from the command line with ``mm serve --task search --search-index DIR`
 
 from __future__ import annotations
 
-import csv
 import html
-import io
 import json
 import logging
 import os
@@ -28,7 +26,6 @@ from typing import Any
 
 import gradio as gr
 from mm.apps.common import (
-    DOCUMENT_SUFFIXES,
     AppLimits,
     ModelSlot,
     check_text,
@@ -39,18 +36,21 @@ from mm.apps.common import (
     user_errors,
 )
 
-from mm.errors import InputTooLargeError, InvalidInputError
+from mm.errors import InvalidInputError
 
 log = logging.getLogger(__name__)
 
 MAX_K = 50
-MAX_DOCUMENTS_PER_UPLOAD = 20_000
+#: corpus files `mm index build` reads (see mm.corpus): one document per record, or per .txt / .md file
+DOCUMENT_SUFFIXES = (".jsonl", ".ndjson", ".json", ".csv", ".tsv", ".parquet", ".txt", ".md")
+#: index facts shown on the page, in this order
+INFO_FIELDS = ("documents", "kind", "dim", "tokens", "segments", "bytes", "generation", "path")
 PASSAGE_WORDS = 60
 _WORD = re.compile(r"\w+", re.UNICODE)
 
 
 class SearchService:
-    """The search pipeline of one index plus the index itself (for its info and for adding documents)."""
+    """The search pipeline of one index; adds documents with the pipeline's own (already loaded) encoder."""
 
     def __init__(self, index: Any, *, device: str = "auto", dtype: str = "auto") -> None:
         import mm
@@ -60,24 +60,17 @@ class SearchService:
         self.pipeline = mm.pipeline("search", index=str(self.index_dir), device=device, dtype=dtype)
 
     def search(self, query: str, k: int, filters: dict[str, Any] | None) -> list[Any]:
-        options: dict[str, Any] = {"k": k}
-        if filters:
-            options["filters"] = filters
-        return list(self.pipeline(query, **options))
+        return list(self.pipeline(query, k=k, filters=filters or None))
 
     def info(self) -> dict[str, Any]:
-        from mm.index import open_index
+        return dict(self.pipeline.index.info())
 
-        info = open_index(self.index_dir).info()
-        return dict(info) if not isinstance(info, dict) else info
+    def add(self, path: Path) -> tuple[int, int]:
+        """Add (or replace) the documents of a corpus file; returns ``(documents, chunks)``."""
+        from mm.pipelines.indexer import add_documents
 
-    def add(self, documents: list[dict[str, Any]]) -> int:
-        """Add documents (dicts with ``text`` and optional ``id`` / ``metadata``); returns how many."""
-        add = getattr(self.pipeline, "add", None)
-        if add is None:
-            raise InvalidInputError("this search pipeline cannot add documents")
-        add(documents)
-        return len(documents)
+        report = add_documents(path, self.index_dir, encoder=self.pipeline.encoder)
+        return report.documents, report.chunks
 
 
 def search_slot(index: Any, *, concurrency_limit: int = 1, device: str = "auto", dtype: str = "auto") -> ModelSlot:
@@ -130,69 +123,6 @@ def parse_filters(text: str | None) -> dict[str, Any]:
                                     "(e.g. lang=en; year=2020)")
         filters[key.strip()] = _value(value)
     return filters
-
-
-def _document(record: Any, where: str) -> dict[str, Any]:
-    if isinstance(record, str):
-        record = {"text": record}
-    if not isinstance(record, dict):
-        raise InvalidInputError(f"{where}: expected an object with a 'text' field, got {type(record).__name__}")
-    text = record.get("text")
-    if not isinstance(text, str) or not text.strip():
-        raise InvalidInputError(f"{where}: every document needs a non-empty 'text' field")
-    doc: dict[str, Any] = {"text": text}
-    if record.get("id") not in (None, ""):
-        doc["id"] = str(record["id"])
-    metadata = dict(record.get("metadata") or {})
-    metadata.update({k: v for k, v in record.items() if k not in {"id", "text", "metadata"}})
-    if metadata:
-        doc["metadata"] = metadata
-    return doc
-
-
-def read_documents(path: Path) -> list[dict[str, Any]]:
-    """Documents from a .jsonl / .json / .csv / .tsv (a ``text`` column) or .txt / .md (one per paragraph)."""
-    try:
-        raw = path.read_text(encoding="utf-8")
-    except UnicodeDecodeError as exc:
-        raise InvalidInputError(f"{path.name} is not UTF-8 text; save it as UTF-8 and upload it again") from exc
-    suffix = path.suffix.lower()
-    if suffix == ".jsonl":
-        docs = []
-        for number, line in enumerate(raw.splitlines(), 1):
-            if not line.strip():
-                continue
-            try:
-                record = json.loads(line)
-            except ValueError as exc:
-                raise InvalidInputError(f"{path.name} line {number} is not valid JSON ({exc.msg})") from exc
-            docs.append(_document(record, f"{path.name} line {number}"))
-    elif suffix == ".json":
-        try:
-            data = json.loads(raw)
-        except ValueError as exc:
-            raise InvalidInputError(f"{path.name} is not valid JSON ({exc})") from exc
-        if isinstance(data, dict):
-            data = data.get("documents", [data])
-        if not isinstance(data, list):
-            raise InvalidInputError(f"{path.name} must hold a list of documents")
-        docs = [_document(rec, f"{path.name} item {i}") for i, rec in enumerate(data)]
-    elif suffix in {".csv", ".tsv"}:
-        reader = csv.DictReader(io.StringIO(raw), delimiter="\t" if suffix == ".tsv" else ",")
-        if not reader.fieldnames or "text" not in reader.fieldnames:
-            raise InvalidInputError(f"{path.name} needs a header row with a 'text' column "
-                                    f"(found: {', '.join(reader.fieldnames or []) or 'no header'})")
-        docs = [_document(row, f"{path.name} row {i}") for i, row in enumerate(reader, 2)]
-    else:
-        paragraphs = [p.strip() for p in re.split(r"\n\s*\n", raw) if p.strip()]
-        docs = [{"id": f"{path.stem}-{i}", "text": p, "metadata": {"source": path.name}}
-                for i, p in enumerate(paragraphs)]
-    if not docs:
-        raise InvalidInputError(f"{path.name} holds no documents")
-    if len(docs) > MAX_DOCUMENTS_PER_UPLOAD:
-        raise InputTooLargeError(f"{path.name} holds {len(docs):,} documents; the limit per upload is "
-                                 f"{MAX_DOCUMENTS_PER_UPLOAD:,} (use `mm index build` for large collections)")
-    return docs
 
 
 def _fold(text: str) -> str:
@@ -267,19 +197,30 @@ def results_html(hits: list[Any], query: str) -> str:
     cards = []
     for rank, hit in enumerate(hits, 1):
         text = str(getattr(hit, "text", "") or "")
+        head = [f'<span class="mm-hit-rank">#{rank}</span>',
+                f'<span class="mm-hit-score">score {float(hit.score):.4f}</span>',
+                f'<span class="mm-hit-id">{html.escape(str(hit.id))}</span>']
+        if getattr(hit, "chunk", None) is not None:
+            head.append(f'<span class="mm-hit-chunk">passage {int(hit.chunk) + 1}</span>')
+        parts = [f'<div class="mm-hit-head">{"".join(head)}</div>',
+                 f'<div class="mm-hit-text">{highlight(passage(text, query), query)}</div>']
         meta = _meta_html(getattr(hit, "metadata", None))
-        cards.append(
-            f'<div class="mm-hit" data-rank="{rank}">'
-            f'<div class="mm-hit-head"><span class="mm-hit-rank">#{rank}</span>'
-            f'<span class="mm-hit-score">score {float(hit.score):.4f}</span>'
-            f'<span class="mm-hit-id">{html.escape(str(hit.id))}</span></div>'
-            f'<div class="mm-hit-text">{highlight(passage(text, query), query)}</div>'
-            + (f'<div class="mm-hit-meta">{meta}</div>' if meta else "") + "</div>")
+        if meta:
+            parts.append(f'<div class="mm-hit-meta">{meta}</div>')
+        cards.append(f'<div class="mm-hit" data-rank="{rank}">{"".join(parts)}</div>')
     return f'<div class="mm-results">{"".join(cards)}</div>'
 
 
+def _human_bytes(n: float) -> str:
+    for unit in ("B", "KB", "MB", "GB"):
+        if n < 1024 or unit == "GB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1024
+    return f"{n:.1f} GB"
+
+
 def info_markdown(slot: ModelSlot) -> str:
-    """The index info as a Markdown table (or the reason there is none)."""
+    """The index facts as a Markdown table (or nothing when there is no index)."""
     if not slot.load():
         return ""
     try:
@@ -287,10 +228,14 @@ def info_markdown(slot: ModelSlot) -> str:
     except Exception as exc:
         log.exception("reading the index info failed")
         return f"Index info unavailable: {html.escape(str(exc))}"
-    rows = ["| field | value |", "|---|---|"]
-    for key, value in info.items():
-        shown = json.dumps(value, ensure_ascii=False, default=str) if isinstance(value, dict | list) else value
-        rows.append(f"| {html.escape(str(key))} | {html.escape(str(shown))} |")
+    rows = ["| index | |", "|---|---|"]
+    encoder = info.get("encoder_info") or {}
+    if isinstance(encoder, dict) and encoder.get("model"):
+        rows.append(f"| encoder | {html.escape(str(encoder['model']))} |")
+    for key in INFO_FIELDS:
+        if key in info:
+            value = _human_bytes(float(info[key])) if key == "bytes" else info[key]
+            rows.append(f"| {key} | {html.escape(str(value))} |")
     return "\n".join(rows)
 
 
@@ -313,15 +258,14 @@ def run_search(slot: ModelSlot, limits: AppLimits, query: str, k: Any, filters_t
 
 
 def add_documents(slot: ModelSlot, limits: AppLimits, file: Any) -> tuple[str, str]:
-    """Add the documents of an uploaded file; returns ``(status html, refreshed info markdown)``."""
+    """Add the documents of an uploaded corpus file; returns ``(status html, refreshed info markdown)``."""
     path = check_upload(file, "document file", DOCUMENT_SUFFIXES, limits)
-    docs = read_documents(path)
     service = slot.get()
     t0 = time.perf_counter()
-    added = service.add(docs)
+    documents, chunks = service.add(path)
     elapsed = time.perf_counter() - t0
-    return status_html(f"added {added} document(s) from {path.name} in {fmt_seconds(elapsed)}", "ok"), \
-        info_markdown(slot)
+    return status_html(f"added {documents} document(s) ({chunks} passage(s)) from {path.name} in "
+                       f"{fmt_seconds(elapsed)}", "ok"), info_markdown(slot)
 
 
 def render_search(slot: ModelSlot, limits: AppLimits) -> dict[str, Any]:
@@ -340,8 +284,9 @@ def render_search(slot: ModelSlot, limits: AppLimits) -> dict[str, Any]:
     stats = gr.HTML("", elem_id="search-stats")
     results = gr.HTML("", elem_id="search-results")
     with gr.Accordion("Add documents", open=False):
-        gr.Markdown("Upload a `.jsonl`/`.json` file (objects with `text`, optional `id` and metadata fields), "
-                    "a `.csv`/`.tsv` with a `text` column, or a `.txt`/`.md` file (one document per paragraph).")
+        gr.Markdown("Upload a corpus file as `mm index build` reads it: `.jsonl`/`.json`/`.csv`/`.tsv`/`.parquet` "
+                    "records with an id (`_id` or `id`), a `text` field and any metadata fields, or a `.txt`/`.md` "
+                    "file (one document). A document whose id is already in the index is replaced.")
         doc_file = gr.File(label="Documents", file_types=list(DOCUMENT_SUFFIXES), elem_id="search-doc-file")
         add = gr.Button("Add to index", elem_id="search-add")
         add_status = gr.HTML("", elem_id="search-add-status")

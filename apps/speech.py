@@ -38,6 +38,10 @@ log = logging.getLogger(__name__)
 MODES = ("interleaved", "sequential")
 MODE_HELP = "interleaved: text and speech come together, lowest latency · sequential: the full text, then speech"
 DEFAULT_SYSTEM_PROMPT = "Respond with interleaved text and audio."
+OUTPUT_RATE = 24000
+#: turns one conversation may hold (the model's context grows with each)
+MAX_TURNS = 20
+DEFAULT_VOICE = "model default"
 #: unless audio is streamed (Gradio's streamed output needs ffmpeg) the reply player is refreshed this often
 REFRESH_SECONDS = 0.75
 
@@ -112,58 +116,86 @@ def _history_messages(turns: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return messages
 
 
+def new_session() -> dict[str, Any]:
+    """Per-browser-session conversation state: the model's conversation and the transcript turns."""
+    return {"conversation": None, "system_prompt": None, "turns": []}
+
+
+def _audio_piece(piece: Any) -> tuple[np.ndarray, int | None]:
+    """Samples (and rate, when the piece carries one) of a streamed audio piece: an AudioChunk or an array."""
+    if hasattr(piece, "samples"):
+        return _as_audio(piece.samples), int(getattr(piece, "sample_rate", 0)) or None
+    return _as_audio(piece), None
+
+
 def conversation_stream(slot: ModelSlot, limits: AppLimits, audio: Any, mode: str, system_prompt: str,
-                        max_new_tokens: Any, turns: list[dict[str, Any]] | None, *,
+                        max_new_tokens: Any, session: dict[str, Any] | None, *,
                         stream_audio: bool) -> Iterator[tuple[Any, ...]]:
-    """Answer one spoken turn; yield ``(chat, reply audio, stats, turns)`` as text and audio arrive."""
+    """Answer one spoken turn of a multi-turn conversation.
+
+    Yields ``(chat messages, reply audio, stats html, session)`` as text and audio arrive. The
+    session keeps the model's conversation, so each turn sees the earlier ones; the system prompt
+    is fixed when a conversation starts.
+    """
     load_audio(audio, limits)  # clear errors for a bad file before the model sees it
     path = str(upload_path(audio, "audio file"))
     if mode not in MODES:
         raise InvalidInputError(f"unknown mode {mode!r}; choose one of {', '.join(MODES)}")
-    system_prompt = check_text(system_prompt, "system prompt", limits, required=False)
+    system_prompt = check_text(system_prompt, "system prompt", limits, required=False) or DEFAULT_SYSTEM_PROMPT
     n_new = check_new_tokens(max_new_tokens, limits)
+    session = session if isinstance(session, dict) and "turns" in session else new_session()
+    if len(session["turns"]) >= MAX_TURNS:
+        raise InvalidInputError(f"this conversation has reached {MAX_TURNS} turns; press “New conversation” "
+                                "to start another")
     pipe = slot.get().s2s(mode)
-    turns = list(turns or [])
-    turn: dict[str, Any] = {"user_audio": path, "reply_text": "", "reply_audio": None,
-                            "sample_rate": int(getattr(pipe, "sample_rate", 24000))}
-    options: dict[str, Any] = {"max_new_tokens": n_new}
-    if system_prompt:
-        options["system_prompt"] = system_prompt
+    if session["conversation"] is None:
+        session["conversation"] = pipe.conversation(system_prompt)
+        session["system_prompt"] = system_prompt
+    elif system_prompt != session["system_prompt"]:
+        raise InvalidInputError("the system prompt is fixed when a conversation starts; press “New conversation” "
+                                "to talk with the new one")
+    turns = session["turns"]
+    turn: dict[str, Any] = {"user_audio": path, "reply_text": "", "reply_audio": None, "sample_rate": OUTPUT_RATE}
     chunks: list[np.ndarray] = []
     t0 = time.perf_counter()
     first_text = first_audio = None
     last_refresh = 0.0
-    chat = _history_messages([*turns, turn])
-    yield chat, None, status_html("listening…", "info"), turns
-    for piece in pipe.stream(path, **options):
-        now = time.perf_counter() - t0
-        if isinstance(piece, str):
-            if not piece:
+    yield _history_messages([*turns, turn]), None, status_html("listening…", "info"), session
+    try:
+        for piece in pipe.stream(path, max_new_tokens=n_new, conversation=session["conversation"]):
+            now = time.perf_counter() - t0
+            if isinstance(piece, str):
+                if not piece:
+                    continue
+                first_text = now if first_text is None else first_text
+                turn["reply_text"] += piece
+                yield (_history_messages([*turns, turn]), gr.skip(),
+                       _stats(first_text, first_audio, now, chunks, turn, False), session)
                 continue
-            first_text = now if first_text is None else first_text
-            turn["reply_text"] += piece
-            chat = _history_messages([*turns, {**turn, "reply_audio": None}])
-            yield chat, gr.skip(), _stats(first_text, first_audio, now, chunks, turn, False), turns
-            continue
-        chunk = _as_audio(piece)
-        if chunk.size == 0:
-            continue
-        first_audio = now if first_audio is None else first_audio
-        chunks.append(chunk)
-        if stream_audio:
-            out = (turn["sample_rate"], _pcm16(chunk))
-        elif now - last_refresh >= REFRESH_SECONDS:
-            last_refresh = now
-            out = (turn["sample_rate"], _pcm16(np.concatenate(chunks)))
-        else:
-            continue
-        yield gr.skip(), out, _stats(first_text, first_audio, now, chunks, turn, False), turns
+            chunk, rate = _audio_piece(piece)
+            if chunk.size == 0:
+                continue
+            turn["sample_rate"] = rate or turn["sample_rate"]
+            first_audio = now if first_audio is None else first_audio
+            chunks.append(chunk)
+            if stream_audio:
+                out = (turn["sample_rate"], _pcm16(chunk))
+            elif now - last_refresh >= REFRESH_SECONDS:
+                last_refresh = now
+                out = (turn["sample_rate"], _pcm16(np.concatenate(chunks)))
+            else:
+                continue
+            yield gr.skip(), out, _stats(first_text, first_audio, now, chunks, turn, False), session
+    except BaseException:
+        # the model's conversation may hold half a turn now: the next turn starts a fresh one
+        session["conversation"] = None
+        raise
     total = time.perf_counter() - t0
     turn["reply_audio"] = np.concatenate(chunks) if chunks else None
     turns.append(turn)
     final_audio: Any = gr.skip() if stream_audio else (
         (turn["sample_rate"], _pcm16(turn["reply_audio"])) if turn["reply_audio"] is not None else None)
-    yield _history_messages(turns), final_audio, _stats(first_text, first_audio, total, chunks, turn, True), turns
+    yield _history_messages(turns), final_audio, _stats(first_text, first_audio, total, chunks, turn, True), session
 
 
 def _stats(first_text: float | None, first_audio: float | None, elapsed: float, chunks: list[np.ndarray],
@@ -192,12 +224,26 @@ def transcribe(slot: ModelSlot, limits: AppLimits, audio: Any) -> tuple[str, str
     return text, status_html(f"{samples.size / rate:.2f} s of audio transcribed in {fmt_seconds(elapsed)}", "ok")
 
 
-def synthesize(slot: ModelSlot, limits: AppLimits, text: str) -> tuple[tuple[int, np.ndarray], str]:
-    """TTS: ``((sample_rate, samples), stats html)`` for ``text``."""
+def tts_voices() -> tuple[str, ...]:
+    """The voices the TTS pipeline knows (empty when the speech pipelines are not installed)."""
+    try:
+        from mm.pipelines.speech import TTS_VOICES
+    except ImportError:
+        return ()
+    return tuple(TTS_VOICES)
+
+
+def synthesize(slot: ModelSlot, limits: AppLimits, text: str,
+               voice: str | None = None) -> tuple[tuple[int, np.ndarray], str]:
+    """TTS: ``((sample_rate, samples), stats html)`` for ``text`` in ``voice`` (None: the model's default)."""
     text = check_text(text, "text", limits)
+    if voice in (None, "", DEFAULT_VOICE):
+        voice = None
+    elif voice not in tts_voices():
+        raise InvalidInputError(f"unknown voice {voice!r}; choose one of {', '.join(tts_voices())}")
     pipe = slot.get().tts()
     t0 = time.perf_counter()
-    result = pipe(text)
+    result = pipe(text, voice=voice) if voice else pipe(text)
     elapsed = time.perf_counter() - t0
     audio = _as_audio(result.audio)
     if audio.size == 0:
@@ -221,7 +267,7 @@ def render_speech(slot: ModelSlot, limits: AppLimits, *, stream_audio: bool = Fa
     stream_audio = check_stream_audio(stream_audio)
     gr.HTML(slot.status(), elem_id="speech-model-status")
     with gr.Tab("Conversation", id="speech-chat"):
-        turns = gr.State([])
+        session = gr.State(new_session(), time_to_live=3600)  # copied per browser session
         with gr.Row():
             with gr.Column(scale=1):
                 audio_in = gr.Audio(sources=["upload", "microphone"], type="filepath", label="Your turn",
@@ -242,12 +288,13 @@ def render_speech(slot: ModelSlot, limits: AppLimits, *, stream_audio: bool = Fa
                 stats = gr.HTML("", elem_id="speech-stats")
 
     @user_errors
-    def talk(audio: Any, m: str, sp: str, n: Any, history: list) -> Iterator[tuple[Any, ...]]:
-        yield from conversation_stream(slot, limits, audio, m, sp, n, history, stream_audio=stream_audio)
+    def talk(audio: Any, m: str, sp: str, n: Any, state: dict) -> Iterator[tuple[Any, ...]]:
+        yield from conversation_stream(slot, limits, audio, m, sp, n, state, stream_audio=stream_audio)
 
-    send.click(talk, [audio_in, mode, system, max_new, turns], [chat, reply, stats, turns],
+    send.click(talk, [audio_in, mode, system, max_new, session], [chat, reply, stats, session],
                api_name="speech_to_speech", **slot.event_options)
-    clear.click(lambda: ([], None, "", [], None), None, [chat, reply, stats, turns, audio_in], queue=False,
+    clear.click(lambda: ([], None, "", new_session(), None), None, [chat, reply, stats, session, audio_in],
+                queue=False,
                 api_visibility="private")
 
     with gr.Tab("Speech recognition", id="speech-asr"), gr.Row():
@@ -265,12 +312,15 @@ def render_speech(slot: ModelSlot, limits: AppLimits, *, stream_audio: bool = Fa
         with gr.Column():
             tts_text = gr.Textbox(label="Text", lines=4, max_length=limits.max_text_chars,
                                   placeholder="Type what the model should say", elem_id="tts-text")
+            voices = tts_voices()
+            tts_voice = gr.Dropdown([DEFAULT_VOICE, *voices], value=DEFAULT_VOICE, label="Voice",
+                                    visible=bool(voices), elem_id="tts-voice")
             tts_go = gr.Button("Speak", variant="primary", elem_id="tts-run")
         with gr.Column():
             tts_audio = gr.Audio(label="Speech", type="numpy", interactive=False, elem_id="tts-audio")
             tts_stats = gr.HTML("", elem_id="tts-stats")
-    tts_go.click(user_errors(lambda t: synthesize(slot, limits, t)), tts_text, [tts_audio, tts_stats],
-                 api_name="tts", **slot.event_options)
+    tts_go.click(user_errors(lambda t, v: synthesize(slot, limits, t, v)), [tts_text, tts_voice],
+                 [tts_audio, tts_stats], api_name="tts", **slot.event_options)
     return {"audio": audio_in, "mode": mode, "send": send, "chat": chat, "reply": reply, "stats": stats,
             "asr_input": asr_in, "asr_text": asr_text, "tts_text": tts_text, "tts_audio": tts_audio}
 

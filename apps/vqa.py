@@ -53,14 +53,12 @@ def vqa_slot(model: Any, *, concurrency_limit: int = 1, device: str = "auto", dt
                         missing_hint="Start the app with --vqa-model DIR (an LFM2-VL checkpoint folder).")
 
 
-def _image_tokens(value: Any) -> int | None:
-    if value is None:
+def image_token_count(pipe: Any, image: Any, preset: str) -> int | None:
+    """Image tokens ``image`` costs under ``preset`` (None when the pipeline cannot say)."""
+    counter = getattr(pipe, "image_tokens_for", None)
+    if counter is None:
         return None
-    if isinstance(value, int):
-        return value
-    if isinstance(value, list | tuple):
-        return sum(int(v) for v in value)
-    return None
+    return int(counter(image.width, image.height, image_tokens=preset))
 
 
 def _stats(image_tokens: int | None, first: float | None, total: float, pieces: int, done: bool) -> str:
@@ -84,6 +82,7 @@ def answer_stream(slot: ModelSlot, limits: AppLimits, image: Any, question: str,
         raise InvalidInputError(f"unknown image budget {preset!r}; choose one of {', '.join(PRESETS)}")
     n_new = check_new_tokens(max_new_tokens, limits)
     pipe = slot.get()
+    tokens = image_token_count(pipe, img, preset)
     t0 = time.perf_counter()
     first: float | None = None
     answer = ""
@@ -97,23 +96,28 @@ def answer_stream(slot: ModelSlot, limits: AppLimits, image: Any, question: str,
             first = time.perf_counter() - t0
         answer += piece
         pieces += 1
-        yield answer, _stats(None, first, time.perf_counter() - t0, pieces, False)
-    total = time.perf_counter() - t0
-    tokens = _image_tokens(getattr(getattr(pipe, "last_result", None), "image_tokens", None))
-    if tokens is None:
-        tokens = _image_tokens(getattr(pipe, "last_image_tokens", None))
-    yield answer, _stats(tokens, first, total, pieces, True)
+        yield answer, _stats(tokens, first, time.perf_counter() - t0, pieces, False)
+    yield answer, _stats(tokens, first, time.perf_counter() - t0, pieces, True)
 
 
-def check_image_upload(limits: AppLimits, image: Any) -> str:
-    """Status box for a freshly uploaded image: its size, or what is wrong with it."""
+def check_image_upload(slot: ModelSlot, limits: AppLimits, image: Any) -> str:
+    """Status box for a freshly uploaded image: its size and token cost per budget, or what is wrong with it."""
     if image is None:
         return ""
     try:
         img = load_image(image, limits)
     except InvalidInputError as exc:
         return status_html(str(exc), "error")
-    return status_html(f"image ready: {img.width}x{img.height} pixels", "ok")
+    text = f"image ready: {img.width}x{img.height} pixels"
+    if slot.ready:
+        try:
+            costs = {p: image_token_count(slot.pipeline, img, p) for p in PRESETS}
+        except Exception:  # the cost preview is a nicety: asking still reports any real problem
+            log.exception("could not compute the image-token preview")
+            costs = {}
+        if costs and None not in costs.values():
+            text += " · image tokens: " + ", ".join(f"{p} {n}" for p, n in costs.items())
+    return status_html(text, "ok")
 
 
 def render_vqa(slot: ModelSlot, limits: AppLimits) -> dict[str, Any]:
@@ -137,7 +141,7 @@ def render_vqa(slot: ModelSlot, limits: AppLimits) -> dict[str, Any]:
             answer = gr.Textbox(label="Answer", lines=8, interactive=False, elem_id="vqa-answer")
             stats = gr.HTML("", elem_id="vqa-stats")
 
-    image.upload(lambda img: check_image_upload(limits, img), image, image_status, show_progress="hidden",
+    image.upload(lambda img: check_image_upload(slot, limits, img), image, image_status, show_progress="hidden",
                  queue=False, api_visibility="private")
     image.clear(lambda: "", None, image_status, queue=False, api_visibility="private")
 

@@ -1,14 +1,13 @@
-"""The search app's own logic: filters, documents from uploads, passages and highlighting."""
+"""The search app's own logic: filters, passages, highlighting and result cards."""
 
 from __future__ import annotations
 
-import json
 from types import SimpleNamespace
 
 import pytest
-from mm.apps.search import highlight, parse_filters, passage, read_documents, results_html
+from mm.apps.search import highlight, parse_filters, passage, results_html
 
-from mm.errors import InputTooLargeError, InvalidInputError
+from mm.errors import InvalidInputError
 
 
 def test_parse_filters():
@@ -19,41 +18,6 @@ def test_parse_filters():
     for bad in ("lang", "=en", "lang=", "{not json", "[1, 2]", '{"": 1}'):
         with pytest.raises(InvalidInputError):
             parse_filters(bad)
-
-
-def test_read_documents_formats(tmp_path):
-    (tmp_path / "d.jsonl").write_text('{"id": 1, "text": "a", "lang": "en"}\n\n{"text": "b", "metadata": {"x": 1}}\n')
-    assert read_documents(tmp_path / "d.jsonl") == [
-        {"text": "a", "id": "1", "metadata": {"lang": "en"}}, {"text": "b", "metadata": {"x": 1}}]
-    (tmp_path / "d.json").write_text(json.dumps({"documents": [{"text": "c"}]}))
-    assert read_documents(tmp_path / "d.json") == [{"text": "c"}]
-    (tmp_path / "d.csv").write_text("id,text,lang\nq1,hello there,en\n")
-    assert read_documents(tmp_path / "d.csv") == [{"text": "hello there", "id": "q1", "metadata": {"lang": "en"}}]
-    (tmp_path / "notes.txt").write_text("first para\nstill first\n\n\nsecond para\n")
-    docs = read_documents(tmp_path / "notes.txt")
-    assert [d["text"] for d in docs] == ["first para\nstill first", "second para"]
-    assert docs[1]["id"] == "notes-1" and docs[1]["metadata"] == {"source": "notes.txt"}
-
-
-def test_read_documents_errors(tmp_path, monkeypatch):
-    cases = {
-        "a.jsonl": ('{"text": "ok"}\n{broken\n', "line 2 is not valid JSON"),
-        "b.jsonl": ('{"title": "no text"}\n', "non-empty 'text'"),
-        "c.csv": ("id,body\n1,x\n", "'text' column"),
-        "d.json": ('"just a string"', "list of documents"),
-        "e.txt": ("   \n\n ", "holds no documents"),
-    }
-    for name, (content, message) in cases.items():
-        (tmp_path / name).write_text(content)
-        with pytest.raises(InvalidInputError, match=message):
-            read_documents(tmp_path / name)
-    (tmp_path / "latin1.txt").write_bytes("caf\xe9".encode("latin-1"))
-    with pytest.raises(InvalidInputError, match="UTF-8"):
-        read_documents(tmp_path / "latin1.txt")
-    monkeypatch.setattr("mm.apps.search.MAX_DOCUMENTS_PER_UPLOAD", 2)
-    (tmp_path / "many.txt").write_text("a\n\nb\n\nc\n")
-    with pytest.raises(InputTooLargeError, match="3 documents"):
-        read_documents(tmp_path / "many.txt")
 
 
 def test_highlight_is_case_insensitive_multilingual_and_escaped():
@@ -73,9 +37,10 @@ def test_passage_picks_the_matching_window():
 
 
 def test_results_html():
-    hits = [SimpleNamespace(id="d<1>", score=3.14159, text="A fox.", metadata={"lang": "en"}),
-            SimpleNamespace(id="d2", score=1.0, text="A dog.", metadata=None)]
+    hits = [SimpleNamespace(id="d<1>", score=3.14159, text="A fox.", metadata={"lang": "en"}, chunk=2),
+            SimpleNamespace(id="d2", score=1.0, text="A dog.", metadata=None, chunk=None)]
     out = results_html(hits, "fox")
     assert out.index('data-rank="1"') < out.index('data-rank="2"')
+    assert "passage 3" in out and out.count("mm-hit-chunk") == 1
     assert "score 3.1416" in out and "d&lt;1&gt;" in out and "<mark>fox</mark>" in out and "lang: en" in out
     assert "No documents matched" in results_html([], "fox")
