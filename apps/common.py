@@ -18,12 +18,14 @@ True
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import html
 import inspect
 import logging
 import math
 import os
+import queue
 import re
 import threading
 import time
@@ -151,6 +153,61 @@ def user_errors(fn: Callable[..., Any]) -> Callable[..., Any]:
         except Exception as exc:
             raise to_gr_error(exc) from exc
     return wrapper
+
+
+_DONE = object()
+
+
+def stream_in_thread(make_iter: Callable[[], Iterator[Any]], *, name: str = "mm-stream") -> Iterator[Any]:
+    """Run a pipeline's stream start to finish in one dedicated thread, yielding its items here.
+
+    Gradio resumes a generator handler on whichever worker thread is free, so a pipeline stream
+    iterated directly may start on one thread and finish on another; a stream that holds a
+    (re-entrant) lock across its yields cannot release it then. Here the stream stays on one
+    thread; when the consumer stops early (the user left, or cancelled), the stream is closed on
+    that thread too, before its next item is produced.
+
+    >>> list(stream_in_thread(lambda: iter("abc")))
+    ['a', 'b', 'c']
+    """
+    items: queue.Queue[Any] = queue.Queue(maxsize=64)
+    stop = threading.Event()
+
+    def produce() -> None:
+        iterator = make_iter()
+        try:
+            for item in iterator:
+                while not stop.is_set():
+                    try:
+                        items.put(item, timeout=0.1)
+                        break
+                    except queue.Full:
+                        continue
+                if stop.is_set():
+                    break
+            items.put((_DONE, None))
+        except BaseException as exc:  # handed to the consumer, re-raised there
+            items.put((_DONE, exc))
+        finally:
+            close = getattr(iterator, "close", None)
+            if close is not None:
+                close()
+
+    worker = threading.Thread(target=produce, name=name, daemon=True)
+    worker.start()
+    try:
+        while True:
+            item = items.get()
+            if isinstance(item, tuple) and len(item) == 2 and item[0] is _DONE:
+                if item[1] is not None:
+                    raise item[1]
+                return
+            yield item
+    finally:
+        stop.set()
+        while worker.is_alive():  # unblock a producer waiting on a full queue, then let it finish
+            with contextlib.suppress(queue.Empty):
+                items.get(timeout=0.1)
 
 
 # -- models --------------------------------------------------------------------------------------

@@ -27,6 +27,7 @@ from mm.apps.common import (
     load_audio,
     prepare,
     status_html,
+    stream_in_thread,
     upload_path,
     user_errors,
 )
@@ -162,7 +163,8 @@ def conversation_stream(slot: ModelSlot, limits: AppLimits, audio: Any, mode: st
     last_refresh = 0.0
     yield _history_messages([*turns, turn]), None, status_html("listening…", "info"), session
     try:
-        for piece in pipe.stream(path, max_new_tokens=n_new, conversation=session["conversation"]):
+        conversation = session["conversation"]
+        for piece in stream_in_thread(lambda: pipe.stream(path, max_new_tokens=n_new, conversation=conversation)):
             now = time.perf_counter() - t0
             if isinstance(piece, str):
                 if not piece:
@@ -219,7 +221,7 @@ def transcribe(slot: ModelSlot, limits: AppLimits, audio: Any) -> tuple[str, str
     path = str(upload_path(audio, "audio file"))
     pipe = slot.get().asr()
     t0 = time.perf_counter()
-    text = pipe(path).text
+    text = pipe(path, max_new_tokens=limits.max_new_tokens).text
     elapsed = time.perf_counter() - t0
     return text, status_html(f"{samples.size / rate:.2f} s of audio transcribed in {fmt_seconds(elapsed)}", "ok")
 
@@ -233,21 +235,30 @@ def tts_voices() -> tuple[str, ...]:
     return tuple(TTS_VOICES)
 
 
-def synthesize(slot: ModelSlot, limits: AppLimits, text: str,
-               voice: str | None = None) -> tuple[tuple[int, np.ndarray], str]:
-    """TTS: ``((sample_rate, samples), stats html)`` for ``text`` in ``voice`` (None: the model's default)."""
+def synthesize(slot: ModelSlot, limits: AppLimits, text: str, voice: str | None = None,
+               max_new_tokens: Any = None) -> tuple[tuple[int, np.ndarray] | None, str]:
+    """TTS: ``((sample_rate, samples), stats html)`` for ``text`` in ``voice`` (None: the model's default).
+
+    ``max_new_tokens`` bounds the speech length (one step is one 80 ms audio frame).
+    """
     text = check_text(text, "text", limits)
+    n_new = check_new_tokens(limits.max_new_tokens if max_new_tokens is None else max_new_tokens, limits)
     if voice in (None, "", DEFAULT_VOICE):
         voice = None
     elif voice not in tts_voices():
         raise InvalidInputError(f"unknown voice {voice!r}; choose one of {', '.join(tts_voices())}")
     pipe = slot.get().tts()
     t0 = time.perf_counter()
-    result = pipe(text, voice=voice) if voice else pipe(text)
+    result = pipe(text, voice=voice, max_new_tokens=n_new) if voice else pipe(text, max_new_tokens=n_new)
     elapsed = time.perf_counter() - t0
     audio = _as_audio(result.audio)
     if audio.size == 0:
-        raise InvalidInputError("the model produced no audio for this text; try a longer sentence")
+        if getattr(result, "stop_reason", None) == "max_new_tokens":
+            message = (f"no speech yet: the model used all {n_new} steps before it began to speak; "
+                       "raise Max new tokens")
+        else:
+            message = "the model produced no speech for this text; try a longer sentence"
+        return None, status_html(message, "error")
     seconds = audio.size / result.sample_rate
     return (int(result.sample_rate), _pcm16(audio)), status_html(
         f"{seconds:.2f} s of audio in {fmt_seconds(elapsed)}", "ok")
@@ -315,11 +326,13 @@ def render_speech(slot: ModelSlot, limits: AppLimits, *, stream_audio: bool = Fa
             voices = tts_voices()
             tts_voice = gr.Dropdown([DEFAULT_VOICE, *voices], value=DEFAULT_VOICE, label="Voice",
                                     visible=bool(voices), elem_id="tts-voice")
+            tts_max_new = gr.Slider(1, limits.max_new_tokens, value=limits.max_new_tokens, step=1,
+                                    label="Max new tokens (one per 80 ms of speech)", elem_id="tts-max-new")
             tts_go = gr.Button("Speak", variant="primary", elem_id="tts-run")
         with gr.Column():
             tts_audio = gr.Audio(label="Speech", type="numpy", interactive=False, elem_id="tts-audio")
             tts_stats = gr.HTML("", elem_id="tts-stats")
-    tts_go.click(user_errors(lambda t, v: synthesize(slot, limits, t, v)), [tts_text, tts_voice],
+    tts_go.click(user_errors(lambda t, v, n: synthesize(slot, limits, t, v, n)), [tts_text, tts_voice, tts_max_new],
                  [tts_audio, tts_stats], api_name="tts", **slot.event_options)
     return {"audio": audio_in, "mode": mode, "send": send, "chat": chat, "reply": reply, "stats": stats,
             "asr_input": asr_in, "asr_text": asr_text, "tts_text": tts_text, "tts_audio": tts_audio}

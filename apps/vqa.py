@@ -26,6 +26,7 @@ from mm.apps.common import (
     load_image,
     prepare,
     status_html,
+    stream_in_thread,
     user_errors,
 )
 
@@ -88,8 +89,7 @@ def answer_stream(slot: ModelSlot, limits: AppLimits, image: Any, question: str,
     answer = ""
     pieces = 0
     yield "", status_html("reading the image…", "info")
-    stream = pipe.stream(img, question, image_tokens=preset, max_new_tokens=n_new)
-    for piece in stream:
+    for piece in stream_in_thread(lambda: pipe.stream(img, question, image_tokens=preset, max_new_tokens=n_new)):
         if not piece:
             continue
         if first is None:

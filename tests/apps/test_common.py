@@ -138,3 +138,55 @@ def test_check_text_and_tokens():
     for bad in (0, 65, 2.5, "many", float("nan")):
         with pytest.raises(InvalidInputError):
             check_new_tokens(bad, limits)
+
+
+def test_stream_in_thread_keeps_the_stream_on_one_thread():
+    import threading
+
+    from mm.apps.common import stream_in_thread
+
+    lock = threading.RLock()  # released by the thread that took it, or RuntimeError
+    seen = set()
+
+    def locked_stream():
+        with lock:
+            for i in range(5):
+                seen.add(threading.get_ident())
+                yield i
+
+    consumer = stream_in_thread(locked_stream)
+    out = []
+    for item in consumer:  # resume the consumer from different threads, as Gradio does
+        out.append(item)
+        if item == 1:
+            t = threading.Thread(target=lambda: out.append(next(consumer)))
+            t.start()
+            t.join()
+    assert out == [0, 1, 2, 3, 4] and len(seen) == 1
+
+
+def test_stream_in_thread_propagates_errors_and_closes_early():
+    from mm.apps.common import stream_in_thread
+
+    def failing():
+        yield 1
+        raise InvalidInputError("bad audio")
+
+    with pytest.raises(InvalidInputError, match="bad audio"):
+        list(stream_in_thread(failing))
+
+    closed = []
+
+    def endless():
+        try:
+            i = 0
+            while True:
+                yield i
+                i += 1
+        finally:
+            closed.append(True)
+
+    consumer = stream_in_thread(endless)
+    assert next(consumer) == 0
+    consumer.close()
+    assert closed == [True]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 from typing import Any
 
@@ -40,13 +41,20 @@ def toast_texts(page: Any, timeout: float = 30_000) -> list[str]:
 
 
 def audio_duration(page: Any, elem_id: str, timeout: float = 60_000) -> float:
-    """The duration (s) of the loaded audio in the player ``#elem_id`` once it has one."""
-    handle = page.wait_for_function(
-        """id => { const a = [...document.querySelectorAll('#' + id + ' audio')]
-                     .find(e => e.src && isFinite(e.duration) && e.duration > 0);
-                   return a ? a.duration : null; }""",
-        arg=elem_id, timeout=timeout)
-    return float(handle.json_value())
+    """The duration (s) of the audio loaded in the player ``#elem_id``, once it has some.
+
+    Gradio's player keeps its ``<audio>`` inside a shadow root: Playwright's locators reach it,
+    ``document.querySelectorAll`` does not.
+    """
+    deadline = time.monotonic() + timeout / 1000
+    while True:
+        durations = page.locator(f"#{elem_id} audio").evaluate_all(
+            "els => els.filter(e => e.src && isFinite(e.duration) && e.duration > 0).map(e => e.duration)")
+        if durations:
+            return float(max(durations))
+        if time.monotonic() > deadline:
+            raise AssertionError(f"no audio with a duration in #{elem_id} after {timeout / 1000:.0f} s")
+        page.wait_for_timeout(250)
 
 
 def screenshot(page: Any, artifacts: Path, name: str) -> Path:
