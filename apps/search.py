@@ -44,7 +44,7 @@ MAX_K = 50
 #: corpus files `mm index build` reads (see mm.corpus): one document per record, or per .txt / .md file
 DOCUMENT_SUFFIXES = (".jsonl", ".ndjson", ".json", ".csv", ".tsv", ".parquet", ".txt", ".md")
 #: index facts shown on the page, in this order
-INFO_FIELDS = ("documents", "kind", "dim", "tokens", "segments", "bytes", "generation", "path")
+INFO_FIELDS = ("documents", "kind", "dim", "tokens", "segments", "bytes", "generation")
 PASSAGE_WORDS = 60
 _WORD = re.compile(r"\w+", re.UNICODE)
 
@@ -231,7 +231,9 @@ def info_markdown(slot: ModelSlot) -> str:
     rows = ["| index | |", "|---|---|"]
     encoder = info.get("encoder_info") or {}
     if isinstance(encoder, dict) and encoder.get("model"):
-        rows.append(f"| encoder | {html.escape(str(encoder['model']))} |")
+        model = Path(str(encoder["model"]))
+        shown = f"{model.parent.name}/{model.name}" if model.is_absolute() else str(model)  # no server paths
+        rows.append(f"| encoder | {html.escape(shown)} |")
     for key in INFO_FIELDS:
         if key in info:
             value = _human_bytes(float(info[key])) if key == "bytes" else info[key]

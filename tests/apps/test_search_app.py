@@ -39,7 +39,7 @@ def test_query_shows_ranked_results(search_server, index_copy, page, artifacts_d
 
     expected = mm.pipeline("search", index=str(index_copy))("the fox jumps over the dog", k=3)
     ui.open_app(page, search_server.url, "#search-query")
-    assert "field" in page.locator("#search-info").inner_text()
+    assert f"documents\t{len(DOCS)}" in page.locator("#search-info").inner_text()
     ui.fill(page, "search-query", "the fox jumps over the dog")
     ui.set_number(page, "search-k", 3)
     page.locator("#search-run").click()
@@ -70,11 +70,12 @@ def test_add_documents_from_an_uploaded_file(search_server, page, tmp_path):
     upload = tmp_path / "more.jsonl"
     upload.write_text('{"id": "new-doc", "text": "Zebras graze on the savanna grasslands.", "lang": "en"}\n')
     ui.open_app(page, search_server.url, "#search-query")
-    page.get_by_text("Add documents").click()
+    page.get_by_role("button", name=re.compile("Add documents")).click()
     ui.upload(page, "search-doc-file", upload)
     page.locator("#search-doc-file").get_by_text("more.jsonl").wait_for()
     page.locator("#search-add").click()
     assert "added 1 document" in ui.wait_status(page, "search-add-status", "ok")
+    assert f"documents\t{len(DOCS) + 1}" in page.locator("#search-info").inner_text()
     ui.fill(page, "search-query", "zebras on the savanna")
     page.locator("#search-run").click()
     ui.wait_status(page, "search-stats", "ok")
