@@ -26,7 +26,10 @@ def tasks(
                  "description": s.description} for s in mm.tasks()]
         typer.echo(json.dumps(rows, indent=2))
         return
-    table = Table("task", "aliases", "default model", "extra", "description")
+    table = Table()
+    table.add_column("task", no_wrap=True)
+    for column in ("aliases", "default model", "extra", "description"):
+        table.add_column(column, overflow="fold")
     for spec in mm.tasks():
         table.add_row(spec.name, ", ".join(spec.aliases), spec.default_model or "-", spec.extra or "-",
                       spec.description)

@@ -1,0 +1,196 @@
+"""VQA latency per image-token budget on full-size LFM2-VL-450M (random weights), mm vs plain transformers.
+
+Writes a random-weight checkpoint with LFM2-VL-450M's configuration (SigLIP2-NaFlex base tower,
+LFM2-350M text model, 450M processor settings) and measures, for a 512x512 and a 1024x768 image:
+
+* ``mm``: end-to-end ``vqa(image, question, image_tokens=preset)`` (decode, preprocess, vision, generate);
+* ``transformers``: the same preprocessed inputs (identical ``pixel_values``, ids and masks, from mm's
+  preprocessing, timed too) fed to plain ``Lfm2VlForConditionalGeneration.generate``.
+
+Runs alternate between the two and the best of ``--repeats`` is kept (the machines are shared and
+noisy); wall-clock and process CPU time are both reported (CPU time is far less sensitive to other
+processes competing for the cores). Generation is greedy with EOS disabled, so every run produces exactly ``--new-tokens`` tokens.
+Prints one JSON object.
+
+    python benchmarks/vqa.py            # full run (~10 min on 2 cores)
+    python benchmarks/vqa.py --quick    # 1 repeat, 4 new tokens, 512x512 only for transformers
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import json
+import platform
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+QUESTION = "What is in this image? Answer in one sentence."
+SIZES = {"512x512": (512, 512), "1024x768": (768, 1024)}
+PRESETS = ("fast", "balanced", "detailed")
+
+
+def build_checkpoint(directory: Path, seed: int = 0) -> Path:
+    """A random-weight LFM2-VL-450M checkpoint with the tiny factory's tokenizer and real processor config."""
+    from transformers import GenerationConfig, Lfm2VlForConditionalGeneration
+
+    from mm.testing.tokenizer import LFM2_SPECIAL_TOKENS, train_tokenizer
+    from mm.testing.vl import (
+        LFM2_VL_450M_PROCESSOR,
+        LFM2_VL_IMAGE_TOKENS,
+        lfm2_vl_450m_config,
+        save_vl_tokenizer,
+        write_processor_config,
+    )
+
+    tokenizer = train_tokenizer(1024, LFM2_SPECIAL_TOKENS + LFM2_VL_IMAGE_TOKENS)
+    config = lfm2_vl_450m_config(vocab_size=65536, image_token_id=tokenizer.token_to_id("<image>"))
+    torch.manual_seed(seed)
+    model = Lfm2VlForConditionalGeneration(config).eval()
+    # no EOS: every run generates exactly max_new_tokens, so mm and the baseline do the same work
+    model.generation_config = GenerationConfig(bos_token_id=1, eos_token_id=None, pad_token_id=0)
+    model.save_pretrained(str(directory))
+    save_vl_tokenizer(tokenizer, directory)
+    write_processor_config(directory, LFM2_VL_450M_PROCESSOR)
+    del model
+    gc.collect()
+    return directory
+
+
+def timed(fn) -> float:
+    start = time.perf_counter()
+    fn()
+    return time.perf_counter() - start
+
+
+def baseline_inputs(vqa, image: np.ndarray, preset: str) -> dict:
+    """What a plain-transformers user feeds to ``generate``: mm's preprocessed ids + pixel values."""
+    from mm.media.image import load_image
+
+    settings = vqa.budget(image_tokens=preset)
+    vision = vqa.vl.preprocessor([load_image(image)], settings)
+    messages = [{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": QUESTION}]}]
+    text = vqa.vl.tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
+    text = vqa.vl.preprocessor.expand_prompt(text, vision.plans, settings)
+    encoded = vqa.vl.tokenizer([text], return_tensors="pt", add_special_tokens=False)
+    return {"input_ids": encoded["input_ids"], "attention_mask": encoded["attention_mask"], **vision.model_kwargs()}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="1 repeat, 4 new tokens")
+    parser.add_argument("--repeats", type=int, default=3, help="runs per side for untiled (<= 256-token) images")
+    parser.add_argument("--heavy-repeats", type=int, default=1, help="runs per side for tiled images")
+    parser.add_argument("--new-tokens", type=int, default=16)
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--checkpoint", type=Path, default=None, help="reuse a checkpoint written before")
+    args = parser.parse_args()
+    repeats = 1 if args.quick else args.repeats
+    new_tokens = 4 if args.quick else args.new_tokens
+    torch.set_num_threads(args.threads)
+
+    import mm
+    from mm import runtime
+
+    runtime.configure_torch(args.threads)
+    tmp = None
+    if args.checkpoint is None or not (args.checkpoint / "config.json").is_file():
+        tmp = tempfile.TemporaryDirectory(prefix="mm-bench-vqa-")
+        path = args.checkpoint or Path(tmp.name)
+        path.mkdir(parents=True, exist_ok=True)
+        t_build = timed(lambda: build_checkpoint(path))
+    else:
+        path, t_build = args.checkpoint, 0.0
+    start = time.perf_counter()
+    vqa = mm.pipeline("vqa", model=path, dtype="float32", threads=args.threads)
+    load_s = time.perf_counter() - start
+    model = vqa.vl.model
+    rng = np.random.default_rng(0)
+    images = {name: rng.integers(0, 256, (h, w, 3), dtype=np.uint8) for name, (h, w) in SIZES.items()}
+    gen = {"max_new_tokens": new_tokens, "do_sample": False}
+
+    vqa(images["512x512"], QUESTION, image_tokens="fast", **gen)  # warm-up (first-call overheads)
+    with torch.inference_mode():
+        model.generate(**baseline_inputs(vqa, images["512x512"], "fast"), max_new_tokens=2, do_sample=False,
+                       pad_token_id=0)
+    results: dict = {}
+    for name, image in images.items():
+        results[name] = {}
+        for preset in PRESETS:
+            h, w = image.shape[:2]
+            settings = vqa.budget(image_tokens=preset)
+            plan = vqa.vl.preprocessor.plan(h, w, settings)
+            mm_times, tf_times, tf_model_times, mm_cpu, tf_cpu = [], [], [], [], []
+            answers = {}
+            n_runs = repeats if not plan.tiled else (1 if args.quick else args.heavy_repeats)
+            for repeat in range(n_runs):
+                for side in ("mm", "tf") if repeat % 2 == 0 else ("tf", "mm"):  # alternate who goes first
+                    c0, t0 = time.process_time(), time.perf_counter()
+                    if side == "mm":
+                        result = vqa(image, QUESTION, image_tokens=preset, **gen)
+                        mm_cpu.append(time.process_time() - c0)
+                        mm_times.append(time.perf_counter() - t0)
+                        answers["mm"] = result.token_ids
+                        continue
+                    inputs = baseline_inputs(vqa, image, preset)
+                    t1 = time.perf_counter()
+                    with torch.inference_mode():
+                        out = model.generate(**inputs, max_new_tokens=new_tokens, do_sample=False, pad_token_id=0)
+                    tf_cpu.append(time.process_time() - c0)
+                    tf_model_times.append(time.perf_counter() - t1)
+                    tf_times.append(time.perf_counter() - t0)
+                    answers["tf"] = out[0, inputs["input_ids"].shape[1]:].tolist()
+            entry = {
+                "image_tokens": plan.num_image_tokens,
+                "tiles": plan.num_tiles,
+                "grid": f"{plan.cols}x{plan.rows}" if plan.tiled else "1x1",
+                "encoder_pixels": sum(th * tw for th, tw in plan.tile_shapes()),
+                "prompt_tokens": result.prompt_tokens,
+                "runs_per_side": n_runs,
+                "mm_s": round(min(mm_times), 3),
+                "mm_median_s": round(statistics.median(mm_times), 3),
+                "mm_vision_s": round(result.timings["vision_s"], 3),
+                "mm_generate_s": round(result.timings["generate_s"], 3),
+                "transformers_s": round(min(tf_times), 3),
+                "transformers_generate_only_s": round(min(tf_model_times), 3),
+                "speed_ratio_vs_transformers": round(min(tf_times) / min(mm_times), 3),
+                "mm_cpu_s": round(min(mm_cpu), 3),
+                "transformers_cpu_s": round(min(tf_cpu), 3),
+                "cpu_ratio_vs_transformers": round(min(tf_cpu) / min(mm_cpu), 3),
+                "same_tokens_as_transformers": answers["mm"] == answers["tf"][: len(answers["mm"])],
+            }
+            results[name][preset] = entry
+            print(json.dumps({"progress": f"{name}/{preset}", **entry}), flush=True, file=sys.stderr)
+    summary = {
+        "fast_speedup_vs_balanced_1024x768": round(
+            results["1024x768"]["balanced"]["mm_s"] / results["1024x768"]["fast"]["mm_s"], 2),
+        "fast_speedup_vs_balanced_512x512": round(
+            results["512x512"]["balanced"]["mm_s"] / results["512x512"]["fast"]["mm_s"], 2),
+        "min_speed_ratio_vs_transformers": min(e["speed_ratio_vs_transformers"]
+                                               for r in results.values() for e in r.values()),
+        "min_cpu_ratio_vs_transformers": min(e["cpu_ratio_vs_transformers"]
+                                             for r in results.values() for e in r.values()),
+        "fast_cpu_speedup_vs_balanced_1024x768": round(
+            results["1024x768"]["balanced"]["mm_cpu_s"] / results["1024x768"]["fast"]["mm_cpu_s"], 2),
+    }
+    print(json.dumps({
+        "benchmark": "vqa",
+        "model": "LFM2-VL-450M config, random weights, float32",
+        "machine": {"cpu": platform.processor() or platform.machine(), "threads": torch.get_num_threads(),
+                    "torch": torch.__version__, "cpu_capability": torch.backends.cpu.get_cpu_capability()},
+        "new_tokens": new_tokens, "question": QUESTION,
+        "checkpoint_build_s": round(t_build, 1), "load_s": round(load_s, 1),
+        "results": results, "summary": summary,
+    }, indent=1))
+    if tmp is not None:
+        tmp.cleanup()
+
+
+if __name__ == "__main__":
+    main()
