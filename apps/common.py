@@ -295,7 +295,8 @@ class ModelSlot:
         if self.load():
             extra = f" (loaded in {self.load_seconds:.1f} s)" if self.load_seconds is not None else ""
             model_id = getattr(self.pipeline, "model_id", None)
-            where = f": {model_id}" if isinstance(model_id, str | os.PathLike) else ""
+            # the folder's name only: the page does not reveal the server's directory layout
+            where = f": {Path(model_id).name}" if isinstance(model_id, str | os.PathLike) and model_id else ""
             return status_html(f"{self.name} model ready{where}{extra}", "ok")
         return status_html(self.error or "", "error")
 
