@@ -75,3 +75,29 @@ def test_inputs_naming_server_paths_are_refused(unconfigured, tmp_path):
 def test_server_binds_loopback_only(unconfigured):
     assert unconfigured.blocks.server_name == "127.0.0.1"
     assert unconfigured.blocks.allowed_paths == []
+
+
+def test_uploads_above_the_size_limit_are_refused(serve_in_process):
+    import uuid
+
+    from mm.apps.common import AppLimits
+    from mm.apps.vqa import build_vqa_app
+
+    limits = AppLimits(max_file_size="1kb")
+    served = serve_in_process(build_vqa_app(None, limits=limits), limits)
+
+    def upload(size: int) -> tuple[int, bytes]:
+        boundary = uuid.uuid4().hex
+        body = (f'--{boundary}\r\nContent-Disposition: form-data; name="files"; filename="x.png"\r\n'
+                "Content-Type: image/png\r\n\r\n").encode() + b"\0" * size + f"\r\n--{boundary}--\r\n".encode()
+        request = urllib.request.Request(f"{served.url}gradio_api/upload", data=body,
+                                         headers={"Content-Type": f"multipart/form-data; boundary={boundary}"})
+        try:
+            with urllib.request.urlopen(request, timeout=10) as response:
+                return response.status, response.read()
+        except urllib.error.HTTPError as exc:
+            return exc.code, exc.read()
+
+    assert upload(500)[0] == 200
+    status, body = upload(5000)
+    assert status == 413 and b"maximum allowed size of 1024 bytes" in body
