@@ -335,7 +335,7 @@ def check_upload(value: Any, what: str, suffixes: tuple[str, ...], limits: AppLi
 
 def load_image(value: Any, limits: AppLimits) -> Any:
     """Decode an uploaded image into an RGB ``PIL.Image``, or raise a clear :class:`InvalidInputError`."""
-    from PIL import Image, UnidentifiedImageError
+    from PIL import Image, ImageOps, UnidentifiedImageError
 
     path = check_upload(value, "image", IMAGE_SUFFIXES, limits)
     try:
@@ -347,7 +347,7 @@ def load_image(value: Any, limits: AppLimits) -> Any:
             probe.verify()
         with Image.open(path) as img:
             img.load()
-            return img.convert("RGB")
+            return ImageOps.exif_transpose(img).convert("RGB")  # as a camera meant it to be seen
     except MMError:
         raise
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError, Image.DecompressionBombError) as exc:

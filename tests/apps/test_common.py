@@ -190,3 +190,10 @@ def test_stream_in_thread_propagates_errors_and_closes_early():
     assert next(consumer) == 0
     consumer.close()
     assert closed == [True]
+
+
+def test_load_image_applies_exif_orientation(tmp_path):
+    exif = Image.Exif()
+    exif[274] = 6  # rotate 90° clockwise to display
+    Image.new("RGB", (40, 20), (10, 20, 30)).save(tmp_path / "phone.jpg", exif=exif)
+    assert load_image(str(tmp_path / "phone.jpg"), AppLimits()).size == (20, 40)
