@@ -31,7 +31,7 @@ def build_combined_app(vqa_model: Any = None, speech_model: Any = None, search_i
     vqa = vqa_model if isinstance(vqa_model, ModelSlot) else vqa_slot(vqa_model, **common)
     speech = speech_model if isinstance(speech_model, ModelSlot) else speech_slot(speech_model, **common)
     search = search_index if isinstance(search_index, ModelSlot) else search_slot(search_index, **common)
-    with gr.Blocks(title="mm · multimodal demos") as app:
+    with gr.Blocks(title="mm · multimodal demos", analytics_enabled=False) as app:
         gr.Markdown("## mm: on-device multimodal demos on LFM2\nVisual question answering, spoken conversation "
                     "and multilingual search, all running locally on the CPU.")
         with gr.Tabs():

@@ -312,7 +312,7 @@ def build_search_app(index: Any = None, *, limits: AppLimits | None = None, conc
     limits = limits or AppLimits()
     slot = index if isinstance(index, ModelSlot) else search_slot(index, concurrency_limit=concurrency_limit,
                                                                    device=device, dtype=dtype)
-    with gr.Blocks(title="mm · search") as app:
+    with gr.Blocks(title="mm · search", analytics_enabled=False) as app:
         gr.Markdown("## Multilingual search (LFM2-ColBERT)\nSearch an mm index in any language, narrow it "
                     "with metadata filters, and add documents.")
         render_search(slot, limits)

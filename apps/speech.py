@@ -351,7 +351,7 @@ def build_speech_app(model: Any = None, *, limits: AppLimits | None = None, conc
     limits = limits or AppLimits()
     slot = model if isinstance(model, ModelSlot) else speech_slot(model, concurrency_limit=concurrency_limit,
                                                                    device=device, dtype=dtype)
-    with gr.Blocks(title="mm · speech") as app:
+    with gr.Blocks(title="mm · speech", analytics_enabled=False) as app:
         gr.Markdown("## Speech (LFM2-Audio)\nTalk to the model (record or upload), transcribe audio, "
                     "or turn text into speech.")
         render_speech(slot, limits, stream_audio=stream_audio)

@@ -166,7 +166,7 @@ def build_vqa_app(model: Any = None, *, limits: AppLimits | None = None, concurr
     limits = limits or AppLimits()
     slot = model if isinstance(model, ModelSlot) else vqa_slot(model, concurrency_limit=concurrency_limit,
                                                                 device=device, dtype=dtype)
-    with gr.Blocks(title="mm · visual question answering") as app:
+    with gr.Blocks(title="mm · visual question answering", analytics_enabled=False) as app:
         gr.Markdown("## Visual question answering (LFM2-VL)\nUpload an image, ask a question about it, "
                     "and pick how many image tokens the model may spend on it.")
         render_vqa(slot, limits)

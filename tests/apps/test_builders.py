@@ -28,10 +28,12 @@ def test_each_model_has_one_queue_limit_shared_by_its_events():
     assert {"vqa"} <= groups["model:vqa"] and {"search", "add_documents"} <= groups["model:search"]
 
 
-def test_single_apps_expose_their_own_endpoints():
-    assert set(endpoints(build_vqa_app())) == {"vqa"}
-    assert set(endpoints(build_speech_app())) == {"speech_to_speech", "asr", "tts"}
-    assert set(endpoints(build_search_app())) == {"search", "add_documents"}
+def test_single_apps_expose_their_own_endpoints_and_send_no_analytics():
+    apps = {"vqa": build_vqa_app(), "speech": build_speech_app(), "search": build_search_app()}
+    assert set(endpoints(apps["vqa"])) == {"vqa"}
+    assert set(endpoints(apps["speech"])) == {"speech_to_speech", "asr", "tts"}
+    assert set(endpoints(apps["search"])) == {"search", "add_documents"}
+    assert not any(app.analytics_enabled for app in apps.values())
 
 
 def test_stream_audio_needs_ffmpeg(monkeypatch):
