@@ -45,6 +45,8 @@ MAX_TURNS = 20
 DEFAULT_VOICE = "model default"
 #: unless audio is streamed (Gradio's streamed output needs ffmpeg) the reply player is refreshed this often
 REFRESH_SECONDS = 0.75
+#: and the transcript at most this often while text streams
+TEXT_REFRESH_SECONDS = 0.1
 
 
 class SpeechModels:
@@ -111,10 +113,17 @@ def _history_messages(turns: list[dict[str, Any]]) -> list[dict[str, Any]]:
         messages.append({"role": "user", "content": gr.Audio(value=turn["user_audio"], type="filepath")})
         if turn.get("reply_text"):
             messages.append({"role": "assistant", "content": turn["reply_text"]})
-        if turn.get("reply_audio") is not None:
-            messages.append({"role": "assistant", "content": gr.Audio(
-                value=(turn["sample_rate"], _pcm16(turn["reply_audio"])))})
+        if turn.get("reply_path"):
+            messages.append({"role": "assistant", "content": gr.Audio(value=turn["reply_path"], type="filepath")})
     return messages
+
+
+def _save_reply(audio: np.ndarray, sample_rate: int) -> str:
+    """Write a finished reply once into Gradio's upload cache (the transcript then refers to the file)."""
+    from gradio import processing_utils, utils
+
+    return processing_utils.save_audio_to_cache(_pcm16(audio), sample_rate, format="wav",
+                                                cache_dir=utils.get_upload_folder())
 
 
 def new_session() -> dict[str, Any]:
@@ -160,7 +169,7 @@ def conversation_stream(slot: ModelSlot, limits: AppLimits, audio: Any, mode: st
     chunks: list[np.ndarray] = []
     t0 = time.perf_counter()
     first_text = first_audio = None
-    last_refresh = 0.0
+    last_refresh = last_text = -1.0
     yield _history_messages([*turns, turn]), None, status_html("listening…", "info"), session
     try:
         conversation = session["conversation"]
@@ -171,8 +180,10 @@ def conversation_stream(slot: ModelSlot, limits: AppLimits, audio: Any, mode: st
                     continue
                 first_text = now if first_text is None else first_text
                 turn["reply_text"] += piece
-                yield (_history_messages([*turns, turn]), gr.skip(),
-                       _stats(first_text, first_audio, now, chunks, turn, False), session)
+                if now - last_text >= TEXT_REFRESH_SECONDS:  # re-rendering the transcript per piece is wasteful
+                    last_text = now
+                    yield (_history_messages([*turns, turn]), gr.skip(),
+                           _stats(first_text, first_audio, now, chunks, turn, False), session)
                 continue
             chunk, rate = _audio_piece(piece)
             if chunk.size == 0:
@@ -194,6 +205,8 @@ def conversation_stream(slot: ModelSlot, limits: AppLimits, audio: Any, mode: st
         raise
     total = time.perf_counter() - t0
     turn["reply_audio"] = np.concatenate(chunks) if chunks else None
+    if turn["reply_audio"] is not None:
+        turn["reply_path"] = _save_reply(turn["reply_audio"], turn["sample_rate"])
     turns.append(turn)
     final_audio: Any = gr.skip() if stream_audio else (
         (turn["sample_rate"], _pcm16(turn["reply_audio"])) if turn["reply_audio"] is not None else None)

@@ -42,6 +42,19 @@ def test_upload_wav_and_get_audio_back(speech_server, speech_models, page, sampl
     transcript = page.locator("#speech-chat-log").inner_text()
     if expected.text.strip():
         assert expected.text.strip()[:20] in transcript
+
+    # a second turn: the model sees the first one (same result as a two-turn Conversation called directly)
+    s2s = speech_models.s2s("interleaved")
+    conversation = s2s.conversation("Respond with interleaved text and audio.")
+    s2s(str(samples["wav"]), max_new_tokens=MAX_NEW, conversation=conversation)
+    second = s2s(str(samples["wav"]), max_new_tokens=MAX_NEW, conversation=conversation)
+    page.locator("#speech-input button[aria-label='Clear']").click()
+    ui.upload(page, "speech-input", samples["wav"])
+    page.locator("#speech-input audio").first.wait_for(state="attached")
+    page.locator("#speech-send").click()
+    page.locator("#speech-chat-log audio").nth(3).wait_for(state="attached", timeout=120_000)
+    stats = ui.wait_status(page, "speech-stats", "ok", timeout=120_000)
+    assert f"audio: {second.audio.size / second.sample_rate:.2f} s" in stats
     ui.screenshot(page, artifacts_dir, "speech-conversation")
 
 
