@@ -1,0 +1,118 @@
+"""Speech commands: ``mm s2s``, ``mm asr``, ``mm tts`` (LFM2-Audio)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from mm.cli import app
+
+DEFAULT_MODEL = "LiquidAI/LFM2-Audio-1.5B"
+
+ModelOpt = Annotated[str, typer.Option("--model", "-m", help="Checkpoint directory or hub id")]
+DtypeOpt = Annotated[str, typer.Option(help="auto, float32 or bfloat16")]
+QuantOpt = Annotated[str | None, typer.Option(help="int8: dynamic int8 linear layers")]
+TempOpt = Annotated[float, typer.Option(min=0.0, help="sampling temperature for text; 0 = greedy")]
+AudioTempOpt = Annotated[float, typer.Option(min=0.0, help="sampling temperature for audio; 0 = greedy")]
+
+
+def _sampling(text_temperature: float, audio_temperature: float | None, seed: int | None) -> dict:
+    options: dict = {}
+    knobs = {"text_temperature": text_temperature}
+    if audio_temperature is not None:
+        knobs["audio_temperature"] = audio_temperature
+    sampled = {k: v for k, v in knobs.items() if v > 0}
+    if sampled:
+        options["do_sample"] = True
+        options.update(sampled)
+        if seed is not None:
+            options["seed"] = seed
+    return options
+
+
+def _speak(pipe, item, options: dict, output: Path, stream: bool) -> None:
+    import numpy as np
+
+    from mm.media.audio import save_audio
+    from mm.pipelines.speech import AudioChunk
+
+    if stream:
+        chunks = []
+        for piece in pipe.stream(item, **options):
+            if isinstance(piece, AudioChunk):
+                chunks.append(piece.samples)
+                typer.echo(f"\r[audio {len(chunks) * 0.08:5.2f} s]", nl=False, err=True)
+            else:
+                typer.echo(piece, nl=False)
+        typer.echo()
+        audio = np.concatenate(chunks) if chunks else np.zeros(0, np.float32)
+        save_audio(output, audio, 24000)
+        typer.echo(f"wrote {len(audio) / 24000:.2f} s of audio to {output}", err=True)
+        return
+    result = pipe(item, **options)
+    if result.text:
+        typer.echo(result.text)
+    result.save(output)
+    typer.echo(f"wrote {result.duration:.2f} s of audio to {output} (stop: {result.stop_reason})", err=True)
+
+
+@app.command()
+def s2s(
+    audio: Annotated[Path, typer.Argument(help="Input speech (wav, flac, ogg, ...)")],
+    output: Annotated[Path, typer.Option("--output", "-o", help="Where to write the spoken reply (wav)")],
+    model: ModelOpt = DEFAULT_MODEL,
+    mode: Annotated[str, typer.Option(help="interleaved (low latency) or sequential")] = "interleaved",
+    system: Annotated[str | None, typer.Option(help="System prompt")] = None,
+    max_new_tokens: Annotated[int, typer.Option(min=1, help="Steps: text tokens + 80 ms audio frames")] = 512,
+    temperature: TempOpt = 0.0,
+    audio_temperature: AudioTempOpt = 0.0,
+    seed: Annotated[int | None, typer.Option(help="Random seed when sampling")] = None,
+    dtype: DtypeOpt = "auto",
+    quantize: QuantOpt = None,
+    stream: Annotated[bool, typer.Option("--stream/--no-stream", help="Print text as it comes")] = False,
+) -> None:
+    """Answer spoken input with text and speech (LFM2-Audio speech-to-speech)."""
+    import mm
+
+    pipe = mm.pipeline("speech-to-speech", model=model, dtype=dtype, quantize=quantize, mode=mode)
+    options = {"max_new_tokens": max_new_tokens, "system_prompt": system,
+               **_sampling(temperature, audio_temperature, seed)}
+    _speak(pipe, str(audio), options, output, stream)
+
+
+@app.command()
+def asr(
+    audio: Annotated[Path, typer.Argument(help="Speech to transcribe (any length; split at silences)")],
+    model: ModelOpt = DEFAULT_MODEL,
+    max_new_tokens: Annotated[int, typer.Option(min=1, help="Token budget per piece")] = 512,
+    dtype: DtypeOpt = "auto",
+    quantize: QuantOpt = None,
+) -> None:
+    """Transcribe speech to text (LFM2-Audio ASR)."""
+    import mm
+
+    pipe = mm.pipeline("asr", model=model, dtype=dtype, quantize=quantize)
+    typer.echo(pipe(str(audio), max_new_tokens=max_new_tokens).text)
+
+
+@app.command()
+def tts(
+    text: Annotated[str, typer.Argument(help="Text to speak")],
+    output: Annotated[Path, typer.Option("--output", "-o", help="Where to write the speech (wav)")],
+    model: ModelOpt = DEFAULT_MODEL,
+    voice: Annotated[str | None, typer.Option(help="US male, US female, UK male or UK female")] = None,
+    max_new_tokens: Annotated[int, typer.Option(min=1, help="Steps (80 ms audio frames)")] = 1024,
+    audio_temperature: AudioTempOpt = 0.0,
+    seed: Annotated[int | None, typer.Option(help="Random seed when sampling")] = None,
+    dtype: DtypeOpt = "auto",
+    quantize: QuantOpt = None,
+    stream: Annotated[bool, typer.Option("--stream/--no-stream", help="Show progress as audio comes")] = False,
+) -> None:
+    """Synthesise speech from text (LFM2-Audio TTS)."""
+    import mm
+
+    pipe = mm.pipeline("tts", model=model, dtype=dtype, quantize=quantize)
+    options = {"max_new_tokens": max_new_tokens, "voice": voice, **_sampling(0.0, audio_temperature, seed)}
+    _speak(pipe, text, options, output, stream)
