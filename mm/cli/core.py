@@ -119,14 +119,39 @@ def chat(
 
 
 @app.command()
-def demo() -> None:
-    """Run mm's main job on an embedded default (now: chat on a tiny random checkpoint)."""
+def demo(
+    query: Annotated[list[str] | None, typer.Argument(help="Queries to run (default: three in en/es/de)")] = None,
+    k: Annotated[int, typer.Option("-k", min=1, help="Hits per query")] = 3,
+) -> None:
+    """Run mm's main job offline: index the bundled multilingual sample corpus with MiniLM and search it."""
     import tempfile
+    import time
+    from pathlib import Path
 
     import mm
-    from mm.testing import make_tiny_lfm2
+    from mm.cli.search import _quiet_loaders
+    from mm.pipelines.indexer import build_index
 
-    path = make_tiny_lfm2(tempfile.mkdtemp(prefix="mm-demo-"))
-    typer.echo(f"tiny random LFM2 checkpoint written to {path} (random weights: the text is meaningless)")
-    reply = mm.pipeline("chat", model=path, dtype="float32")("Hello!", max_new_tokens=16)
-    typer.echo(f"reply ({reply.num_tokens} tokens): {reply.text!r}")
+    _quiet_loaders()
+    t0 = time.perf_counter()
+    corpus = Path(mm.__file__).resolve().parent / "data" / "sample_corpus.jsonl"
+    with tempfile.TemporaryDirectory(prefix="mm-demo-") as tmp:
+        report = build_index(corpus, Path(tmp) / "index", model="minilm", progress=True)
+        typer.echo(f"indexed {report.documents} XQuAD passages in 12 languages (CC BY-SA 4.0) with the "
+                   f"offline MiniLM model in {report.seconds:.1f} s")
+        search = mm.pipeline("search", index=str(Path(tmp) / "index"))
+        queries = query or DEMO_QUERIES
+        for text, hits in zip(queries, search(list(queries), k=k), strict=True):
+            typer.echo(f"\nquery: {text}")
+            for rank, hit in enumerate(hits, start=1):
+                snippet = " ".join(hit.text.split())[:110]
+                typer.echo(f"  {rank}. {hit.score:.3f} [{hit.metadata.get('lang')}] {hit.id}: {snippet}...")
+    typer.echo(f"\ndone in {time.perf_counter() - t0:.1f} s")
+
+
+#: questions from the sample corpus's own query set (answers in xquad-000-en, -001-es, -002-de)
+DEMO_QUERIES = [
+    "How many points did the Panthers defense surrender?",
+    "¿Quién ganó la Super Bowl XLIX?",
+    "Wie alt war Peyton Manning, als er im Super Bowl 50 spielte?",
+]

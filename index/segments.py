@@ -1,0 +1,96 @@
+"""Immutable on-disk segments: documents (ids, texts, metadata) plus the arrays a kind of index stores.
+
+A segment is a set of files sharing the prefix ``seg-<uid>``:
+
+* ``.docs.json``   ids and metadata (loaded into memory)
+* ``.text.npy`` / ``.text_off.npy``   UTF-8 texts concatenated + offsets (memory-mapped, read per hit)
+* kind-specific ``.npy`` arrays (memory-mapped), listed in the manifest entry's ``files``
+* ``.del-<uid>.npy``  sorted rows deleted since the segment was written (tombstones), optional
+
+Segments never change after they are committed; deleting rows writes a new
+tombstone file and a new manifest.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from mm.index.storage import load_array, load_json, new_uid, save_array, save_json
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Segment:
+    """A committed segment, opened read-only (arrays memory-mapped)."""
+
+    entry: dict[str, Any]
+    ids: list[str]
+    metadata: list[dict[str, Any]]
+    arrays: dict[str, np.ndarray]
+    deleted: np.ndarray  # bool per row
+    _text: np.ndarray | None = field(default=None, repr=False)
+    _text_off: np.ndarray | None = field(default=None, repr=False)
+
+    @property
+    def name(self) -> str:
+        return self.entry["name"]
+
+    @property
+    def n_docs(self) -> int:
+        return len(self.ids)
+
+    @property
+    def live(self) -> np.ndarray:
+        return ~self.deleted
+
+    def text(self, row: int) -> str:
+        """The stored text of ``row``."""
+        a, b = int(self._text_off[row]), int(self._text_off[row + 1])
+        return bytes(self._text[a:b]).decode("utf-8")
+
+
+def open_segment(folder: Path, entry: dict[str, Any]) -> Segment:
+    """Open a committed segment; raises FileNotFoundError when a concurrent compaction removed it."""
+    files = dict(entry["files"])
+    docs = load_json(folder / files.pop("docs"))
+    text = load_array(folder / files.pop("text"))
+    text_off = load_array(folder / files.pop("text_off"))
+    deleted = np.zeros(len(docs["ids"]), dtype=bool)
+    if "deleted" in files:
+        deleted[load_array(folder / files.pop("deleted"), mmap=False)] = True
+    arrays = {key: load_array(folder / name) for key, name in files.items()}
+    return Segment(entry, docs["ids"], docs["metadata"], arrays, deleted, text, text_off)
+
+
+def write_segment(folder: Path, ids: list[str], texts: list[str], metadata: list[dict[str, Any]],
+                  arrays: dict[str, np.ndarray], extra: dict[str, Any]) -> dict[str, Any]:
+    """Write a new segment's files (fsynced, fresh names) and return its manifest entry."""
+    name = f"seg-{new_uid()}"
+    files = {"docs": f"{name}.docs.json", "text": f"{name}.text.npy", "text_off": f"{name}.text_off.npy"}
+    save_json(folder / files["docs"], {"ids": ids, "metadata": metadata})
+    encoded = [t.encode("utf-8") for t in texts]
+    offsets = np.zeros(len(encoded) + 1, dtype=np.int64)
+    np.cumsum([len(b) for b in encoded], out=offsets[1:])
+    save_array(folder / files["text"], np.frombuffer(b"".join(encoded), dtype=np.uint8))
+    save_array(folder / files["text_off"], offsets)
+    for key, array in arrays.items():
+        files[key] = f"{name}.{key}.npy"
+        save_array(folder / files[key], array)
+    return {"name": name, "n_docs": len(ids), "n_deleted": 0, "files": files, **extra}
+
+
+def with_tombstones(folder: Path, entry: dict[str, Any], deleted: np.ndarray) -> dict[str, Any] | None:
+    """A copy of ``entry`` whose deleted rows are ``deleted`` (bool mask); ``None`` if nothing is left."""
+    rows = np.flatnonzero(deleted).astype(np.int32)
+    if len(rows) == entry["n_docs"]:
+        return None
+    entry = {**entry, "files": dict(entry["files"]), "n_deleted": len(rows)}
+    name = f"{entry['name']}.del-{new_uid()}.npy"
+    save_array(folder / name, rows)
+    entry["files"]["deleted"] = name
+    return entry

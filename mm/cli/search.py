@@ -1,0 +1,257 @@
+"""Search commands: ``mm index build/add/delete/info/compact`` and ``mm search``.
+
+Heavy imports (torch, sentence-transformers, faiss) stay inside the command functions.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from mm.cli import app
+from mm.errors import InvalidInputError
+
+index_app = typer.Typer(help="Build and maintain search indexes (LFM2-ColBERT multi-vector or dense).",
+                        no_args_is_help=True)
+app.add_typer(index_app, name="index")
+
+IndexOpt = Annotated[Path, typer.Option("--index", "-i", help="Index folder")]
+ModelOpt = Annotated[str | None, typer.Option(
+    "--model", "-m", help="Hub id or local checkpoint folder (ColBERT or sentence-transformers); 'minilm' = the "
+                          "bundled offline MiniLM. Default: LFM2-ColBERT-350M if available, else MiniLM")]
+
+
+def _quiet_loaders() -> None:
+    """Hide the weight-loading bars of transformers (our own bars show the real work)."""
+    try:
+        from transformers.utils import logging as hf_logging
+
+        hf_logging.disable_progress_bar()
+        hf_logging.set_verbosity_error()
+    except ImportError:
+        pass
+
+
+def _echo_json(data) -> None:
+    typer.echo(json.dumps(data, ensure_ascii=False, indent=2, default=str))
+
+
+def _summary(report, verb: str) -> None:
+    skipped = f", {report.skipped} malformed record(s) skipped" if report.skipped else ""
+    typer.echo(f"{verb} {report.documents} documents ({report.chunks} chunks) in {report.seconds:.1f} s"
+               f"{skipped} -> {report.index}", err=False)
+    for where in report.skipped_where[:20]:
+        typer.echo(f"  skipped {where}", err=True)
+    if len(report.skipped_where) > 20:
+        typer.echo(f"  ... and {len(report.skipped_where) - 20} more", err=True)
+
+
+@index_app.command("build")
+def build(
+    source: Annotated[Path, typer.Argument(help="corpus.jsonl (BEIR), a jsonl/csv/parquet file with id and text "
+                                                "columns, or a folder of .txt/.md files")],
+    index: IndexOpt,
+    model: ModelOpt = None,
+    kind: Annotated[str, typer.Option(help="auto, dense or multivector (per-token vectors of a dense "
+                                           "model)")] = "auto",
+    nbits: Annotated[int, typer.Option(help="multi-vector residual bits per dimension: 2 or 4")] = 2,
+    skip_bad: Annotated[bool, typer.Option("--skip-bad", help="Log and skip malformed records")] = False,
+    long_docs: Annotated[str, typer.Option(
+        "--long-docs", help="Documents longer than the encoder's window: 'chunk' (overlapping windows, mapped "
+                            "back to the document) or 'truncate' (the model's own truncation, logged)")] = "chunk",
+    batch_docs: Annotated[int, typer.Option(min=1, help="Documents encoded and committed per batch")] = 1024,
+    threads: Annotated[int | None, typer.Option(min=1, help="torch threads (per worker)")] = None,
+    engine: Annotated[str, typer.Option(help="local (worker processes on this machine) or ray")] = "local",
+    ray_address: Annotated[str | None, typer.Option(help="'auto' or HOST:PORT of a running Ray cluster; "
+                                                         "default: a private Ray on 127.0.0.1")] = None,
+    workers: Annotated[int | None, typer.Option(min=1, help="encoder processes / Ray actors "
+                                                            "(default: one per core)")] = None,
+    resume: Annotated[bool, typer.Option("--resume", help="Continue a stopped build, or update the index "
+                                                          "incrementally (changed documents only)")] = False,
+    prune: Annotated[bool, typer.Option("--prune", help="With --resume: delete documents no longer in the "
+                                                        "corpus")] = False,
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="Report what would be done; write nothing")] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the report as JSON")] = False,
+) -> None:
+    """Build an index from a corpus (a resumable job: local processes or a Ray cluster)."""
+    from mm.cli.jobs import run_build
+
+    if nbits not in (2, 4):
+        raise InvalidInputError(f"--nbits must be 2 or 4, got {nbits}")
+    _quiet_loaders()
+    run_build(source, index, as_json=as_json, encoder=model, kind=kind, nbits=nbits, skip_bad=skip_bad,
+              long_docs=long_docs, segment_docs=batch_docs, threads=threads, engine=engine, ray_address=ray_address,
+              workers=workers, resume=resume, prune=prune, dry_run=dry_run)
+
+
+@index_app.command("add")
+def add(
+    source: Annotated[Path, typer.Argument(help="Corpus to add (same formats as `mm index build`)")],
+    index: IndexOpt,
+    skip_bad: Annotated[bool, typer.Option("--skip-bad", help="Log and skip malformed records")] = False,
+    batch_docs: Annotated[int, typer.Option(min=1, help="Documents encoded and committed per batch")] = 1024,
+    threads: Annotated[int | None, typer.Option(min=1, help="torch threads")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the report as JSON")] = False,
+) -> None:
+    """Add documents to an index (an id already present is replaced; re-running is safe)."""
+    from mm.pipelines.indexer import add_documents
+
+    _quiet_loaders()
+    report = add_documents(source, index, skip_bad=skip_bad, batch_docs=batch_docs, threads=threads,
+                           progress=not as_json)
+    if as_json:
+        _echo_json({**report.to_dict(), "info": report.info})
+    else:
+        _summary(report, "added")
+
+
+@index_app.command("delete")
+def delete(
+    ids: Annotated[list[str], typer.Argument(help="Document ids to delete (with all their chunks)")],
+    index: IndexOpt,
+) -> None:
+    """Delete documents by id."""
+    from mm.index import open_index
+    from mm.pipelines.indexer import ids_of_documents
+
+    idx = open_index(index)
+    stored = ids_of_documents(idx, ids)
+    missing = sorted(set(ids) - {i if i in ids else _doc(i, idx) for i in stored})
+    deleted = idx.delete(stored) if stored else 0
+    typer.echo(f"deleted {len(ids) - len(missing)} document(s) ({deleted} stored entries) from {index}")
+    if missing:
+        typer.echo(f"not in the index: {', '.join(missing[:20])}", err=True)
+
+
+def _doc(stored_id: str, index) -> str:
+    from mm.pipelines.indexer import document_of
+
+    return document_of(stored_id, index)
+
+
+@index_app.command("info")
+def info(
+    index: IndexOpt,
+    as_json: Annotated[bool, typer.Option("--json", help="Print as JSON")] = False,
+) -> None:
+    """Show an index's size, encoder and layout."""
+    from mm.index import open_index
+
+    data = open_index(index).info()
+    if as_json:
+        _echo_json(data)
+        return
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table("item", "value", show_header=False)
+    for key, value in data.items():
+        if isinstance(value, dict):
+            value = ", ".join(f"{k}={v}" for k, v in value.items())
+        elif isinstance(value, float):
+            value = f"{value:.3f}"
+        table.add_row(key, str(value))
+    Console().print(table)
+
+
+@index_app.command("compact")
+def compact(index: IndexOpt) -> None:
+    """Drop deleted rows and merge segments."""
+    from mm.index import open_index
+
+    result = open_index(index).compact()
+    typer.echo(", ".join(f"{k}={v}" for k, v in result.items()))
+
+
+def _parse_filters(items: list[str] | None) -> dict | None:
+    """``["lang=en", "year=2020"]`` -> ``{"lang": "en", "year": 2020}`` (a JSON value, else a string)."""
+    if not items:
+        return None
+    filters: dict = {}
+    for item in items:
+        key, sep, raw = item.partition("=")
+        if not sep or not key.strip():
+            raise InvalidInputError(f"--filter takes KEY=VALUE, got {item!r}")
+        try:
+            value = json.loads(raw)
+        except json.JSONDecodeError:
+            value = raw
+        filters[key.strip()] = value
+    return filters
+
+
+@app.command()
+def search(
+    query: Annotated[str | None, typer.Argument(help="The query text (or use --queries)")] = None,
+    index: IndexOpt = Path("index"),
+    k: Annotated[int, typer.Option("-k", "--k", help="Hits per query")] = 10,
+    as_json: Annotated[bool, typer.Option("--json", help="Print hits as JSON")] = False,
+    filters: Annotated[list[str] | None, typer.Option("--filter", "-f", help="Metadata filter KEY=VALUE "
+                                                                             "(repeatable)")] = None,
+    exact: Annotated[bool, typer.Option("--exact", help="Exhaustive scoring")] = False,
+    hybrid: Annotated[bool, typer.Option("--hybrid", help="Fuse BM25 scores of the query text")] = False,
+    queries: Annotated[Path | None, typer.Option("--queries", help="queries.jsonl (_id/text) to run in batch")] = None,
+    run: Annotated[Path | None, typer.Option("--run", help="TREC run file to write (with --queries)")] = None,
+    tag: Annotated[str, typer.Option(help="Run tag (last column of the TREC run)")] = "mm",
+    model: ModelOpt = None,
+    threads: Annotated[int | None, typer.Option(min=1, help="torch threads")] = None,
+) -> None:
+    """Search an index: one query, or a queries file written as a TREC run (qid Q0 docid rank score tag)."""
+    import mm
+
+    if (query is None) == (queries is None):
+        raise InvalidInputError("give either a QUERY or --queries FILE (not both)")
+    if run is not None and queries is None:
+        raise InvalidInputError("--run needs --queries")
+    if k <= 0:
+        raise InvalidInputError(f"-k must be a positive integer, got {k}")
+    _quiet_loaders()
+    options = {"k": k, "filters": _parse_filters(filters), "exact": exact, "hybrid": hybrid}
+    pipe = mm.pipeline("search", model=model, index=str(index), threads=threads)
+    if query is not None:
+        hits = pipe(query, **options)
+        if as_json:
+            _echo_json({"query": query, "hits": [h.to_dict() for h in hits]})
+            return
+        if not hits:
+            typer.echo("no hits")
+        for rank, hit in enumerate(hits, start=1):
+            snippet = " ".join(hit.text.split())
+            snippet = snippet[:160] + ("…" if len(snippet) > 160 else "")
+            typer.echo(f"{rank:>3}. {hit.score:8.4f}  {hit.id}  {snippet}")
+        return
+    _run_queries(pipe, queries, run, tag, options, as_json)
+
+
+def _run_queries(pipe, queries_path: Path, run: Path | None, tag: str, options: dict, as_json: bool) -> None:
+    from tqdm.auto import tqdm
+
+    from mm.corpus import read_queries
+
+    if any(c.isspace() for c in tag) or not tag:
+        raise InvalidInputError(f"--tag must be one word without spaces, got {tag!r}")
+    pairs = read_queries(queries_path)
+    lines: list[str] = []
+    results = {}
+    step = 32
+    with tqdm(total=len(pairs), desc="searching", unit="query", disable=as_json and run is None) as bar:
+        for start in range(0, len(pairs), step):
+            chunk = pairs[start:start + step]
+            for (qid, _), hits in zip(chunk, pipe([text for _, text in chunk], **options), strict=True):
+                results[qid] = [h.to_dict() for h in hits]
+                lines.extend(f"{qid} Q0 {h.id} {rank} {h.score:.6f} {tag}" for rank, h in enumerate(hits, 1))
+            bar.update(len(chunk))
+    if run is not None:
+        run.parent.mkdir(parents=True, exist_ok=True)
+        tmp = run.with_name(run.name + ".tmp")
+        tmp.write_text("\n".join(lines) + ("\n" if lines else ""), encoding="utf-8")
+        tmp.replace(run)
+        typer.echo(f"wrote {len(lines)} lines for {len(pairs)} queries to {run}", err=True)
+    if as_json:
+        _echo_json(results)
+    elif run is None:
+        sys.stdout.write("\n".join(lines) + "\n")
