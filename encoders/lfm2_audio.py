@@ -364,7 +364,10 @@ class LFM2Audio:
         self.path = path
         self.dtype = dtype
         self.quantize = quantize
-        self.lock = threading.RLock()
+        # a plain Lock, not an RLock: a streaming generator holds it across yields and may be resumed (and
+        # closed) on another thread, e.g. by a web server's worker pool; an RLock would refuse that release
+        self.lock = threading.Lock()
+        self._codec_lock = threading.Lock()
         self._codec = None
 
     @classmethod
@@ -407,7 +410,7 @@ class LFM2Audio:
         if self._codec is None:
             from mm.encoders.mimi import load_mimi
 
-            with self.lock:
+            with self._codec_lock:
                 if self._codec is None:
                     self._codec = load_mimi(self.path, dtype=torch.float32,
                                             num_codebooks=self.model.config.codebooks)
