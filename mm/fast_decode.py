@@ -189,6 +189,12 @@ class FastLfm2:
         ``attention_mask`` (``[B, T]``, left padding) gives per-row positions exactly as ``generate`` does.
         """
         import torch
+
+        with torch.inference_mode():
+            return self._prefill(input_ids, inputs_embeds, attention_mask, max_new_tokens)
+
+    def _prefill(self, input_ids: Any, inputs_embeds: Any, attention_mask: Any, max_new_tokens: int) -> DecodeState:
+        import torch
         from transformers import DynamicCache
 
         if (input_ids is None) == (inputs_embeds is None):
@@ -235,6 +241,12 @@ class FastLfm2:
 
     def step(self, state: DecodeState, input_ids: Any = None, *, inputs_embeds: Any = None) -> Any:
         """Feed one token per row (ids ``[B]`` or embeddings ``[B, 1, H]``); return the final hidden ``[B, H]``."""
+        import torch
+
+        with torch.inference_mode():
+            return self._step(state, input_ids, inputs_embeds)
+
+    def _step(self, state: DecodeState, input_ids: Any, inputs_embeds: Any) -> Any:
         import torch
         import torch.nn.functional as F
 
@@ -311,6 +323,9 @@ class FastLfm2:
 
     def logits(self, hidden: Any, *, decode: bool = True) -> Any:
         """LM head over ``[B, H]`` hidden states -> ``[B, V]`` logits (the int8 head on decode steps when on)."""
+        if not self._torch.is_inference_mode_enabled():
+            with self._torch.inference_mode():
+                return self.logits(hidden, decode=decode)
         if decode and self._head is not None:
             return self._head(hidden)
         return self.model.lm_head(hidden)
@@ -319,15 +334,25 @@ class FastLfm2:
     def generate(self, input_ids: Any, attention_mask: Any = None, *, max_new_tokens: int = 256,
                  do_sample: bool = False, temperature: float = 1.0, top_k: int = 0, top_p: float = 1.0,
                  repetition_penalty: float | None = None, eos_token_ids: Sequence[int] = (),
-                 pad_token_id: int = 0, stop_check: Callable[[int, list[int]], bool] | None = None,
+                 pad_token_id: int = 0, stop_check: Callable[[Any], Any] | None = None,
                  on_tokens: Callable[[Any], None] | None = None) -> Any:
         """Generate up to ``max_new_tokens`` per row; return ``[B, T]`` new ids (finished rows padded).
 
         Follows transformers' ``generate`` step for step: the same logits processors in the same order,
         ``torch.multinomial`` on the same probabilities (so a seed reproduces its samples), finished rows
-        padded with ``pad_token_id``. ``stop_check(row, ids)`` ends a row early (stop strings);
+        padded with ``pad_token_id``. ``stop_check(ids [B, L]) -> bool [B]`` ends rows early (stop strings,
+        e.g. transformers' ``StopStringCriteria``);
         ``on_tokens(next_tokens)`` sees each step's ``[B]`` tokens (streaming).
         """
+        import torch
+
+        with torch.inference_mode():
+            return self._generate(input_ids, attention_mask, max_new_tokens, do_sample, temperature, top_k, top_p,
+                                  repetition_penalty, eos_token_ids, pad_token_id, stop_check, on_tokens)
+
+    def _generate(self, input_ids: Any, attention_mask: Any, max_new_tokens: int, do_sample: bool,
+                  temperature: float, top_k: int, top_p: float, repetition_penalty: float | None,
+                  eos_token_ids: Sequence[int], pad_token_id: int, stop_check: Any, on_tokens: Any) -> Any:
         import torch
 
         processors = _processors(do_sample, temperature, top_k, top_p, repetition_penalty)
@@ -356,12 +381,10 @@ class FastLfm2:
             if len(eos):
                 unfinished = unfinished & ~torch.isin(next_tokens, eos)
             if stop_check is not None:
-                for row in range(batch):
-                    if unfinished[row] and stop_check(row, all_ids[row, prompt_len: prompt_len + steps].tolist()):
-                        unfinished[row] = 0
+                unfinished = unfinished & ~stop_check(all_ids[:, : prompt_len + steps]).to(torch.long)
             if steps == max_new_tokens or not bool(unfinished.any()):
                 break
-            logits = self.logits(self.step(state, next_tokens))
+            logits = self.logits(self._step(state, next_tokens, None))
         return all_ids[:, prompt_len: prompt_len + steps]
 
 
