@@ -89,8 +89,10 @@ def speed(generate: Any, prompt_len: int, new_tokens: int, repeats: int) -> dict
     generate(4)  # warm-up (oneDNN primitives, caches)
     t1 = timed(lambda: generate(1), repeats)
     tn = timed(lambda: generate(new_tokens), repeats)
-    return {"prefill_tok_s": round(prompt_len / t1, 2),
-            "decode_tok_s": round((new_tokens - 1) / max(tn - t1, 1e-9), 2)}
+    figures = {"prefill_tok_s": round(prompt_len / t1, 2),
+               "decode_tok_s": round((new_tokens - 1) / max(tn - t1, 1e-9), 2)}
+    print(f"progress: {figures}", file=sys.stderr, flush=True)  # partial results survive an interrupted run
+    return figures
 
 
 def transformers_speed(path: Path, dtype: str, input_ids: Any, new_tokens: int, repeats: int) -> dict[str, float]:
