@@ -164,7 +164,8 @@ class FastLfm2:
         else:
             conv = layer.conv
             plan.update(in_proj=self._call(conv.in_proj), out_proj=self._call(conv.out_proj),
-                        conv_w=conv.conv.weight, conv_b=conv.conv.bias, kernel=conv.conv_kernel_size)
+                        conv_w=conv.conv.weight, conv_b=conv.conv.bias, kernel=conv.conv_kernel_size,
+                        conv_w32=conv.conv.weight.detach()[:, 0, :].float())
         return plan
 
     def _make_int8_head(self) -> Callable[[Any], Any] | None:
@@ -289,7 +290,12 @@ class FastLfm2:
         bx = b * xx
         window = torch.cat([conv_state, bx], dim=-1).to(plan["conv_w"].dtype)
         conv_state.copy_(window[:, :, 1:])
-        out = F.conv1d(window, plan["conv_w"], plan["conv_b"], groups=window.shape[1])[:, :, -1:]
+        if plan["conv_w"].dtype == torch.float32:
+            out = F.conv1d(window, plan["conv_w"], plan["conv_b"], groups=window.shape[1])[:, :, -1:]
+        else:  # bf16 depthwise conv1d has no fast CPU kernel (a loop per channel): 3 taps in fp32 instead
+            out = (window[:, :, 1:].float() * plan["conv_w32"]).sum(-1, keepdim=True)
+            if plan["conv_b"] is not None:
+                out = out + plan["conv_b"].float().unsqueeze(-1)
         y = (c * out.to(bx.dtype)).transpose(-1, -2).contiguous()
         return plan["out_proj"](y)
 
