@@ -28,6 +28,8 @@ from mm.errors import CheckpointError, InvalidInputError, choices_text
 log = logging.getLogger(__name__)
 
 QUANTIZE_CHOICES = ("int8",)
+#: ``auto``: mm's fast decode loop (mm.fast_decode) when the model and settings allow it, else transformers
+ENGINE_CHOICES = ("auto", "fast", "transformers")
 
 
 @dataclass
@@ -91,13 +93,15 @@ class Backbone:
     """An LFM2 causal LM + tokenizer on one device/dtype. Build with :meth:`load` (cached)."""
 
     def __init__(self, model: Any, tokenizer: Any, path: Path, device: str, dtype: Any,
-                 quantize: str | None = None) -> None:
+                 quantize: str | None = None, engine: str = "auto") -> None:
         self.model = model
         self.tokenizer = tokenizer
         self.path = path
         self.device = device
         self.dtype = dtype
         self.quantize = quantize
+        self.engine = check_engine(engine)
+        self._fast: Any = None
         self._lock = threading.Lock()
 
     # -- loading -------------------------------------------------------------------------------
@@ -169,18 +173,81 @@ class Backbone:
             kwargs["tokenizer"] = self.tokenizer
         return kwargs
 
-    def generate(self, inputs: dict, settings: GenerationSettings | None = None) -> list[list[int]]:
-        """Generate for a left-padded batch; return the new token ids of each row (EOS/padding removed)."""
+    def fast(self) -> Any:
+        """The :class:`mm.fast_decode.FastLfm2` over this model (built once), or None where it does not apply.
+
+        Pipelines that drive decode steps themselves (audio, VQA) use its ``prefill``/``step``/``logits``.
+        """
+        from mm import fast_decode
+
+        if self._fast is None and self.device == "cpu" and fast_decode.supports(self.model):
+            self._fast = fast_decode.FastLfm2(self.model)
+        return self._fast
+
+    def resolve_engine(self, settings: GenerationSettings, engine: str | None = None) -> str:
+        """``fast`` or ``transformers`` for these settings (``engine`` overrides the backbone's default)."""
+        from mm import fast_decode
+
+        engine = check_engine(engine or self.engine)
+        if engine == "transformers":
+            return engine
+        reasons = []
+        if self.device != "cpu" or not fast_decode.supports(self.model):
+            reasons.append(f"the model ({type(self.model).__name__} on {self.device}) is not an LFM2 LM on CPU")
+        else:
+            config = _merged_generation_config(self.model, settings)
+            bad = fast_decode.unsupported_generation_fields(config)
+            if bad:
+                reasons.append(f"the generation config sets {', '.join(bad)}")
+        if not reasons:
+            return "fast"
+        if engine == "fast":
+            raise InvalidInputError(f"engine='fast' cannot run here: {'; '.join(reasons)}; use engine='auto' or "
+                                    "'transformers'")
+        log.debug("using transformers' generate: %s", "; ".join(reasons))
+        return "transformers"
+
+    def _fast_generate(self, inputs: dict, settings: GenerationSettings, on_tokens: Any = None) -> Any:
+        import torch
+
+        settings.validate()
+        if settings.seed is not None:
+            torch.manual_seed(settings.seed)
+        kwargs = settings.generate_kwargs()
+        eos = _as_list(self.model.generation_config.eos_token_id)
+        stop_check = None
+        if settings.stop:
+            from transformers import StopStringCriteria
+
+            criteria = StopStringCriteria(tokenizer=self.tokenizer, stop_strings=list(settings.stop))
+            stop_check = lambda ids: criteria(ids, None)  # noqa: E731
+        return self.fast().generate(
+            inputs["input_ids"], inputs.get("attention_mask"), max_new_tokens=settings.max_new_tokens,
+            do_sample=settings.do_sample, temperature=kwargs.get("temperature", 1.0), top_k=kwargs.get("top_k", 0),
+            top_p=kwargs.get("top_p", 1.0), repetition_penalty=settings.repetition_penalty
+            or self.model.generation_config.repetition_penalty, eos_token_ids=eos,
+            pad_token_id=self.tokenizer.pad_token_id, stop_check=stop_check, on_tokens=on_tokens)
+
+    def generate(self, inputs: dict, settings: GenerationSettings | None = None,
+                 engine: str | None = None) -> list[list[int]]:
+        """Generate for a left-padded batch; return the new token ids of each row (EOS/padding removed).
+
+        ``engine`` (default: the backbone's, normally ``auto``) picks mm's fast decode loop or
+        transformers' ``generate``; both give the same tokens.
+        """
         import torch
 
         settings = settings or GenerationSettings()
-        kwargs = self._generate_kwargs(inputs, settings)
+        settings.validate()
         with self._lock, torch.inference_mode():
-            out = self.model.generate(**kwargs)
-        prompt_len = inputs["input_ids"].shape[1]
+            if self.resolve_engine(settings, engine) == "fast":
+                new = self._fast_generate(inputs, settings)
+            else:
+                out = self.model.generate(**self._generate_kwargs(inputs, settings))
+                new = out[:, inputs["input_ids"].shape[1]:]
         eos = set(_as_list(self.model.generation_config.eos_token_id)) | {self.tokenizer.pad_token_id}
         rows = []
-        for row in out[:, prompt_len:].tolist():
+        for row in new.tolist():
             ids = []
             for tok in row:
                 if tok in eos:
@@ -194,7 +261,8 @@ class Backbone:
         text = self.tokenizer.decode(list(ids), skip_special_tokens=True)
         return cut_at_stop(text, stop)
 
-    def stream(self, inputs: dict, settings: GenerationSettings | None = None) -> Iterator[str]:
+    def stream(self, inputs: dict, settings: GenerationSettings | None = None,
+               engine: str | None = None) -> Iterator[str]:
         """Yield text pieces of a single prompt as they are generated (stop strings honoured)."""
         import torch
         from transformers import TextIteratorStreamer
@@ -202,7 +270,9 @@ class Backbone:
         settings = settings or GenerationSettings()
         if inputs["input_ids"].shape[0] != 1:
             raise InvalidInputError("stream() takes one prompt at a time")
-        kwargs = self._generate_kwargs(inputs, settings)
+        settings.validate()
+        use_fast = self.resolve_engine(settings, engine) == "fast"
+        kwargs = {} if use_fast else self._generate_kwargs(inputs, settings)
         streamer = TextIteratorStreamer(self.tokenizer, skip_prompt=True, skip_special_tokens=True, timeout=600)
         kwargs["streamer"] = streamer
         errors: list[BaseException] = []
@@ -210,7 +280,12 @@ class Backbone:
         def run() -> None:
             try:
                 with self._lock, torch.inference_mode():
-                    self.model.generate(**kwargs)
+                    if use_fast:
+                        streamer.put(inputs["input_ids"])  # the prompt, skipped like generate's first put
+                        self._fast_generate(inputs, settings, on_tokens=streamer.put)
+                        streamer.end()
+                    else:
+                        self.model.generate(**kwargs)
             except BaseException as exc:  # surfaced in the consumer thread
                 errors.append(exc)
                 streamer.end()
@@ -221,6 +296,22 @@ class Backbone:
         thread.join()
         if errors:
             raise errors[0]
+
+
+def check_engine(engine: str) -> str:
+    """Validate an ``engine`` name (``auto``, ``fast`` or ``transformers``)."""
+    if engine not in ENGINE_CHOICES:
+        raise InvalidInputError(f"engine={engine!r} is not supported; valid: {choices_text(ENGINE_CHOICES)}")
+    return engine
+
+
+def _merged_generation_config(model: Any, settings: GenerationSettings) -> Any:
+    """The model's generation config with ``settings`` applied, as ``generate`` would see it."""
+    import copy
+
+    config = copy.deepcopy(model.generation_config)
+    config.update(**settings.generate_kwargs())
+    return config
 
 
 def _as_list(value: Any) -> list[int]:

@@ -14,7 +14,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
-from mm.backbone import Backbone, GenerationSettings
+from mm.backbone import Backbone, GenerationSettings, check_engine
 from mm.base import Pipeline
 from mm.errors import InvalidInputError
 
@@ -45,14 +45,15 @@ class ChatPipeline(Pipeline):
     """
 
     task = "chat"
-    init_options = {"quantize": None, "threads": None, "batch_size": 8}
+    init_options = {"quantize": None, "threads": None, "batch_size": 8, "engine": "auto"}
     call_options = {
         "max_new_tokens": 256, "do_sample": False, "temperature": None, "top_k": None, "top_p": None,
         "repetition_penalty": None, "stop": (), "seed": None, "system_prompt": None,
     }
 
-    def setup(self, quantize=None, threads=None, batch_size=8) -> None:
+    def setup(self, quantize=None, threads=None, batch_size=8, engine="auto") -> None:
         self.batch_size = int(batch_size)
+        self.engine = check_engine(engine)  # "auto" (mm's fast decode loop where it applies), "fast", "transformers"
         self.backbone = Backbone.load(self.model_id, device=self.device, dtype=self.dtype, quantize=quantize,
                                       threads=threads)
 
@@ -91,11 +92,11 @@ class ChatPipeline(Pipeline):
         settings = self._settings(options)
         t0 = time.perf_counter()
         inputs = self.backbone.encode_chat(batch)
-        rows = self.backbone.generate(inputs, settings)
+        rows = self.backbone.generate(inputs, settings, engine=self.engine)
         elapsed = time.perf_counter() - t0
         return [ChatResult(self.backbone.decode(ids, settings.stop), ids, {"generate_s": elapsed}) for ids in rows]
 
     def _stream(self, item: Any, **options: Any) -> Iterator[str]:
         settings = self._settings(options)
         inputs = self.backbone.encode_chat([self.preprocess(item, **options)])
-        yield from self.backbone.stream(inputs, settings)
+        yield from self.backbone.stream(inputs, settings, engine=self.engine)
