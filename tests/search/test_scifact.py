@@ -24,6 +24,7 @@ from mm.retrieval_metrics import ndcg_at_k, read_qrels, read_run
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(3600)
 @pytest.mark.skipif(os.environ.get("MM_SCIFACT") != "1", reason="~13 min on 2 cores; set MM_SCIFACT=1 to run")
 def test_scifact_cli_ndcg_equals_exhaustive_cosine(shared, tmp_path, capsys):
     from mm.encoders.dense import minilm_path
