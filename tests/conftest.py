@@ -14,12 +14,25 @@ REPO = Path(__file__).resolve().parents[1]
 SHARED = REPO.parent / "shared"
 
 
+def find_shared(relative: str = "") -> Path | None:
+    """The shared data root holding ``relative``: ``../shared`` beside the repository, else ``$MM_SHARED_DIR``
+    (git worktrees live one level deeper, so they point at it with the variable)."""
+    candidates = [SHARED]
+    if os.environ.get("MM_SHARED_DIR"):
+        candidates.append(Path(os.environ["MM_SHARED_DIR"]))
+    for root in candidates:
+        if (root / relative).exists():
+            return root
+    return None
+
+
 @pytest.fixture(scope="session")
 def shared_dir() -> Path:
-    """``../shared`` beside the repository; tests that need it skip when it is absent."""
-    if not SHARED.is_dir():
-        pytest.skip(f"shared data not found at {SHARED}")
-    return SHARED
+    """The shared data root; tests that need it skip when it is absent."""
+    root = find_shared()
+    if root is None:
+        pytest.skip(f"shared data not found at {SHARED} or $MM_SHARED_DIR")
+    return root
 
 
 @pytest.fixture(scope="session")

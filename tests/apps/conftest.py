@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import importlib.util
 import json
-import os
 import shutil
 import socket
 import subprocess
@@ -27,14 +26,6 @@ REPO = Path(__file__).resolve().parents[2]
 CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
                  "--disable-component-update"]
-
-
-def shared_dir_or_none() -> Path | None:
-    """``../shared`` beside the repository, else ``$MM_SHARED_DIR``."""
-    for candidate in (REPO.parent / "shared", Path(os.environ.get("MM_SHARED_DIR", "/nonexistent"))):
-        if candidate.is_dir():
-            return candidate
-    return None
 
 
 def free_port() -> int:

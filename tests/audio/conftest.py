@@ -2,27 +2,20 @@
 
 from __future__ import annotations
 
-import os
 import shutil
 from pathlib import Path
 
 import pytest
 
+from tests.conftest import find_shared
+
 REPO = Path(__file__).resolve().parents[2]
 FIXTURE = "fixtures/lfm2_audio_tiny"
 
 
-def find_shared() -> Path | None:
-    """``../shared`` beside the repository, else ``$MM_SHARED_DIR``."""
-    for candidate in (REPO.parent / "shared", os.environ.get("MM_SHARED_DIR")):
-        if candidate and (Path(candidate) / FIXTURE).is_dir():
-            return Path(candidate)
-    return None
-
-
 @pytest.fixture(scope="session")
 def audio_fixture_dir() -> Path:
-    shared = find_shared()
+    shared = find_shared(FIXTURE)
     if shared is None:
         pytest.skip(f"shared fixtures not found at {REPO.parent / 'shared'} or $MM_SHARED_DIR")
     return shared / FIXTURE

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import itertools
-import os
 import shutil
 from pathlib import Path
 
@@ -24,6 +23,7 @@ from mm.encoders.mimi import (
 )
 
 from mm.errors import CheckpointError, InvalidInputError, ModelNotFoundError
+from tests.conftest import find_shared
 
 REPO = Path(__file__).resolve().parents[2]
 FIXTURE = "fixtures/lfm2_audio_tiny"
@@ -31,19 +31,12 @@ GOLDEN_CASES = [("seq.mimi_codes", "seq.mimi_wave_full"), ("inter.mimi_codes", "
                 ("mimi_fixed.codes", "mimi_fixed.wave_full")]
 
 
-def _shared_fixture() -> Path | None:
-    for root in (REPO.parent / "shared", os.environ.get("MM_SHARED_DIR")):
-        if root and (Path(root) / FIXTURE).is_dir():
-            return Path(root) / FIXTURE
-    return None
-
-
 @pytest.fixture(scope="session")
 def mimi_fixture() -> Path:
-    path = _shared_fixture()
-    if path is None:
+    root = find_shared(FIXTURE)
+    if root is None:
         pytest.skip(f"shared fixtures not found at {REPO.parent / 'shared'} or $MM_SHARED_DIR")
-    return path
+    return root / FIXTURE
 
 
 @pytest.fixture(scope="session")

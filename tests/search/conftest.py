@@ -3,20 +3,13 @@
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 
 import pytest
 
+from tests.conftest import find_shared
+
 REPO = Path(__file__).resolve().parents[2]
-
-
-def find_shared() -> Path | None:
-    """``../shared`` beside the repository, else ``$MM_SHARED_DIR`` (worktrees live one level deeper)."""
-    for candidate in (REPO.parent / "shared", os.environ.get("MM_SHARED_DIR")):
-        if candidate and Path(candidate).is_dir():
-            return Path(candidate)
-    return None
 
 
 @pytest.fixture(scope="session")

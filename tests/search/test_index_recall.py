@@ -17,15 +17,17 @@ import numpy as np
 import pytest
 from mm.index import create_index
 
+from tests.conftest import find_shared
+
 REPO = Path(__file__).resolve().parents[2]
 N_DOCS = 200
 N_QUERIES = 40
 
 
 def scifact_dir() -> Path:
-    for root in (REPO.parent / "shared", Path(os.environ.get("MM_SHARED_DIR", "/nonexistent"))):
-        if (root / "data" / "scifact" / "corpus.jsonl").is_file():
-            return root / "data" / "scifact"
+    root = find_shared("data/scifact/corpus.jsonl")
+    if root is not None:
+        return root / "data" / "scifact"
     pytest.skip("SciFact not found in ../shared or $MM_SHARED_DIR")
 
 

@@ -3,29 +3,19 @@
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 
 import pytest
 
+from tests.conftest import find_shared
+
 REPO = Path(__file__).resolve().parents[2]
-
-
-def find_shared() -> Path | None:
-    """``REPO.parent / "shared"``, else ``$MM_SHARED_DIR`` (worktrees live one level deeper)."""
-    candidates = [REPO.parent / "shared"]
-    if os.environ.get("MM_SHARED_DIR"):
-        candidates.append(Path(os.environ["MM_SHARED_DIR"]))
-    for path in candidates:
-        if (path / "fixtures").is_dir():
-            return path
-    return None
 
 
 @pytest.fixture(scope="session")
 def vl_fixtures() -> Path:
     """The LFM2-VL processor golden bundle; skips when the shared data is absent."""
-    shared = find_shared()
+    shared = find_shared("fixtures/lfm2_vl_processor/goldens")
     if shared is None or not (shared / "fixtures" / "lfm2_vl_processor" / "goldens").is_dir():
         pytest.skip("shared LFM2-VL goldens not found (../shared or $MM_SHARED_DIR)")
     return shared / "fixtures" / "lfm2_vl_processor"

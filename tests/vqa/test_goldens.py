@@ -19,12 +19,11 @@ from mm.encoders.vision import ImagePreprocessor
 from mm.encoders.vision_config import VisionSettings
 
 from mm.media.image import load_image
-
-from .conftest import find_shared
+from tests.conftest import find_shared
 
 
 def _case_ids() -> list[str]:
-    shared = find_shared()
+    shared = find_shared("fixtures/lfm2_vl_processor/goldens/cases.json")
     path = shared / "fixtures/lfm2_vl_processor/goldens/cases.json" if shared else None
     if path is None or not path.is_file():
         return ["<no-goldens>"]
