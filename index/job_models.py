@@ -21,6 +21,8 @@ from typing import Any
 
 import numpy as np
 
+from mm.runtime import quiet_transformers_loading
+
 log = logging.getLogger(__name__)
 
 #: tokens kept free below the encoder's limit (re-tokenising a cut text may add a token or two)
@@ -58,18 +60,9 @@ class MMJobEncoder:
 def load_job_encoder(model: str | None, kind: str = "auto") -> MMJobEncoder:
     """Load ``model`` with :func:`mm.encoders.loader.load_encoder` for an indexing job worker."""
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    _quiet_loaders()
+    quiet_transformers_loading()
     from mm.encoders.loader import load_encoder
 
     return MMJobEncoder(load_encoder(model, kind=kind))
 
 
-def _quiet_loaders() -> None:
-    """No weight-loading bars from every worker (the job shows one progress bar)."""
-    try:
-        from transformers.utils import logging as hf_logging
-
-        hf_logging.disable_progress_bar()
-        hf_logging.set_verbosity_error()
-    except ImportError:
-        pass

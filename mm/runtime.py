@@ -92,6 +92,16 @@ def configure_torch(threads: int | None = None) -> None:
     _configured = True
 
 
+def quiet_transformers_loading() -> None:
+    """Hide transformers' weight-loading bars and info logs (mm's own progress bars show the real work)."""
+    try:
+        from transformers.utils import logging as hf_logging
+    except ImportError:
+        return
+    hf_logging.disable_progress_bar()
+    hf_logging.set_verbosity_error()
+
+
 _cache: weakref.WeakValueDictionary[tuple, Any] = weakref.WeakValueDictionary()
 _cache_lock = threading.Lock()
 

@@ -129,10 +129,10 @@ def demo(
     from pathlib import Path
 
     import mm
-    from mm.cli.search import _quiet_loaders
     from mm.pipelines.indexer import build_index
+    from mm.runtime import quiet_transformers_loading
 
-    _quiet_loaders()
+    quiet_transformers_loading()
     t0 = time.perf_counter()
     corpus = Path(mm.__file__).resolve().parent / "data" / "sample_corpus.jsonl"
     with tempfile.TemporaryDirectory(prefix="mm-demo-") as tmp:

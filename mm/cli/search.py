@@ -14,6 +14,7 @@ import typer
 
 from mm.cli import app
 from mm.errors import InvalidInputError
+from mm.runtime import quiet_transformers_loading
 
 index_app = typer.Typer(help="Build and maintain search indexes (LFM2-ColBERT multi-vector or dense).",
                         no_args_is_help=True)
@@ -23,17 +24,6 @@ IndexOpt = Annotated[Path, typer.Option("--index", "-i", help="Index folder")]
 ModelOpt = Annotated[str | None, typer.Option(
     "--model", "-m", help="Hub id or local checkpoint folder (ColBERT or sentence-transformers); 'minilm' = the "
                           "bundled offline MiniLM. Default: LFM2-ColBERT-350M if available, else MiniLM")]
-
-
-def _quiet_loaders() -> None:
-    """Hide the weight-loading bars of transformers (our own bars show the real work)."""
-    try:
-        from transformers.utils import logging as hf_logging
-
-        hf_logging.disable_progress_bar()
-        hf_logging.set_verbosity_error()
-    except ImportError:
-        pass
 
 
 def _echo_json(data) -> None:
@@ -85,7 +75,7 @@ def build(
 
     if nbits not in (2, 4):
         raise InvalidInputError(f"--nbits must be 2 or 4, got {nbits}")
-    _quiet_loaders()
+    quiet_transformers_loading()
     if codec not in ("scalar", "pq"):
         raise InvalidInputError(f"--codec must be 'scalar' or 'pq', got {codec!r}")
     run_build(source, index, as_json=as_json, encoder=model, kind=kind, nbits=nbits, codec=codec, skip_bad=skip_bad,
@@ -105,7 +95,7 @@ def add(
     """Add documents to an index (an id already present is replaced; re-running is safe)."""
     from mm.pipelines.indexer import add_documents
 
-    _quiet_loaders()
+    quiet_transformers_loading()
     report = add_documents(source, index, skip_bad=skip_bad, batch_docs=batch_docs, threads=threads,
                            progress=not as_json)
     if as_json:
@@ -214,7 +204,7 @@ def search(
         raise InvalidInputError("--run needs --queries")
     if k <= 0:
         raise InvalidInputError(f"-k must be a positive integer, got {k}")
-    _quiet_loaders()
+    quiet_transformers_loading()
     options = {"k": k, "filters": _parse_filters(filters), "exact": exact, "hybrid": hybrid}
     pipe = mm.pipeline("search", model=model, index=str(index), threads=threads)
     if query is not None:
