@@ -201,20 +201,12 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         rows: dict[str, dict[str, float]] = {}
         rows["transformers_bf16"] = transformers_speed(path, "bfloat16", input_ids, new_tokens, args.repeats)
         rows["transformers_fp32"] = transformers_speed(path, "float32", input_ids, new_tokens, args.repeats)
-        plain = dict(engine="transformers", threads=args.threads)
-        fast = dict(engine="fast", threads=args.threads)
-        rows["mm_plain_bf16"] = pipeline_speed(path, prompt, prompt_len, new_tokens, args.repeats,
-                                               dtype="bfloat16", **plain)
-        rows["mm_plain_fp32"] = pipeline_speed(path, prompt, prompt_len, new_tokens, args.repeats,
-                                               dtype="float32", **plain)
-        rows["mm_plain_int8"] = pipeline_speed(path, prompt, prompt_len, new_tokens, args.repeats,
-                                               dtype="float32", quantize="int8", **plain)
-        rows["mm_fast_bf16"] = pipeline_speed(path, prompt, prompt_len, new_tokens, args.repeats,
-                                              dtype="bfloat16", **fast)
-        rows["mm_fast_fp32"] = pipeline_speed(path, prompt, prompt_len, new_tokens, args.repeats,
-                                              dtype="float32", **fast)
-        rows["mm_fast_int8"] = pipeline_speed(path, prompt, prompt_len, new_tokens, args.repeats,
-                                              dtype="float32", quantize="int8", **fast)
+        settings = (("bf16", "bfloat16", None), ("fp32", "float32", None), ("int8", "float32", "int8"))
+        for name, engine in (("plain", "transformers"), ("fast", "fast")):
+            for label, dtype, quantize in settings:
+                rows[f"mm_{name}_{label}"] = pipeline_speed(path, prompt, prompt_len, new_tokens, args.repeats,
+                                                            dtype=dtype, quantize=quantize, engine=engine,
+                                                            threads=args.threads)
         result["speeds"] = rows
         mm_rows = {k: v for k, v in rows.items() if k.startswith("mm_")}
         best_decode = max(mm_rows, key=lambda k: mm_rows[k]["decode_tok_s"])
