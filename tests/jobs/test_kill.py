@@ -73,7 +73,7 @@ def test_sigkill_at_random_points_then_resume(tmp_path, workers):
     index = tmp_path / "idx"
     kills, progress = 0, []
     for round_ in range(4):
-        proc = start(corpus, index, delay=0.004, workers=workers)
+        proc = start(corpus, index, delay=0.015, workers=workers)
         if round_ == 0:  # anywhere, even before the first checkpoint
             time.sleep(rng.uniform(0.2, 2.0))
         else:  # after some more progress, at a random moment of a segment
