@@ -10,8 +10,11 @@ encoder, backbone prefill and steps, text head, depth transformer, Mimi codec):
 
 * ``reference``: a plain reference-style path - fp32, the official loop (backbone and depth
   KV caches only), the Mimi decode of all frames at the end with transformers' ``MimiModel``;
-* ``fp32``, ``bf16``, ``int8``: mm's path - frames decoded one by one by the streaming Mimi
-  decoder as they are produced (int8 = dynamic int8 linear layers and text head, fp32 activations).
+* ``fp32``, ``bf16``, ``int8``: mm's path - backbone steps through mm's fast decode loop
+  (:mod:`mm.fast_decode`), frames decoded one by one by the streaming Mimi decoder as they are produced
+  (int8 = dynamic int8 linear layers and text head, fp32 activations);
+* ``fp32_transformers_backbone``: mm's fp32 path with the backbone steps on ``Lfm2Model``'s forward
+  instead (what the fast decode loop alone changes: compare ``per_step_ms.backbone_step``).
 
 Ratios are against ``reference`` measured in the same run. Prints one JSON object.
 
@@ -115,7 +118,7 @@ def build_history(tokenizer, extractor, samples):
     return history
 
 
-def run_once(model, codec, tokenizer, extractor, samples, steps: int, streaming: bool) -> dict:
+def run_once(model, codec, tokenizer, extractor, samples, steps: int, streaming: bool, engine: str = "auto") -> dict:
     """One interleaved generation from raw 16 kHz samples to waveform; returns timings."""
     from mm.encoders.audio_generate import END_OF_AUDIO, GenerationConfig, StepTimer, generate
 
@@ -129,7 +132,8 @@ def run_once(model, codec, tokenizer, extractor, samples, steps: int, streaming:
     first_audio = first_audio_cpu = None
     codec_s = 0.0
     n_steps = 0
-    for step in generate(model, history, GenerationConfig(mode="interleaved", max_new_tokens=steps), timer=timer):
+    config = GenerationConfig(mode="interleaved", max_new_tokens=steps)
+    for step in generate(model, history, config, timer=timer, engine=engine):
         n_steps += 1
         if step.kind != "audio" or END_OF_AUDIO in step.codes:
             continue
@@ -178,9 +182,9 @@ def run_once(model, codec, tokenizer, extractor, samples, steps: int, streaming:
     }
 
 
-def measure(name, model, codec, tokenizer, extractor, samples, steps, streaming, log) -> dict:
-    run_once(model, codec, tokenizer, extractor, samples[:16000], 2, streaming)  # warm-up (allocations, caches)
-    result = run_once(model, codec, tokenizer, extractor, samples, steps, streaming)
+def measure(name, model, codec, tokenizer, extractor, samples, steps, streaming, log, engine="auto") -> dict:
+    run_once(model, codec, tokenizer, extractor, samples[:16000], 2, streaming, engine)  # warm-up (allocations)
+    result = run_once(model, codec, tokenizer, extractor, samples, steps, streaming, engine)
     log(f"{name}: {json.dumps(result)}")
     return result
 
@@ -221,7 +225,11 @@ def main() -> None:
     log(f"model ({params / 1e9:.3f} B params) ready in {time.perf_counter() - t0:.1f}s")
 
     results = {}
-    results["reference"] = measure("reference", model, codec, tokenizer, extractor, samples, steps, False, log)
+    results["reference"] = measure("reference", model, codec, tokenizer, extractor, samples, steps, False, log,
+                                   engine="transformers")
+    # mm's path with the backbone on Lfm2Model's forward: isolates what the fast decode loop adds
+    results["fp32_transformers_backbone"] = measure("fp32_transformers_backbone", model, codec, tokenizer, extractor,
+                                                    samples, steps, True, log, engine="transformers")
     results["fp32"] = measure("fp32", model, codec, tokenizer, extractor, samples, steps, True, log)
     convert_dtype(model, torch.bfloat16)
     results["bf16"] = measure("bf16", model, codec, tokenizer, extractor, samples, steps, True, log)
@@ -237,7 +245,7 @@ def main() -> None:
 
     ref = results["reference"]
     ratios = {}
-    for name in ("fp32", "bf16", "int8"):
+    for name in ("fp32_transformers_backbone", "fp32", "bf16", "int8"):
         r = results[name]
         ratios[name] = {
             "ttfa_speedup_vs_reference": round(ref["time_to_first_audio_s"] / r["time_to_first_audio_s"], 2)

@@ -33,6 +33,7 @@ AUDIO_START = 128  # <|audio_start|>
 TEXT_END = 130  # <|text_end|>
 IM_END = 7  # <|im_end|>
 MODES = ("interleaved", "sequential")
+ENGINES = ("auto", "fast", "transformers")
 Mode = Literal["interleaved", "sequential"]
 
 
@@ -164,9 +165,12 @@ class StepTimer:
 
 def generate(model: Any, history: ChatHistory, config: GenerationConfig, *,
              hidden_states: list[torch.Tensor] | None = None, timer: StepTimer | None = None,
-             info: dict[str, Any] | None = None) -> Iterator[Step]:
+             info: dict[str, Any] | None = None, engine: str = "auto") -> Iterator[Step]:
     """Run the official decoding loop for ``config.mode`` on ``history``; yield each :class:`Step`.
 
+    ``engine``: ``"fast"`` runs the backbone steps through :mod:`mm.fast_decode` (preallocated caches,
+    fused weights; same hidden states up to float rounding), ``"transformers"`` through ``Lfm2Model``'s
+    forward with its cache, ``"auto"`` the fast loop on CPU.
     ``hidden_states`` (if given) receives the backbone's last-position hidden state of every forward call;
     ``info`` (if given) gets ``stop_reason``: ``"im_end"`` or ``"max_new_tokens"``.
     """
@@ -174,6 +178,9 @@ def generate(model: Any, history: ChatHistory, config: GenerationConfig, *,
     import time
 
     config.validate()
+    if engine not in ENGINES:
+        raise InvalidInputError(f"engine must be one of {ENGINES}, got {engine!r}")
+    fast = model.fast_backbone() if engine == "fast" or (engine == "auto" and model.on_cpu) else None
     limit = int(getattr(model.lfm.config, "max_position_embeddings", 0) or 0)
     if limit and len(history) + config.max_new_tokens > limit:
         raise InputTooLargeError(
@@ -192,17 +199,24 @@ def generate(model: Any, history: ChatHistory, config: GenerationConfig, *,
         emb = history.embeddings(model)[None]
     if timer:
         timer.add("encoder+prefill_embeddings", clock() - t0)
-    cache = None
+    cache = state = None
     modality = TEXT
     left = n_text
     text_done = False
     for _ in range(config.max_new_tokens):
         left -= 1
         t0 = clock()
-        with torch.inference_mode():
-            out = model.lfm(inputs_embeds=emb, past_key_values=cache, use_cache=True)
-        cache = out.past_key_values
-        hidden = out.last_hidden_state[0, -1]
+        if fast is not None:
+            if state is None:
+                state = fast.prefill(inputs_embeds=emb, max_new_tokens=config.max_new_tokens)
+                hidden = state.hidden[0]
+            else:
+                hidden = fast.step(state, inputs_embeds=emb)[0]
+        else:
+            with torch.inference_mode():
+                out = model.lfm(inputs_embeds=emb, past_key_values=cache, use_cache=True)
+            cache = out.past_key_values
+            hidden = out.last_hidden_state[0, -1]
         if timer:
             timer.add("backbone_prefill" if emb.shape[1] > 1 else "backbone_step", clock() - t0)
         if hidden_states is not None:

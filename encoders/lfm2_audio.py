@@ -141,6 +141,19 @@ class LFM2AudioModel(nn.Module):
                                     tie=config.depth_tie)
         #: an int8 copy of the tied text head, set by :func:`quantize_linears`
         self.text_head: nn.Module | None = None
+        self._fast: Any = None
+
+    @property
+    def on_cpu(self) -> bool:
+        return self.lfm.embed_tokens.weight.device.type == "cpu"
+
+    def fast_backbone(self) -> Any:
+        """:class:`mm.fast_decode.FastLfm2` over the backbone (built once, after any dtype change/quantization)."""
+        if self._fast is None:
+            from mm.fast_decode import FastLfm2
+
+            self._fast = FastLfm2(self.lfm)
+        return self._fast
 
     @property
     def hidden_size(self) -> int:
@@ -432,6 +445,7 @@ def quantize_linears(model: LFM2AudioModel) -> LFM2AudioModel:
 
     if model.dtype != torch.float32:
         raise CheckpointError("int8 quantization needs a float32 model")
+    model._fast = None  # its plan holds the float linears
     head = nn.Linear(model.hidden_size, model.lfm.config.vocab_size, bias=False)
     head.weight = model.lfm.embed_tokens.weight
     with warnings.catch_warnings():
@@ -443,6 +457,7 @@ def quantize_linears(model: LFM2AudioModel) -> LFM2AudioModel:
 
 def convert_dtype(model: LFM2AudioModel, dtype: torch.dtype) -> LFM2AudioModel:
     """Cast the weights to ``dtype`` in place, keeping the RoPE/position tables in float32."""
+    model._fast = None
     model.to(dtype)
     _fp32_depthwise(model)
     _reset_nonpersistent(model)

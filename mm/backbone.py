@@ -180,9 +180,20 @@ class Backbone:
         """
         from mm import fast_decode
 
-        if self._fast is None and self.device == "cpu" and fast_decode.supports(self.model):
-            self._fast = fast_decode.FastLfm2(self.model)
+        if self._fast is None and self.device == "cpu" and self._fast_target() is not None:
+            backbone, lm_head = self._fast_target()
+            self._fast = fast_decode.FastLfm2(backbone, lm_head=lm_head)
         return self._fast
+
+    def _fast_target(self) -> tuple[Any, Any] | None:
+        """``(LFM2 backbone or causal LM, LM head)`` the fast loop drives, or None when the model has none."""
+        from mm import fast_decode
+
+        return (self.model, None) if fast_decode.supports(self.model) else None
+
+    def _fast_inputs_embeds(self, inputs: dict) -> Any:
+        """Prompt embeddings for the fast prefill when token embeddings alone are not enough (None here)."""
+        return None
 
     def resolve_engine(self, settings: GenerationSettings, engine: str | None = None) -> str:
         """``fast`` or ``transformers`` for these settings (``engine`` overrides the backbone's default)."""
@@ -192,7 +203,7 @@ class Backbone:
         if engine == "transformers":
             return engine
         reasons = []
-        if self.device != "cpu" or not fast_decode.supports(self.model):
+        if self.device != "cpu" or self._fast_target() is None:
             reasons.append(f"the model ({type(self.model).__name__} on {self.device}) is not an LFM2 LM on CPU")
         else:
             config = _merged_generation_config(self.model, settings)
@@ -226,7 +237,8 @@ class Backbone:
             do_sample=settings.do_sample, temperature=kwargs.get("temperature", 1.0), top_k=kwargs.get("top_k", 0),
             top_p=kwargs.get("top_p", 1.0), repetition_penalty=settings.repetition_penalty
             or self.model.generation_config.repetition_penalty, eos_token_ids=eos,
-            pad_token_id=self.tokenizer.pad_token_id, stop_check=stop_check, on_tokens=on_tokens)
+            pad_token_id=self.tokenizer.pad_token_id, stop_check=stop_check, on_tokens=on_tokens,
+            inputs_embeds=self._fast_inputs_embeds(inputs))
 
     def generate(self, inputs: dict, settings: GenerationSettings | None = None,
                  engine: str | None = None) -> list[list[int]]:

@@ -49,9 +49,16 @@ _UNSUPPORTED_GENERATION = {
 
 def supports(model: Any) -> bool:
     """True when ``model`` is an LFM2 causal LM this module can drive (``Lfm2ForCausalLM`` layout)."""
-    inner = getattr(model, "model", None)
-    return (getattr(getattr(model, "config", None), "model_type", None) == "lfm2"
-            and inner is not None and hasattr(inner, "layers") and hasattr(model, "lm_head"))
+    return supports_backbone(getattr(model, "model", None)) and hasattr(model, "lm_head")
+
+
+def supports_backbone(module: Any) -> bool:
+    """True for a bare LFM2 backbone (``Lfm2Model``: embeddings, layers, final norm; no LM head).
+
+    LFM2-VL's ``language_model`` and LFM2-Audio's ``lfm`` are such backbones.
+    """
+    return (getattr(getattr(module, "config", None), "model_type", None) == "lfm2"
+            and all(hasattr(module, name) for name in ("layers", "embed_tokens", "embedding_norm", "rotary_emb")))
 
 
 def unsupported_generation_fields(generation_config: Any) -> list[str]:
@@ -85,20 +92,29 @@ class DecodeState:
 class FastLfm2:
     """Decode steps over an ``Lfm2ForCausalLM``'s own modules and weights (fp32, bf16 or dynamic-int8 linears).
 
+    ``model`` is an ``Lfm2ForCausalLM``, or a bare backbone (``Lfm2Model``, e.g. LFM2-VL's
+    ``language_model`` or LFM2-Audio's ``lfm``) with its LM head passed as ``lm_head`` (or none:
+    then only ``prefill``/``step`` work, for callers with heads of their own).
+
     ``fuse=True`` re-lays q/k/v, in_proj and w1/w3 weights of plain ``nn.Linear`` layers into one tensor per
     group (the modules keep views into it, so transformers' path still works and memory is unchanged), turning
     3-4 small matrix-vector products per layer into 1-2.  ``int8_head=True`` keeps an int8 copy of the
     65,536-row LM head (fbgemm dynamic int8, fp32 activations) for the decode steps.
     """
 
-    def __init__(self, model: Any, *, fuse: bool = True, int8_head: bool = False) -> None:
+    def __init__(self, model: Any, *, lm_head: Any = None, fuse: bool = True, int8_head: bool = False) -> None:
         import torch
 
-        if not supports(model):
-            raise InvalidInputError(f"the fast decode path needs an LFM2 causal LM, got {type(model).__name__}")
-        self.model = model
-        self.config = model.config
-        self.inner = model.model
+        if supports(model):
+            inner, lm_head = model.model, model.lm_head
+        elif supports_backbone(model):
+            inner = model
+        else:
+            raise InvalidInputError(f"the fast decode path needs an LFM2 causal LM or backbone, got "
+                                    f"{type(model).__name__}")
+        self.lm_head = lm_head
+        self.config = inner.config
+        self.inner = inner
         self.layers = list(self.inner.layers)
         self.dtype = self.inner.embed_tokens.weight.dtype
         self.fused = fuse
@@ -171,7 +187,7 @@ class FastLfm2:
     def _make_int8_head(self) -> Callable[[Any], Any] | None:
         import torch
 
-        head = self.model.lm_head
+        head = self.lm_head
         if type(head) is not torch.nn.Linear:
             return None  # already quantized (quantize="int8")
         weight = head.weight.detach().float()
@@ -332,18 +348,22 @@ class FastLfm2:
         if not self._torch.is_inference_mode_enabled():
             with self._torch.inference_mode():
                 return self.logits(hidden, decode=decode)
+        if self.lm_head is None:
+            raise InvalidInputError("this FastLfm2 has no LM head; compute logits with the model's own head")
         if decode and self._head is not None:
             return self._head(hidden)
-        return self.model.lm_head(hidden)
+        return self.lm_head(hidden)
 
     # -- generation loop -----------------------------------------------------------------------
     def generate(self, input_ids: Any, attention_mask: Any = None, *, max_new_tokens: int = 256,
                  do_sample: bool = False, temperature: float = 1.0, top_k: int = 0, top_p: float = 1.0,
                  repetition_penalty: float | None = None, eos_token_ids: Sequence[int] = (),
                  pad_token_id: int = 0, stop_check: Callable[[Any], Any] | None = None,
-                 on_tokens: Callable[[Any], None] | None = None) -> Any:
+                 on_tokens: Callable[[Any], None] | None = None, inputs_embeds: Any = None) -> Any:
         """Generate up to ``max_new_tokens`` per row; return ``[B, T]`` new ids (finished rows padded).
 
+        ``inputs_embeds`` (``[B, T, H]``, optional) replaces the prompt's token embeddings in the prefill
+        (e.g. with image features merged in); ``input_ids`` still feed the logits processors.
         Follows transformers' ``generate`` step for step: the same logits processors in the same order,
         ``torch.multinomial`` on the same probabilities (so a seed reproduces its samples), finished rows
         padded with ``pad_token_id``. ``stop_check(ids [B, L]) -> bool [B]`` ends rows early (stop strings,
@@ -354,18 +374,21 @@ class FastLfm2:
 
         with torch.inference_mode():
             return self._generate(input_ids, attention_mask, max_new_tokens, do_sample, temperature, top_k, top_p,
-                                  repetition_penalty, eos_token_ids, pad_token_id, stop_check, on_tokens)
+                                  repetition_penalty, eos_token_ids, pad_token_id, stop_check, on_tokens,
+                                  inputs_embeds)
 
     def _generate(self, input_ids: Any, attention_mask: Any, max_new_tokens: int, do_sample: bool,
                   temperature: float, top_k: int, top_p: float, repetition_penalty: float | None,
-                  eos_token_ids: Sequence[int], pad_token_id: int, stop_check: Any, on_tokens: Any) -> Any:
+                  eos_token_ids: Sequence[int], pad_token_id: int, stop_check: Any, on_tokens: Any,
+                  inputs_embeds: Any = None) -> Any:
         import torch
 
         processors = _processors(do_sample, temperature, top_k, top_p, repetition_penalty)
         batch, prompt_len = input_ids.shape
         all_ids = torch.empty(batch, prompt_len + max_new_tokens, dtype=torch.long)
         all_ids[:, :prompt_len] = input_ids
-        state = self.prefill(input_ids, attention_mask=attention_mask, max_new_tokens=max_new_tokens)
+        state = self.prefill(None if inputs_embeds is not None else input_ids, inputs_embeds=inputs_embeds,
+                             attention_mask=attention_mask, max_new_tokens=max_new_tokens)
         eos = torch.tensor(list(eos_token_ids), dtype=torch.long)
         unfinished = torch.ones(batch, dtype=torch.long)
         logits = self.logits(state.hidden, decode=False)

@@ -29,6 +29,7 @@ from typing import Any
 
 import numpy as np
 
+from mm.backbone import check_engine
 from mm.base import Pipeline
 from mm.errors import InvalidInputError
 from mm.media.audio import AudioClip, load_audio
@@ -135,13 +136,15 @@ def _is_one_audio(item: Any) -> bool:
 class _SpeechPipeline(Pipeline):
     """Shared loading, option checking and the streaming generation loop."""
 
-    init_options = {"quantize": None, "threads": None}
+    init_options = {"quantize": None, "threads": None, "engine": "auto"}
     batch_size = 1
     sampling_knobs: tuple[str, ...] = ("text_temperature", "text_top_k", "audio_temperature", "audio_top_k")
 
-    def setup(self, quantize=None, threads=None, **_: Any) -> None:
+    def setup(self, quantize=None, threads=None, engine="auto", **_: Any) -> None:
         from mm.encoders.lfm2_audio import LFM2Audio
 
+        #: backbone steps: "auto"/"fast" (mm.fast_decode) or "transformers" (Lfm2Model's forward)
+        self.engine = check_engine(engine)
         self.bundle = LFM2Audio.load(self.model_id, device=self.device, dtype=self.dtype, quantize=quantize,
                                      threads=threads)
 
@@ -196,7 +199,7 @@ class _SpeechPipeline(Pipeline):
         t_start = time.perf_counter()
         codec_s = 0.0
         with bundle.lock:
-            steps = generate(bundle.model, history, config, timer=timer, info=info)
+            steps = generate(bundle.model, history, config, timer=timer, info=info, engine=self.engine)
             try:
                 for step in steps:
                     run.steps.append(step)
@@ -260,12 +263,13 @@ class SpeechToSpeechPipeline(_SpeechPipeline):
     """
 
     task = "speech-to-speech"
-    init_options = {"quantize": None, "threads": None, "mode": "interleaved", "max_input_seconds": 60.0}
+    init_options = {"quantize": None, "threads": None, "engine": "auto", "mode": "interleaved",
+                    "max_input_seconds": 60.0}
     call_options = {"system_prompt": None, "max_new_tokens": 512, "do_sample": False, "text_temperature": None,
                     "text_top_k": None, "audio_temperature": None, "audio_top_k": None, "seed": None,
                     "sampling_rate": None, "conversation": None}
 
-    def setup(self, quantize=None, threads=None, mode="interleaved", max_input_seconds=60.0) -> None:
+    def setup(self, quantize=None, threads=None, engine="auto", mode="interleaved", max_input_seconds=60.0) -> None:
         from mm.encoders.audio_generate import MODES
 
         if mode not in MODES:
@@ -274,7 +278,7 @@ class SpeechToSpeechPipeline(_SpeechPipeline):
             raise InvalidInputError(f"max_input_seconds must be a positive number, got {max_input_seconds!r}")
         self.mode = mode
         self.max_input_seconds = float(max_input_seconds)
-        super().setup(quantize=quantize, threads=threads)
+        super().setup(quantize=quantize, threads=threads, engine=engine)
 
     def conversation(self, system_prompt: str | None = DEFAULT_S2S_PROMPT) -> Conversation:
         """Start a multi-turn conversation (pass it as ``conversation=`` to each call)."""
@@ -335,17 +339,19 @@ class ASRPipeline(_SpeechPipeline):
     """
 
     task = "asr"
-    init_options = {"quantize": None, "threads": None, "chunk_seconds": 30.0, "max_input_seconds": 4 * 3600.0}
+    init_options = {"quantize": None, "threads": None, "engine": "auto", "chunk_seconds": 30.0,
+                    "max_input_seconds": 4 * 3600.0}
     call_options = {"max_new_tokens": 512, "do_sample": False, "text_temperature": None, "text_top_k": None,
                     "seed": None, "sampling_rate": None}
     sampling_knobs = ("text_temperature", "text_top_k")
 
-    def setup(self, quantize=None, threads=None, chunk_seconds=30.0, max_input_seconds=4 * 3600.0) -> None:
+    def setup(self, quantize=None, threads=None, engine="auto", chunk_seconds=30.0,
+              max_input_seconds=4 * 3600.0) -> None:
         if not isinstance(chunk_seconds, int | float) or not 1.0 <= chunk_seconds <= 120.0:
             raise InvalidInputError(f"chunk_seconds must be between 1 and 120, got {chunk_seconds!r}")
         self.chunk_seconds = float(chunk_seconds)
         self.max_input_seconds = float(max_input_seconds)
-        super().setup(quantize=quantize, threads=threads)
+        super().setup(quantize=quantize, threads=threads, engine=engine)
 
     def preprocess(self, item: Any, sampling_rate: int | None = None, **_: Any) -> AudioClip:
         return load_audio(item, sampling_rate, target_rate=INPUT_RATE, max_seconds=self.max_input_seconds,

@@ -25,7 +25,7 @@ from mm.encoders.vision_config import VisionSettings
 from mm.encoders.vision_geometry import marker_tokens
 
 from mm import hub, runtime
-from mm.backbone import Backbone, GenerationSettings
+from mm.backbone import Backbone, GenerationSettings, check_engine
 from mm.base import Pipeline
 from mm.errors import CheckpointError, InvalidInputError, choices_text
 from mm.media.image import DEFAULT_MAX_PIXELS, load_image
@@ -114,6 +114,31 @@ class VisionLanguageModel(Backbone):
         log.info("loaded LFM2-VL %s on %s as %s", path, device, dtype)
         return self
 
+    def _fast_target(self) -> tuple[Any, Any] | None:
+        """The LFM2 language model inside LFM2-VL and its LM head, for mm's fast decode loop."""
+        from mm import fast_decode
+
+        language = getattr(getattr(self.model, "model", None), "language_model", None)
+        if fast_decode.supports_backbone(language) and hasattr(self.model, "lm_head"):
+            return language, self.model.lm_head
+        return None
+
+    def _fast_inputs_embeds(self, inputs: dict) -> Any:
+        """Token embeddings with the image features in the ``<image>`` positions, as LFM2-VL's forward merges them."""
+        import torch
+
+        with torch.inference_mode():
+            embeds = self.model.get_input_embeddings()(inputs["input_ids"])
+            encoded = (inputs.get("mm_encoder_outputs") or {}).get("image")
+            if encoded is None:
+                return embeds
+            features = torch.cat(list(encoded.pooler_output), dim=0).to(embeds.dtype)
+            mask = (inputs["input_ids"] == self.model.config.image_token_id).unsqueeze(-1)
+            if int(mask.sum()) * embeds.shape[-1] != features.numel():
+                raise CheckpointError(f"{int(mask.sum())} image tokens in the prompt, {features.shape[0]} image "
+                                      "features from the vision tower")
+            return embeds.masked_scatter(mask, features)
+
     def image_features(self, vision: VisionInputs) -> Any:
         """Run the vision tower + projector on all tiles; padding beyond the longest tile is cut first.
 
@@ -145,7 +170,8 @@ class VQAPipeline(Pipeline):
     """
 
     task = "vqa"
-    init_options = {"threads": None, "batch_size": 8, "max_pixels": DEFAULT_MAX_PIXELS, "image_tokens": "balanced"}
+    init_options = {"threads": None, "batch_size": 8, "max_pixels": DEFAULT_MAX_PIXELS, "image_tokens": "balanced",
+                    "engine": "auto"}
     call_options = {
         "max_new_tokens": 256, "do_sample": False, "temperature": None, "top_k": None, "top_p": None,
         "repetition_penalty": None, "stop": (), "seed": None, "system_prompt": None,
@@ -153,13 +179,15 @@ class VQAPipeline(Pipeline):
         "max_tiles": None, "thumbnail": None,
     }
 
-    def setup(self, threads=None, batch_size=8, max_pixels=DEFAULT_MAX_PIXELS, image_tokens="balanced") -> None:
+    def setup(self, threads=None, batch_size=8, max_pixels=DEFAULT_MAX_PIXELS, image_tokens="balanced",
+              engine="auto") -> None:
         if image_tokens not in PRESETS:
             raise InvalidInputError(f"image_tokens must be one of {choices_text(PRESETS)}, got {image_tokens!r}")
         if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
             raise InvalidInputError(f"batch_size must be a positive integer, got {batch_size!r}")
         self.batch_size = batch_size
         self.max_pixels = max_pixels
+        self.engine = check_engine(engine)  # "auto" (mm's fast decode loop where it applies), "fast", "transformers"
         self.vl = VisionLanguageModel.load(self.model_id, device=self.device, dtype=self.dtype, threads=threads)
 
     @property
@@ -311,7 +339,7 @@ class VQAPipeline(Pipeline):
         t0 = time.perf_counter()
         inputs, _, vision_s = self._inputs(batch)
         t1 = time.perf_counter()
-        rows = self.vl.generate(inputs, settings)
+        rows = self.vl.generate(inputs, settings, engine=self.engine)
         t2 = time.perf_counter()
         prompt_tokens = inputs["attention_mask"].sum(1).tolist()
         results = []
@@ -329,7 +357,7 @@ class VQAPipeline(Pipeline):
     def _stream(self, item: Any, **options: Any) -> Iterator[str]:
         settings = self._settings(options)
         inputs, _, _ = self._inputs([self.preprocess(item, **options)])
-        yield from self.vl.stream(inputs, settings)
+        yield from self.vl.stream(inputs, settings, engine=self.engine)
 
 
 def _is_pair(item: Any) -> bool:

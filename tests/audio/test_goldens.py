@@ -29,9 +29,10 @@ def history(bundle, wav):
     return h
 
 
-def run(bundle, h, mode, n):
+def run(bundle, h, mode, n, engine="auto"):
     hidden: list[torch.Tensor] = []
-    steps = list(generate(bundle.model, h, GenerationConfig(mode=mode, max_new_tokens=n), hidden_states=hidden))
+    steps = list(generate(bundle.model, h, GenerationConfig(mode=mode, max_new_tokens=n), hidden_states=hidden,
+                          engine=engine))
     return steps, torch.stack(hidden)
 
 
@@ -91,9 +92,11 @@ def test_depth_frame(bundle, goldens):
     close(emb, goldens["depth_frame_from_prefill.audio_embedding_sum"])
 
 
+@pytest.mark.parametrize("engine", ["fast", "transformers"])
 @pytest.mark.parametrize(("mode", "prefix", "steps"), [("sequential", "seq", 64), ("interleaved", "inter", 100)])
-def test_generation(bundle, goldens, input_wav, mode, prefix, steps):
-    got, hidden = run(bundle, history(bundle, input_wav), mode, steps)
+def test_generation(bundle, goldens, input_wav, mode, prefix, steps, engine):
+    """Both backbone engines (mm's fast decode loop and Lfm2Model's forward) reproduce the official loop."""
+    got, hidden = run(bundle, history(bundle, input_wav), mode, steps, engine)
     check_sequence(got, hidden, goldens, prefix)
 
 

@@ -263,3 +263,14 @@ def test_other_config_follows_schedule(tmp_path_factory):
     assert kinds[:3] == ["t", "t", "t"] and "a" in kinds
     result = pipe((wave, 16000), max_new_tokens=16)
     assert len(result.audio) == 1920 * len(result.audio_codes)
+
+
+def test_engine_option(fixture_checkpoint, goldens, input_wav):
+    """engine="transformers" (Lfm2Model's forward) and the default fast loop give the golden tokens; bad names fail."""
+    plain = mm.pipeline("s2s", model=fixture_checkpoint, dtype="float32", engine="transformers")
+    assert plain.engine == "transformers"
+    result = plain(str(input_wav), max_new_tokens=100)
+    assert result.text_token_ids == goldens["inter.text_tokens"].tolist()
+    assert result.audio_codes.tolist() == goldens["inter.mimi_codes"].T.tolist()
+    with pytest.raises(InvalidInputError, match="engine"):
+        mm.pipeline("asr", model=fixture_checkpoint, dtype="float32", engine="warp")

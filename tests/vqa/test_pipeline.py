@@ -172,3 +172,25 @@ def test_split_layout_checkpoint(tmp_path, img_512):
     assert (pipe.vision_settings.use_thumbnail, pipe.vision_settings.max_pixels_tolerance) == (True, 1.5)
     assert pipe.image_tokens_for(800, 600) == 6 * 256 + 234  # tiled with the 1.6B tolerance, + thumbnail
     assert pipe(img_512, "Q", max_new_tokens=1).image_tokens == [256]
+
+
+@pytest.mark.parametrize("dtype", ["float32", "bfloat16"])
+def test_fast_engine_equals_transformers_generate(tiny_vl, img_512, dtype):
+    """mm's fast decode loop (image features merged into the prefill embeddings) gives transformers' tokens."""
+    rng = np.random.default_rng(5)
+    tall = rng.integers(0, 256, (900, 200, 3), dtype=np.uint8)
+    items = [(img_512, "What is this?"), ([tall, img_512], "Compare the two pictures.")]
+    fast = mm.pipeline("vqa", model=tiny_vl, dtype=dtype, engine="fast")
+    plain = mm.pipeline("vqa", model=tiny_vl, dtype=dtype, engine="transformers")
+    assert fast.vl.resolve_engine(fast._settings({}), "fast") == "fast"
+    got, want = fast(items, max_new_tokens=12), plain(items, max_new_tokens=12)
+    assert [r.token_ids for r in got] == [r.token_ids for r in want]
+    assert all(len(r.token_ids) > 0 for r in got)
+    sampled = {"do_sample": True, "temperature": 1.3, "top_k": 40, "seed": 11, "max_new_tokens": 10}
+    assert fast(img_512, "Q", **sampled).token_ids == plain(img_512, "Q", **sampled).token_ids
+    assert "".join(fast.stream(img_512, "Q", max_new_tokens=8)) == plain(img_512, "Q", max_new_tokens=8).answer
+
+
+def test_engine_option_is_validated(tiny_vl):
+    with pytest.raises(InvalidInputError, match="engine"):
+        mm.pipeline("vqa", model=tiny_vl, dtype="float32", engine="turbo")
