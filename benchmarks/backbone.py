@@ -37,6 +37,9 @@ COMMON = dict(max_position_embeddings=128000, norm_eps=1e-5, conv_bias=False, co
               rope_parameters={"rope_type": "default", "rope_theta": 1e6}, tie_embedding=True, bos_token_id=1,
               eos_token_id=7, pad_token_id=0)
 
+#: decode is timed after a short prompt (llama-bench's pp512 / tg64 split), prefill on the long one
+DECODE_PROMPT_TOKENS = 16
+
 #: fixed prompt set for greedy agreement
 AGREEMENT_PROMPTS = [
     "Write a haiku about the sea.", "What is the capital of France?", "Explain how a bicycle works.",
@@ -83,38 +86,48 @@ def timed(fn: Any, repeats: int) -> float:
     return best
 
 
-def speed(generate: Any, prompt_len: int, new_tokens: int, repeats: int) -> dict[str, float]:
-    """Prefill tokens/s (a 1-token generate) and decode tokens/s (the extra time of new_tokens - 1 steps)."""
+def speed(generate: Any, prompt_len: int, new_tokens: int, repeats: int,
+          decode_generate: Any | None = None) -> dict[str, float]:
+    """Prefill tokens/s (a 1-token generate on the long prompt) and decode tokens/s, llama-bench style.
+
+    Decode is timed on ``decode_generate`` (a short prompt: the extra time of ``new_tokens - 1`` steps over
+    a 1-token run), so a slow, noisy prefill cannot swamp the difference; without it, on the long prompt.
+    """
+    decode_generate = decode_generate or generate
     gc.collect()
     generate(4)  # warm-up (oneDNN primitives, caches)
+    decode_generate(4)
     t1 = timed(lambda: generate(1), repeats)
-    tn = timed(lambda: generate(new_tokens), repeats)
+    d1 = timed(lambda: decode_generate(1), repeats)
+    dn = timed(lambda: decode_generate(new_tokens), repeats)
     figures = {"prefill_tok_s": round(prompt_len / t1, 2),
-               "decode_tok_s": round((new_tokens - 1) / max(tn - t1, 1e-9), 2)}
+               "decode_tok_s": round((new_tokens - 1) / max(dn - d1, 1e-9), 2)}
     print(f"progress: {figures}", file=sys.stderr, flush=True)  # partial results survive an interrupted run
     return figures
 
 
-def transformers_speed(path: Path, dtype: str, input_ids: Any, new_tokens: int, repeats: int) -> dict[str, float]:
+def transformers_speed(path: Path, dtype: str, input_ids: Any, short_ids: Any, new_tokens: int,
+                       repeats: int) -> dict[str, float]:
     import torch
     from transformers import AutoModelForCausalLM
 
     model = AutoModelForCausalLM.from_pretrained(str(path), dtype=getattr(torch, dtype)).eval()
 
-    def run(n: int) -> None:
+    def run(n: int, ids: Any = input_ids) -> None:
         with torch.inference_mode():
-            model.generate(input_ids=input_ids, attention_mask=torch.ones_like(input_ids), max_new_tokens=n,
+            model.generate(input_ids=ids, attention_mask=torch.ones_like(ids), max_new_tokens=n,
                            do_sample=False, pad_token_id=0)
 
-    return speed(run, input_ids.shape[1], new_tokens, repeats)
+    return speed(run, input_ids.shape[1], new_tokens, repeats, lambda n: run(n, short_ids))
 
 
-def pipeline_speed(path: Path, prompt: str, prompt_len: int, new_tokens: int, repeats: int,
+def pipeline_speed(path: Path, prompt: str, short_prompt: str, prompt_len: int, new_tokens: int, repeats: int,
                    **options: Any) -> dict[str, float]:
     import mm
 
     chat = mm.pipeline("chat", model=str(path), **options)
-    return speed(lambda n: chat(prompt, max_new_tokens=n), prompt_len, new_tokens, repeats)
+    return speed(lambda n: chat(prompt, max_new_tokens=n), prompt_len, new_tokens, repeats,
+                 lambda n: chat(short_prompt, max_new_tokens=n))
 
 
 def agreement(path: Path, new_tokens: int, dtype: str, quantize: str | None = None,
@@ -172,24 +185,30 @@ def logits_agreement(path: Path, new_tokens: int, dtype: str, quantize: str | No
 
 
 def streams_speed(path: Path, dtype: str, quantize: str | None, new_tokens: int, prompt_len: int) -> dict[str, Any]:
-    """Decode tokens/s per stream and in total for 1, 2 and 4 streams batched through the fast engine."""
+    """Decode tokens/s per stream and in total for 1, 2 and 4 streams batched through the fast engine.
+
+    Each stream gets its own random ``prompt_len``-token prompt; the timed part is ``new_tokens`` decode
+    steps of the whole batch (backbone step + LM head + greedy pick), after the prefill.
+    """
     import torch
 
-    from mm.backbone import Backbone, GenerationSettings
+    from mm.backbone import Backbone
 
-    bb = Backbone.load(path, dtype=dtype, quantize=quantize)
-    out: dict[str, Any] = {}
+    fast = Backbone.load(path, dtype=dtype, quantize=quantize).fast()
+    out: dict[str, Any] = {"prompt_tokens": prompt_len, "decode_steps": new_tokens}
     for streams in (1, 2, 4):
-        ids = torch.randint(20, 2000, (streams, prompt_len))
-        inputs = {"input_ids": ids, "attention_mask": torch.ones_like(ids)}
-
-        def run(n: int, inputs: dict = inputs) -> None:
-            bb.generate(inputs, GenerationSettings(max_new_tokens=n), engine="fast")
-
-        s = speed(run, prompt_len * streams, new_tokens, 1)
+        state = fast.prefill(torch.randint(20, 2000, (streams, prompt_len)), max_new_tokens=new_tokens + 4)
+        tokens = fast.logits(state.hidden).argmax(-1)
+        for _ in range(3):  # warm-up steps
+            tokens = fast.logits(fast.step(state, tokens)).argmax(-1)
+        start = time.perf_counter()
+        for _ in range(new_tokens):
+            tokens = fast.logits(fast.step(state, tokens)).argmax(-1)
+        per_stream = new_tokens / (time.perf_counter() - start)
         gc.collect()
-        out[f"{streams}_streams"] = {"per_stream_decode_tok_s": s["decode_tok_s"],
-                                     "total_decode_tok_s": round(s["decode_tok_s"] * streams, 2)}
+        out[f"{streams}_streams"] = {"per_stream_decode_tok_s": round(per_stream, 2),
+                                     "total_decode_tok_s": round(per_stream * streams, 2)}
+        print(f"progress: {streams} streams {out[f'{streams}_streams']}", file=sys.stderr, flush=True)
     return out
 
 
@@ -224,17 +243,25 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     with tempfile.TemporaryDirectory(prefix="mm-bench-backbone-") as tmp:
         path = write_checkpoint(Path(tmp) / "lfm2-350m", LFM2_350M)
         tokenizer = AutoTokenizer.from_pretrained(str(path))
-        prompt = long_prompt(tokenizer, prompt_tokens)
-        input_ids = tokenizer.apply_chat_template([{"role": "user", "content": prompt}], add_generation_prompt=True,
-                                                  return_tensors="pt", return_dict=True)["input_ids"]
+        prompt, short_prompt = long_prompt(tokenizer, prompt_tokens), long_prompt(tokenizer, DECODE_PROMPT_TOKENS)
+
+        def encode(text: str) -> Any:
+            return tokenizer.apply_chat_template([{"role": "user", "content": text}], add_generation_prompt=True,
+                                                 return_tensors="pt", return_dict=True)["input_ids"]
+
+        input_ids, short_ids = encode(prompt), encode(short_prompt)
+        result["decode_prompt_tokens"] = int(short_ids.shape[1])
         result["prompt_tokens"] = prompt_len = int(input_ids.shape[1])
         rows: dict[str, dict[str, float]] = {}
-        rows["transformers_bf16"] = transformers_speed(path, "bfloat16", input_ids, new_tokens, args.repeats)
-        rows["transformers_fp32"] = transformers_speed(path, "float32", input_ids, new_tokens, args.repeats)
+        rows["transformers_bf16"] = transformers_speed(path, "bfloat16", input_ids, short_ids, new_tokens,
+                                                       args.repeats)
+        rows["transformers_fp32"] = transformers_speed(path, "float32", input_ids, short_ids, new_tokens,
+                                                       args.repeats)
         settings = (("bf16", "bfloat16", None), ("fp32", "float32", None), ("int8", "float32", "int8"))
         for name, engine in (("plain", "transformers"), ("fast", "fast")):
             for label, dtype, quantize in settings:
-                rows[f"mm_{name}_{label}"] = pipeline_speed(path, prompt, prompt_len, new_tokens, args.repeats,
+                rows[f"mm_{name}_{label}"] = pipeline_speed(path, prompt, short_prompt, prompt_len, new_tokens,
+                                                            args.repeats,
                                                             dtype=dtype, quantize=quantize, engine=engine,
                                                             threads=args.threads)
         result["speeds"] = rows
@@ -285,10 +312,14 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         }
         if not args.quick:
             big = write_checkpoint(Path(tmp) / "lfm2-1.2b", LFM2_1_2B)
-            dtype, quantize = ("float32", "int8") if best_decode.endswith("int8") else (
+            fastest = ("float32", "int8") if best_decode.endswith("int8") else (
                 "bfloat16" if best_decode.endswith("bf16") else "float32", None)
-            result["lfm2_1.2b"] = {"dtype": dtype, "quantize": quantize, "engine": "fast",
-                                   **streams_speed(big, dtype, quantize, min(new_tokens, 32), 128)}
+            result["lfm2_1.2b"] = {}
+            for dtype, quantize in dict.fromkeys([fastest, ("bfloat16", None)]):  # + the exact-token bf16 setting
+                label = f"fast_{quantize or dtype}"
+                result["lfm2_1.2b"][label] = {"dtype": dtype, "quantize": quantize, "engine": "fast",
+                                              **streams_speed(big, dtype, quantize, new_tokens, 128)}
+                gc.collect()
     json.dump(result, sys.stdout, indent=1)
     print()
     return result

@@ -25,7 +25,7 @@ from mm.encoders.vision_config import VisionSettings
 from mm.encoders.vision_geometry import marker_tokens
 
 from mm import hub, runtime
-from mm.backbone import Backbone, GenerationSettings, check_engine
+from mm.backbone import QUANTIZE_CHOICES, Backbone, GenerationSettings, check_engine, quantize_int8
 from mm.base import Pipeline
 from mm.errors import CheckpointError, InvalidInputError, choices_text
 from mm.media.image import DEFAULT_MAX_PIXELS, load_image
@@ -74,18 +74,27 @@ class VisionLanguageModel(Backbone):
     @classmethod
     def load(cls, model: str | Path, *, device: str = "auto", dtype: Any = "auto", quantize: str | None = None,
              threads: int | None = None) -> VisionLanguageModel:
-        """Resolve ``model`` and load it once per (path, device, dtype)."""
-        if quantize is not None:
-            raise InvalidInputError("quantize is not supported by the vqa pipeline")
+        """Resolve ``model`` and load it once per (path, device, dtype, quantize).
+
+        ``quantize="int8"``: dynamic int8 for the language model's linear layers and its LM head (fp32
+        activations, needs ``dtype="float32"``); the vision tower and projector stay in float.
+        """
+        import torch
+
+        if quantize is not None and quantize not in QUANTIZE_CHOICES:
+            raise InvalidInputError(f"quantize={quantize!r} is not supported; valid: {choices_text(QUANTIZE_CHOICES)}")
         runtime.configure_torch(threads)
         path = hub.resolve_model(model)
         device = runtime.resolve_device(device)
         torch_dtype = runtime.resolve_dtype(dtype, device)
-        key = ("lfm2-vl", str(path), device, str(torch_dtype))
-        return runtime.cached_model(key, lambda: cls._load_vl(path, device, torch_dtype))
+        if quantize == "int8" and torch_dtype != torch.float32:
+            raise InvalidInputError("quantize='int8' needs dtype='float32' (dynamic int8 runs fp32 activations)")
+        key = ("lfm2-vl", str(path), device, str(torch_dtype), quantize)
+        return runtime.cached_model(key, lambda: cls._load_vl(path, device, torch_dtype, quantize))
 
     @classmethod
-    def _load_vl(cls, path: Path, device: str, dtype: Any) -> VisionLanguageModel:
+    def _load_vl(cls, path: Path, device: str, dtype: Any, quantize: str | None = None) -> VisionLanguageModel:
+        import torch
         from transformers import AutoModelForImageTextToText, AutoTokenizer
 
         preprocessor = ImagePreprocessor.from_pretrained(path)
@@ -108,7 +117,10 @@ class VisionLanguageModel(Backbone):
                                   f"image_token_id ({model.config.image_token_id})")
         if getattr(tokenizer, "chat_template", None) is None:
             raise CheckpointError(f"the tokenizer in {str(path)!r} has no chat template")
-        self = cls(model, tokenizer, path, device, dtype)
+        if quantize == "int8":
+            model.model.language_model = quantize_int8(model.model.language_model)
+            model.lm_head = quantize_int8(torch.nn.Sequential(model.lm_head))[0]  # the root module is not swapped
+        self = cls(model, tokenizer, path, device, dtype, quantize)
         self.preprocessor = preprocessor
         self.special_vocab = {tok for tok in vocab if tok.startswith("<|") or tok == IMAGE_TOKEN}
         log.info("loaded LFM2-VL %s on %s as %s", path, device, dtype)
@@ -171,7 +183,7 @@ class VQAPipeline(Pipeline):
 
     task = "vqa"
     init_options = {"threads": None, "batch_size": 8, "max_pixels": DEFAULT_MAX_PIXELS, "image_tokens": "balanced",
-                    "engine": "auto"}
+                    "engine": "auto", "quantize": None}
     call_options = {
         "max_new_tokens": 256, "do_sample": False, "temperature": None, "top_k": None, "top_p": None,
         "repetition_penalty": None, "stop": (), "seed": None, "system_prompt": None,
@@ -180,7 +192,7 @@ class VQAPipeline(Pipeline):
     }
 
     def setup(self, threads=None, batch_size=8, max_pixels=DEFAULT_MAX_PIXELS, image_tokens="balanced",
-              engine="auto") -> None:
+              engine="auto", quantize=None) -> None:
         if image_tokens not in PRESETS:
             raise InvalidInputError(f"image_tokens must be one of {choices_text(PRESETS)}, got {image_tokens!r}")
         if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
@@ -188,7 +200,8 @@ class VQAPipeline(Pipeline):
         self.batch_size = batch_size
         self.max_pixels = max_pixels
         self.engine = check_engine(engine)  # "auto" (mm's fast decode loop where it applies), "fast", "transformers"
-        self.vl = VisionLanguageModel.load(self.model_id, device=self.device, dtype=self.dtype, threads=threads)
+        self.vl = VisionLanguageModel.load(self.model_id, device=self.device, dtype=self.dtype, quantize=quantize,
+                                           threads=threads)
 
     @property
     def vision_settings(self) -> VisionSettings:

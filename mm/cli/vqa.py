@@ -30,13 +30,14 @@ def vqa(
     max_image_tokens: Annotated[int | None, typer.Option(min=1, help="Override the budget's token maximum")] = None,
     tiling: Annotated[bool | None, typer.Option("--tiling/--no-tiling", help="Override the budget's tiling")] = None,
     dtype: Annotated[str, typer.Option(help="auto, float32 or bfloat16")] = "auto",
+    quantize: Annotated[str | None, typer.Option(help="int8: dynamic int8 language-model layers (needs float32)")] = None,
     stream: Annotated[bool, typer.Option("--stream/--no-stream", help="Print the answer as it is generated")] = False,
     verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Also print image tokens and timings")] = False,
 ) -> None:
     """Answer QUESTION about IMAGE with LFM2-VL (e.g. mm vqa photo.jpg "What is in it?" --budget fast)."""
     import mm
 
-    pipe = mm.pipeline("vqa", model=model, dtype=dtype)
+    pipe = mm.pipeline("vqa", model=model, dtype=dtype, quantize=quantize)
     options: dict = {"max_new_tokens": max_new_tokens, "image_tokens": budget.value,
                      "do_sample": temperature > 0}
     if temperature > 0:

@@ -194,3 +194,22 @@ def test_fast_engine_equals_transformers_generate(tiny_vl, img_512, dtype):
 def test_engine_option_is_validated(tiny_vl):
     with pytest.raises(InvalidInputError, match="engine"):
         mm.pipeline("vqa", model=tiny_vl, dtype="float32", engine="turbo")
+
+
+def test_int8_language_model(tiny_vl, img_512):
+    """quantize="int8" swaps the language model's linears (not the vision tower); both engines agree on it."""
+    import torch
+
+    fast = mm.pipeline("vqa", model=tiny_vl, dtype="float32", quantize="int8")
+    plain = mm.pipeline("vqa", model=tiny_vl, dtype="float32", quantize="int8", engine="transformers")
+    model = fast.vl.model
+    assert all(type(m) is not torch.nn.Linear for m in model.model.language_model.modules())
+    assert type(model.lm_head) is not torch.nn.Linear
+    assert any(type(m) is torch.nn.Linear for m in model.model.vision_tower.modules())
+    got = fast(img_512, "What is this?", max_new_tokens=10)
+    assert got.token_ids == plain(img_512, "What is this?", max_new_tokens=10).token_ids
+    assert got.image_tokens == [256]
+    with pytest.raises(InvalidInputError, match="float32"):
+        mm.pipeline("vqa", model=tiny_vl, dtype="bfloat16", quantize="int8")
+    with pytest.raises(InvalidInputError, match="int4"):
+        mm.pipeline("vqa", model=tiny_vl, dtype="float32", quantize="int4")
