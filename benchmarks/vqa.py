@@ -12,7 +12,7 @@ noisy); wall-clock and process CPU time are both reported (CPU time is far less 
 processes competing for the cores). Generation is greedy with EOS disabled, so every run produces exactly ``--new-tokens`` tokens.
 Prints one JSON object.
 
-    python benchmarks/vqa.py            # full run (~10 min on 2 cores)
+    python benchmarks/vqa.py            # full run (~12 min on 2 cores)
     python benchmarks/vqa.py --quick    # 1 repeat, 4 new tokens, 512x512 only for transformers
 """
 
@@ -86,7 +86,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="1 repeat, 4 new tokens")
     parser.add_argument("--repeats", type=int, default=3, help="runs per side for untiled (<= 256-token) images")
-    parser.add_argument("--heavy-repeats", type=int, default=1, help="runs per side for tiled images")
+    parser.add_argument("--heavy-repeats", type=int, default=3,
+                        help="runs per side for tiled images (~20 s each; one run varies by +-7%% here)")
     parser.add_argument("--new-tokens", type=int, default=16)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--sizes", nargs="+", choices=sorted(SIZES), default=list(SIZES), help="images to run")
