@@ -388,7 +388,8 @@ class LFM2Audio:
              threads: int | None = None) -> LFM2Audio:
         """Resolve ``model`` (directory, HF-cache id or hub id) and load it once per (path, dtype, quantize)."""
         from mm import hub, runtime
-        from mm.errors import InvalidInputError, choices_text
+        from mm.backbone import check_quantize
+        from mm.errors import InvalidInputError
 
         runtime.configure_torch(threads)
         path = hub.resolve_model(model, required=(CONFIG_FILE, WEIGHTS_FILE))
@@ -396,10 +397,7 @@ class LFM2Audio:
         if device != "cpu":
             raise InvalidInputError(f"LFM2-Audio runs on the CPU in mm; got device={device!r}")
         torch_dtype = runtime.resolve_dtype(dtype, device)
-        if quantize is not None and quantize != "int8":
-            raise InvalidInputError(f"quantize={quantize!r} is not supported; valid: {choices_text(['int8'])}")
-        if quantize == "int8" and torch_dtype != torch.float32:
-            raise InvalidInputError("quantize='int8' needs dtype='float32' (dynamic int8 runs fp32 activations)")
+        check_quantize(quantize, torch_dtype)
         key = ("lfm2-audio", str(path), device, str(torch_dtype), quantize)
         return runtime.cached_model(key, lambda: cls._load_uncached(path, torch_dtype, quantize))
 

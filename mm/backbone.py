@@ -113,14 +113,12 @@ class Backbone:
         path = hub.resolve_model(model)
         device = runtime.resolve_device(device)
         torch_dtype = runtime.resolve_dtype(dtype, device)
-        if quantize is not None and quantize not in QUANTIZE_CHOICES:
-            raise InvalidInputError(f"quantize={quantize!r} is not supported; valid: {choices_text(QUANTIZE_CHOICES)}")
+        check_quantize(quantize, torch_dtype)
         key = ("causal-lm", str(path), device, str(torch_dtype), quantize)
         return runtime.cached_model(key, lambda: cls._load_uncached(path, device, torch_dtype, quantize))
 
     @classmethod
     def _load_uncached(cls, path: Path, device: str, dtype: Any, quantize: str | None) -> Backbone:
-        import torch
         from transformers import AutoModelForCausalLM, AutoTokenizer
 
         try:
@@ -132,8 +130,6 @@ class Backbone:
         if tokenizer.pad_token_id is None:
             tokenizer.pad_token = tokenizer.eos_token
         if quantize == "int8":
-            if dtype != torch.float32:
-                raise InvalidInputError("quantize='int8' needs dtype='float32' (dynamic int8 runs fp32 activations)")
             model = quantize_int8(model)
         log.info("loaded %s on %s as %s%s", path, device, dtype, f" ({quantize})" if quantize else "")
         return cls(model, tokenizer, path, device, dtype, quantize)
@@ -308,6 +304,17 @@ class Backbone:
         thread.join()
         if errors:
             raise errors[0]
+
+
+def check_quantize(quantize: str | None, dtype: Any) -> str | None:
+    """Validate ``quantize`` (None or ``int8``) against the resolved torch ``dtype``, before anything loads."""
+    import torch
+
+    if quantize is not None and quantize not in QUANTIZE_CHOICES:
+        raise InvalidInputError(f"quantize={quantize!r} is not supported; valid: {choices_text(QUANTIZE_CHOICES)}")
+    if quantize == "int8" and dtype != torch.float32:
+        raise InvalidInputError("quantize='int8' needs dtype='float32' (dynamic int8 runs fp32 activations)")
+    return quantize
 
 
 def check_engine(engine: str) -> str:

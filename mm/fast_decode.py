@@ -180,7 +180,7 @@ class FastLfm2:
         else:
             conv = layer.conv
             plan.update(in_proj=self._call(conv.in_proj), out_proj=self._call(conv.out_proj),
-                        conv_w=conv.conv.weight, conv_b=conv.conv.bias, kernel=conv.conv_kernel_size,
+                        conv_w=conv.conv.weight, conv_b=conv.conv.bias,
                         conv_w32=conv.conv.weight.detach()[:, 0, :].float())
         return plan
 

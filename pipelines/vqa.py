@@ -25,7 +25,7 @@ from mm.encoders.vision_config import VisionSettings
 from mm.encoders.vision_geometry import marker_tokens
 
 from mm import hub, runtime
-from mm.backbone import QUANTIZE_CHOICES, Backbone, GenerationSettings, check_engine, quantize_int8
+from mm.backbone import Backbone, GenerationSettings, check_engine, check_quantize, quantize_int8
 from mm.base import Pipeline
 from mm.errors import CheckpointError, InvalidInputError, choices_text
 from mm.media.image import DEFAULT_MAX_PIXELS, load_image
@@ -79,16 +79,11 @@ class VisionLanguageModel(Backbone):
         ``quantize="int8"``: dynamic int8 for the language model's linear layers and its LM head (fp32
         activations, needs ``dtype="float32"``); the vision tower and projector stay in float.
         """
-        import torch
-
-        if quantize is not None and quantize not in QUANTIZE_CHOICES:
-            raise InvalidInputError(f"quantize={quantize!r} is not supported; valid: {choices_text(QUANTIZE_CHOICES)}")
         runtime.configure_torch(threads)
         path = hub.resolve_model(model)
         device = runtime.resolve_device(device)
         torch_dtype = runtime.resolve_dtype(dtype, device)
-        if quantize == "int8" and torch_dtype != torch.float32:
-            raise InvalidInputError("quantize='int8' needs dtype='float32' (dynamic int8 runs fp32 activations)")
+        check_quantize(quantize, torch_dtype)
         key = ("lfm2-vl", str(path), device, str(torch_dtype), quantize)
         return runtime.cached_model(key, lambda: cls._load_vl(path, device, torch_dtype, quantize))
 
@@ -145,10 +140,7 @@ class VisionLanguageModel(Backbone):
             if encoded is None:
                 return embeds
             features = torch.cat(list(encoded.pooler_output), dim=0).to(embeds.dtype)
-            mask = (inputs["input_ids"] == self.model.config.image_token_id).unsqueeze(-1)
-            if int(mask.sum()) * embeds.shape[-1] != features.numel():
-                raise CheckpointError(f"{int(mask.sum())} image tokens in the prompt, {features.shape[0]} image "
-                                      "features from the vision tower")
+            mask = self.model.model.get_placeholder_mask(inputs["input_ids"], embeds, features)
             return embeds.masked_scatter(mask, features)
 
     def image_features(self, vision: VisionInputs) -> Any:

@@ -97,3 +97,5 @@ def test_bad_quantize_and_dtype_values(tiny_lfm2):
         mm.pipeline("chat", model=tiny_lfm2, quantize="int3")
     with pytest.raises(InvalidInputError, match="dtype"):
         mm.pipeline("chat", model=tiny_lfm2, dtype="float8")
+    with pytest.raises(InvalidInputError, match="needs dtype='float32'"):
+        mm.pipeline("chat", model=tiny_lfm2, dtype="bfloat16", quantize="int8")
