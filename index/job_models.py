@@ -16,7 +16,6 @@ margin, an eighth of it as overlap), so a job builds the same chunks as ``build_
 from __future__ import annotations
 
 import logging
-import os
 from typing import Any
 
 import numpy as np
@@ -58,8 +57,11 @@ class MMJobEncoder:
 
 
 def load_job_encoder(model: str | None, kind: str = "auto") -> MMJobEncoder:
-    """Load ``model`` with :func:`mm.encoders.loader.load_encoder` for an indexing job worker."""
-    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    """Load ``model`` with :func:`mm.encoders.loader.load_encoder` for an indexing job worker.
+
+    The model resolves to a local folder (HF cache or directory) and loads with ``local_files_only``:
+    no environment variable is set, so other loads in the process keep their own hub access.
+    """
     quiet_transformers_loading()
     from mm.encoders.loader import load_encoder
 
