@@ -7,8 +7,9 @@ import importlib
 
 import pytest
 
-MODULES = ["mm.index.jobs", "mm.index.job_types", "mm.index.job_state", "mm.index.job_encode",
-           "mm.index.job_source", "mm.testing.hash_encoder"]
+MODULES = ["mm.index.jobs", "mm.index.jobs.run", "mm.index.jobs.options", "mm.index.jobs.plan",
+           "mm.index.jobs.encode", "mm.index.jobs.source", "mm.index.writer", "mm.encoders.chunking",
+           "mm.encoders.protocol", "mm.testing.hash_encoder"]
 
 
 @pytest.mark.parametrize("name", MODULES)
