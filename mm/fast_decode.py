@@ -1,6 +1,6 @@
 """A lean CPU decode loop for LFM2 causal LMs (``Lfm2ForCausalLM``), with the same greedy tokens as transformers.
 
-Where transformers' ``generate`` spends a decode step (profiled on LFM2-350M, README "Backbone speed"):
+Where transformers' ``generate`` spends a decode step (profiled on LFM2-350M, docs/backbone.md):
 building masks and cache objects, generic ``forward`` plumbing and logits processors around ~16
 layers of small matrix-vector products. This module keeps the prefill on transformers' own forward
 (so prefill is exactly as fast and as exact as transformers), copies the caches into preallocated

@@ -2,7 +2,7 @@
 
 ``dtype="auto"`` picks bfloat16 only where the CPU has native bf16 matrix
 instructions (AVX512-BF16 or AMX); on AVX2-only CPUs bf16 matmuls are emulated
-and slower than fp32 (see README, "Choosing a dtype").
+and slower than fp32 (see docs/backbone.md, "Choosing a setting").
 
 >>> resolve_device("auto")
 'cpu'

@@ -6,11 +6,12 @@ the text of the best-matching passage and the document's metadata; chunks of a l
 are merged back into one hit per document.
 
 >>> import tempfile, pathlib, mm
->>> from mm.pipelines.indexer import build_index
+>>> from mm.index import build_job
 >>> src = pathlib.Path(tempfile.mkdtemp()) / "c.jsonl"
 >>> _ = src.write_text('{"_id": "fr", "text": "La tour Eiffel est à Paris.", "lang": "fr"}\\n'
 ...                    '{"_id": "de", "text": "Der Kölner Dom steht in Köln.", "lang": "de"}\\n')
->>> path = build_index(src, pathlib.Path(tempfile.mkdtemp()) / "idx", model="minilm").index
+>>> path = pathlib.Path(tempfile.mkdtemp()) / "idx"
+>>> _ = build_job(src, path, encoder="minilm", progress=False)
 >>> search = mm.pipeline("search", index=path)
 >>> hits = search("Eiffel Tower", k=1)
 >>> hits[0].id, sorted(hits.timings)
@@ -80,7 +81,7 @@ class SearchPipeline(Pipeline):
     def setup(self, index=None, threads=None, batch_size=32) -> None:
         from mm.encoders.loader import load_encoder, load_encoder_for_index
         from mm.index import open_index
-        from mm.pipelines.indexer import check_encoder_matches
+        from mm.index.writer import check_encoder_matches
 
         if index is None:
             raise InvalidInputError("the search pipeline needs an index: mm.pipeline('search', index='path/to/index')"
@@ -168,7 +169,7 @@ class SearchPipeline(Pipeline):
 
 def _merge_chunks(hits, k: int) -> list[SearchHit]:
     """One hit per document (its best chunk), best first, at most ``k``."""
-    from mm.pipelines.indexer import CHUNK_KEY, DOC_KEY
+    from mm.encoders.chunking import CHUNK_KEY, DOC_KEY, SOURCE_KEY
 
     merged: list[SearchHit] = []
     seen: set[str] = set()
@@ -176,6 +177,7 @@ def _merge_chunks(hits, k: int) -> list[SearchHit]:
         meta = dict(hit.metadata)
         doc_id = meta.pop(DOC_KEY, hit.id)
         chunk = meta.pop(CHUNK_KEY, None)
+        meta.pop(SOURCE_KEY, None)
         if doc_id in seen:
             continue
         seen.add(doc_id)

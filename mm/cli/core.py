@@ -131,7 +131,7 @@ def demo(
     from pathlib import Path
 
     import mm
-    from mm.pipelines.indexer import build_index
+    from mm.index import build_job
     from mm.runtime import quiet_transformers_loading
 
     quiet_transformers_loading()
@@ -141,8 +141,8 @@ def demo(
         from mm.runtime import configure_torch
 
         configure_torch()  # the CLI owns the process: MM_NUM_THREADS or all cores
-        report = build_index(corpus, Path(tmp) / "index", model="minilm", progress=True)
-        typer.echo(f"indexed {report.documents} XQuAD passages in 12 languages (CC BY-SA 4.0) with the "
+        report = build_job(corpus, Path(tmp) / "index", encoder="minilm", workers=1)
+        typer.echo(f"indexed {report.docs_encoded} XQuAD passages in 12 languages (CC BY-SA 4.0) with the "
                    f"offline MiniLM model in {report.seconds:.1f} s")
         search = mm.pipeline("search", index=str(Path(tmp) / "index"))
         queries = query or DEMO_QUERIES

@@ -171,14 +171,15 @@ def test_each_stage_receives_only_its_options():
 def test_search_returns_search_results(tmp_path):
     import pathlib
 
-    from mm.pipelines.indexer import build_index
+    from mm.index import build_job
 
     from mm.results import SearchResults
 
     src = pathlib.Path(tmp_path) / "c.jsonl"
     src.write_text('{"_id": "a", "text": "The Eiffel tower is in Paris."}\n'
                    '{"_id": "b", "text": "Cologne has a cathedral."}\n')
-    index = build_index(src, tmp_path / "idx", model="minilm").index
+    index = tmp_path / "idx"
+    build_job(src, index, encoder="minilm", progress=False)
     search = mm.pipeline("search", index=index)
     hits = search("Eiffel", k=1)
     assert isinstance(hits, SearchResults) and len(hits) == 1 and hits[0].id == "a"

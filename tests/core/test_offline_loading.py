@@ -31,11 +31,11 @@ def test_minilm_default_then_hub_id_from_the_cache(tmp_path, tiny_lfm2):
         import os
         import mm
         from mm.encoders.dense import DenseEncoder, minilm_path
-        from mm.index.job_models import load_job_encoder
+        from mm.encoders.loader import load_encoder
 
         before = dict(os.environ)
         assert DenseEncoder.from_pretrained(minilm_path()).encode_queries(["hello"]).shape == (1, 384)
-        assert load_job_encoder("minilm").dim == 384
+        assert load_encoder("minilm").dim == 384
         assert dict(os.environ) == before, sorted(set(os.environ.items()) ^ set(before.items()))
         chat = mm.pipeline("chat", model="tiny-org/tiny-lfm2", dtype="float32")
         assert str(chat.backbone.path).startswith(os.environ["HF_HUB_CACHE"])
