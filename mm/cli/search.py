@@ -217,6 +217,9 @@ def search(
         raise InvalidInputError(f"-k must be a positive integer, got {k}")
     quiet_transformers_loading()
     options = {"k": k, "filters": _parse_filters(filters), "exact": exact, "hybrid": hybrid}
+    from mm.runtime import configure_torch
+
+    configure_torch()  # the CLI owns the process: MM_NUM_THREADS or all cores
     pipe = mm.pipeline("search", model=model, index=str(index), threads=threads)
     if query is not None:
         hits = pipe(query, **options)
