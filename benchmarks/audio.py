@@ -199,7 +199,8 @@ def main() -> None:
 
     sys.path.insert(0, str(REPO))
     from mm.encoders.audio_in import build_feature_extractor
-    from mm.encoders.lfm2_audio import LFM2AudioConfig, convert_dtype, quantize_linears, random_model
+
+    from mm.models.lfm2_audio import LFM2AudioConfig, convert_dtype, quantize_linears, random_model
 
     torch.set_num_threads(args.threads)
     torch.set_flush_denormal(True)
