@@ -31,6 +31,7 @@ from torch import nn
 from mm.encoders.audio_in import AudioAdapter, build_conformer, conformer_key, encode_mel
 from mm.encoders.audio_out import AUDIO_VOCAB, AudioHead
 from mm.errors import CheckpointError
+from mm.runtime import restores_global_rng
 
 log = logging.getLogger(__name__)
 
@@ -339,6 +340,7 @@ def load_lfm2_audio(path: str | Path, *, dtype: torch.dtype = torch.float32) -> 
     return model
 
 
+@restores_global_rng
 def random_model(config: LFM2AudioConfig, *, dtype: torch.dtype = torch.float32, seed: int = 0) -> LFM2AudioModel:
     """A randomly initialised model (benchmarks and tests): unit-scale-ish weights, BatchNorm stats set."""
     torch.manual_seed(seed)
