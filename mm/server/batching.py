@@ -73,6 +73,7 @@ class ChatQueue:
         self._cond = threading.Condition()
         self._closed = False
         self.batches: list[int] = []  # sizes of the batches run, most recent last (capped), for stats and tests
+        self.cancelled = 0  # requests whose client went away before they finished
         self._thread = threading.Thread(target=self._run, name=f"mm-chat-{engine.kind}", daemon=True)
         self._thread.start()
 
@@ -87,6 +88,11 @@ class ChatQueue:
     @property
     def waiting(self) -> int:
         return len(self._waiting)
+
+    def stats(self) -> dict[str, int]:
+        """Waiting requests, batches run (recent), the largest of them, requests cancelled."""
+        return {"waiting": len(self._waiting), "batches": len(self.batches), "largest_batch": max(self.batches, default=0),
+                "cancelled": self.cancelled}
 
     def close(self) -> None:
         with self._cond:
@@ -119,6 +125,7 @@ class ChatQueue:
             for job in batch:
                 if job.row.cancel.is_set():
                     job.row.finish_reason = "cancelled"
+                    self.cancelled += 1
                     job.finish()
                 else:
                     live.append(job)
@@ -138,6 +145,7 @@ class ChatQueue:
             for job in jobs:
                 job.error = exc
         self.batches = [*self.batches[-999:], len(jobs)]
+        self.cancelled += sum(job.row.finish_reason == "cancelled" for job in jobs)
         log.debug("batch of %d in %.2fs", len(jobs), time.perf_counter() - t0)
         for job in jobs:
             job.finish()

@@ -49,6 +49,10 @@ class Row:
     text: str = ""
     sent: int = 0
     finish_reason: str | None = None  # "stop", "length" or "cancelled"
+    # incremental detokenization: decode a few tokens of context plus the new ones, never the whole reply
+    _decoded: str = field(default="", init=False, repr=False)
+    _prefix: int = field(default=0, init=False, repr=False)
+    _read: int = field(default=0, init=False, repr=False)
 
     @property
     def finished(self) -> bool:
@@ -72,19 +76,39 @@ class Row:
             self.finish_reason = "cancelled"
             return
         if token in eos:
+            self._flush(tokenizer)
             self._finish("stop")
             return
         self.token_ids.append(token)
-        text = tokenizer.decode(self.token_ids, skip_special_tokens=True)
-        cut = cut_at_stop(text, self.stop)
+        self._detokenize(tokenizer)
+        at_limit = len(self.token_ids) >= self.max_tokens
+        if at_limit:
+            self._flush(tokenizer)
+        cut = cut_at_stop(self._decoded, self.stop)
         self.text = cut
-        if len(cut) < len(text):
+        if len(cut) < len(self._decoded):
             self._finish("stop")
-        elif len(self.token_ids) >= self.max_tokens:
+        elif at_limit:
             self._finish("length")
-        elif not text.endswith("\ufffd"):  # an incomplete UTF-8 sequence waits for the next token
+        else:
             hold = max((len(s) for s in self.stop), default=1) - 1
-            self._send(len(text) - hold)
+            self._send(len(self.text) - hold)
+
+    def _detokenize(self, tokenizer: Any) -> None:
+        ids = self.token_ids
+        before = tokenizer.decode(ids[self._prefix:self._read], skip_special_tokens=True)
+        now = tokenizer.decode(ids[self._prefix:], skip_special_tokens=True)
+        if len(now) > len(before) and not now.endswith("\ufffd"):  # an incomplete UTF-8 sequence waits
+            self._decoded += now[len(before):]
+            self._prefix, self._read = self._read, len(ids)
+
+    def _flush(self, tokenizer: Any) -> None:
+        """Decode what is left at the end (even an incomplete UTF-8 sequence, as a full decode would)."""
+        if self._read < len(self.token_ids):
+            before = tokenizer.decode(self.token_ids[self._prefix:self._read], skip_special_tokens=True)
+            now = tokenizer.decode(self.token_ids[self._prefix:], skip_special_tokens=True)
+            self._decoded += now[len(before):]
+            self._prefix = self._read = len(self.token_ids)
 
 
 def generate_rows(backbone: Any, inputs: dict[str, Any], rows: list[Row], sampling: Sampling) -> None:
@@ -114,6 +138,8 @@ def generate_rows(backbone: Any, inputs: dict[str, Any], rows: list[Row], sampli
             _transformers(backbone, inputs, settings, on_tokens, done)
     for row in rows:  # the batch's step budget ran out (max_new_tokens) without the row noticing
         if not row.finished:
+            row._flush(backbone.tokenizer)
+            row.text = cut_at_stop(row._decoded, row.stop)
             row._finish("length")
 
 

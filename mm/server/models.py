@@ -48,8 +48,10 @@ class Slot:
 
     def card(self) -> dict[str, Any]:
         """The ``/v1/models`` entry."""
-        return {"id": self.id, "object": "model", "created": self.created, "owned_by": "mm",
-                "mm": {"kind": self.kind, "endpoint": ENDPOINTS[self.kind], "state": self.state}}
+        info = {"kind": self.kind, "endpoint": ENDPOINTS[self.kind], "state": self.state}
+        if "queue" in self.parts:
+            info["queue"] = self.parts["queue"].stats()
+        return {"id": self.id, "object": "model", "created": self.created, "owned_by": "mm", "mm": info}
 
 
 def _model_id(source: Any) -> str:

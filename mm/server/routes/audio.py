@@ -57,7 +57,7 @@ async def transcriptions(request: Request) -> Any:
     if response_format not in RESPONSE_FORMATS:
         raise bad_request(f"response_format {response_format!r} is not supported; valid: "
                           f"{choices_text(RESPONSE_FORMATS)}", param="response_format")
-    options = _temperature_options(form.get("temperature"))
+    options = {**_temperature_options(form.get("temperature")), "max_new_tokens": config.max_new_tokens}
     slot = request.app.state.models.get(form.get("model"), ("speech",))
     if upload.size is not None and upload.size > config.max_file_bytes:
         raise too_large(f"the uploaded file {upload.filename!r}", upload.size, config.max_file_bytes)
