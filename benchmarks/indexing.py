@@ -127,7 +127,7 @@ def main() -> None:
     results["single_process"] = run("single", corpus, tmp / "single", workers=1, threads=cores)
     results["local_processes"] = run("local", corpus, tmp / "local", workers=args.workers, threads=1)
 
-    from mm.index.job_engines import start_local_ray
+    from mm.index.jobs.engines import start_local_ray
 
     t0 = time.perf_counter()
     start_local_ray(num_cpus=cores)

@@ -156,7 +156,7 @@ def main() -> None:
                 "tiles": plan.num_tiles,
                 "grid": f"{plan.cols}x{plan.rows}" if plan.tiled else "1x1",
                 "encoder_pixels": sum(th * tw for th, tw in plan.tile_shapes()),
-                "prompt_tokens": result.prompt_tokens,
+                "prompt_tokens": result.usage["prompt_tokens"],
                 "runs_per_side": n_runs,
                 "mm_s": round(min(mm_times), 3),
                 "mm_median_s": round(statistics.median(mm_times), 3),

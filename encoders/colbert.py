@@ -280,11 +280,10 @@ class ColBERTEncoder:
         from transformers import AutoModel, AutoTokenizer
 
         from mm.hub import resolve_model
-        from mm.runtime import configure_torch, resolve_dtype
+        from mm.runtime import resolve_dtype
 
         if batch_size < 1:
             raise InvalidInputError(f"batch_size must be >= 1, got {batch_size}")
-        configure_torch(threads)
         path = resolve_model(model, required=("modules.json",))
         modules = _read_json(path / "modules.json")
         if not isinstance(modules, list) or not modules:
@@ -308,8 +307,8 @@ class ColBERTEncoder:
         settings = ColBERTSettings.from_checkpoint(path)
         torch_dtype = resolve_dtype(dtype, "cpu")
         try:
-            tokenizer = AutoTokenizer.from_pretrained(str(token_path))
-            backbone = AutoModel.from_pretrained(str(token_path), dtype=torch_dtype).eval()
+            tokenizer = AutoTokenizer.from_pretrained(str(token_path), local_files_only=True)
+            backbone = AutoModel.from_pretrained(str(token_path), dtype=torch_dtype, local_files_only=True).eval()
         except (OSError, ValueError, KeyError) as exc:
             raise CheckpointError(f"{token_path}: the token model or tokenizer cannot be loaded ({exc})") from exc
         hidden = int(getattr(backbone.config, "hidden_size", 0))
@@ -321,7 +320,9 @@ class ColBERTEncoder:
             previous = proj.out_features
             proj.to(torch_dtype)
         log.info("loaded ColBERT checkpoint %s (%s, dim %d)", path, type(backbone).__name__, previous)
-        return cls(path, backbone, tokenizer, projections, settings, batch_size=batch_size, dtype=torch_dtype)
+        encoder = cls(path, backbone, tokenizer, projections, settings, batch_size=batch_size, dtype=torch_dtype)
+        encoder.threads = threads  # torch threads while encoding (restored after each call)
+        return encoder
 
     # -- public API ----------------------------------------------------------------------------
     def describe(self) -> dict[str, Any]:
@@ -380,8 +381,17 @@ class ColBERTEncoder:
         return self.settings.document_length - (2 if self.document_prefix_id is not None else 1)
 
     # -- internals ------------------------------------------------------------------------------
+    threads: int | None = None
+
     def _encode(self, texts: Sequence[str], *, is_query: bool, batch_size: int | None,
                 progress: bool) -> list[np.ndarray]:
+        from mm.runtime import scoped_threads
+
+        with scoped_threads(self.threads):
+            return self._encode_batches(texts, is_query=is_query, batch_size=batch_size, progress=progress)
+
+    def _encode_batches(self, texts: Sequence[str], *, is_query: bool, batch_size: int | None,
+                        progress: bool) -> list[np.ndarray]:
         import torch
         from tqdm.auto import tqdm
 
