@@ -1,7 +1,8 @@
 """Everything the server reads from mm's pipelines and their results, in one place.
 
-Pipeline result classes are being unified (``.text``, ``.token_ids``, ``.usage`` ...); the routes
-only call the functions here, so a change of result shape is a change of this module alone.
+Pipeline results are :class:`mm.results.GenerationResult` s (``.text``, ``.token_ids``, ``.usage`` ...)
+and :class:`mm.results.SearchResults`; the routes only call the functions here, so a change of
+result shape is a change of this module alone.
 
 >>> from types import SimpleNamespace as NS
 >>> hit = NS(id="d1", score=0.5, text="Paris", metadata={"lang": "fr"}, chunk=None)
@@ -61,7 +62,12 @@ def transcribe(asr: Any, audio: bytes, options: dict[str, Any]) -> dict[str, Any
     result = asr((clip.samples, clip.sample_rate), **options)
     segments = [{"start": float(s.start), "end": float(s.end), "text": s.text} for s in result.segments]
     return {"text": result.text, "duration": len(clip.samples) / clip.sample_rate, "segments": segments,
-            "tokens": len(_token_ids(result))}
+            "tokens": len(result.token_ids)}
+
+
+def check_speech_input(tts: Any, text: str, options: dict[str, Any]) -> None:
+    """Raise the pipeline's :class:`mm.errors.MMError` for text or a voice it would refuse."""
+    tts.preprocess(text, **options)
 
 
 def speech_chunks(tts: Any, text: str, options: dict[str, Any]) -> Iterator[tuple[np.ndarray, int]]:
@@ -81,11 +87,6 @@ def tts_voices() -> tuple[str, ...]:
     from mm.pipelines.speech import TTS_VOICES
 
     return TTS_VOICES
-
-
-def _token_ids(result: Any) -> list[int]:
-    ids = getattr(result, "token_ids", None)
-    return list(ids if ids is not None else getattr(result, "text_token_ids", []))
 
 
 # -- embeddings and search --------------------------------------------------------------------------

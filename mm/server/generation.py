@@ -21,6 +21,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from mm import runtime
 from mm.backbone import GenerationSettings, cut_at_stop
 
 
@@ -116,7 +117,8 @@ def generate_rows(backbone: Any, inputs: dict[str, Any], rows: list[Row], sampli
     import torch
 
     settings = GenerationSettings(max_new_tokens=max(r.max_tokens for r in rows), do_sample=sampling.do_sample,
-                                  temperature=sampling.temperature, top_p=sampling.top_p).validate()
+                                  temperature=sampling.temperature, top_p=sampling.top_p,
+                                  seed=sampling.seed).validate()
     eos = set(_as_list(backbone.model.generation_config.eos_token_id)) | {backbone.tokenizer.pad_token_id}
 
     def on_tokens(next_tokens: Any) -> None:
@@ -129,13 +131,14 @@ def generate_rows(backbone: Any, inputs: dict[str, Any], rows: list[Row], sampli
                 row.finish_reason = "cancelled"
         return torch.tensor([row.finished for row in rows], dtype=torch.bool)
 
-    with backbone._lock, torch.inference_mode(), torch.random.fork_rng(devices=[]):
-        if sampling.seed is not None:
-            torch.manual_seed(sampling.seed)  # inside fork_rng: the process's RNG state is restored after
+    with backbone._lock, torch.inference_mode():
         if backbone.resolve_engine(settings) == "fast":
-            _fast(backbone, inputs, settings, on_tokens, done)
+            _fast(backbone, inputs, settings, on_tokens, done)  # a seed seeds the call's own torch.Generator
         else:
-            _transformers(backbone, inputs, settings, on_tokens, done)
+            with torch.random.fork_rng(devices=[]):  # transformers samples from the global RNG: restored after
+                if sampling.seed is not None:
+                    torch.manual_seed(sampling.seed)
+                _transformers(backbone, inputs, settings, on_tokens, done)
     for row in rows:  # the batch's step budget ran out (max_new_tokens) without the row noticing
         if not row.finished:
             row._flush(backbone.tokenizer)
@@ -151,7 +154,7 @@ def _fast(backbone: Any, inputs: dict, settings: GenerationSettings, on_tokens: 
         top_p=kwargs.get("top_p", 1.0), repetition_penalty=backbone.model.generation_config.repetition_penalty,
         eos_token_ids=_as_list(backbone.model.generation_config.eos_token_id),
         pad_token_id=backbone.tokenizer.pad_token_id, stop_check=done, on_tokens=on_tokens,
-        inputs_embeds=backbone._fast_inputs_embeds(inputs))
+        inputs_embeds=backbone._fast_inputs_embeds(inputs), generator=runtime.seeded_generator(settings.seed))
 
 
 def _transformers(backbone: Any, inputs: dict, settings: GenerationSettings, on_tokens: Any, done: Any) -> None:

@@ -119,12 +119,14 @@ def tiny_audio(tmp_path_factory) -> Path:
 def tiny_index(tmp_path_factory) -> Path:
     import json
 
-    from mm.pipelines.indexer import build_index
-
     root = tmp_path_factory.mktemp("corpus")
     source = root / "docs.jsonl"
     source.write_text("\n".join(json.dumps(d, ensure_ascii=False) for d in DOCS) + "\n", encoding="utf-8")
-    return Path(build_index(source, root / "idx", model="minilm").index)
+    proc = subprocess.run([sys.executable, "-m", "mm", "index", "build", str(source), "--index", str(root / "idx"),
+                           "--model", "minilm"], capture_output=True, text=True, timeout=300, cwd=REPO)
+    if proc.returncode != 0:
+        pytest.fail(f"mm index build failed:\n{proc.stdout}\n{proc.stderr}")
+    return root / "idx"
 
 
 @pytest.fixture(scope="session")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import threading
 from typing import Any
 
@@ -19,6 +20,7 @@ from mm.server.schemas import SpeechRequest
 from mm.server.streaming import ClosingStream, iterate_in_thread
 from mm.server.wav import pcm16, stream_header
 
+log = logging.getLogger(__name__)
 router = APIRouter()
 
 TRANSCRIPTION_FIELDS = ("file", "model", "response_format", "temperature")
@@ -39,7 +41,7 @@ def _temperature_options(value: Any) -> dict[str, Any]:
         raise bad_request(f"temperature must be a number, got {value!r}", param="temperature") from exc
     if not 0 <= temperature <= 2:
         raise bad_request(f"temperature must be in [0, 2], got {temperature}", param="temperature")
-    return {"do_sample": True, "text_temperature": temperature} if temperature > 0 else {}
+    return {"do_sample": True, "temperature": temperature} if temperature > 0 else {}
 
 
 @router.post("/v1/audio/transcriptions")
@@ -98,7 +100,7 @@ async def speech(body: SpeechRequest, request: Request) -> Any:
     options = speech_options(body)
     tts = slot.parts["tts"]
     try:
-        text = tts.preprocess(body.input)
+        adapters.check_speech_input(tts, body.input, options)  # 400 before any audio is sent
     except MMError as exc:
         raise from_mm_error(exc) from exc
     gate = slot.parts["gate"]
@@ -117,7 +119,11 @@ async def speech(body: SpeechRequest, request: Request) -> Any:
 
     async def wav() -> Any:
         yield stream_header(adapters.tts_sample_rate(tts))
-        async for samples, _rate in iterate_in_thread(lambda: adapters.speech_chunks(tts, text, options), cancel):
-            yield pcm16(samples)
+        try:
+            async for samples, _rate in iterate_in_thread(lambda: adapters.speech_chunks(tts, body.input, options),
+                                                          cancel):
+                yield pcm16(samples)
+        except Exception:  # the status line is sent already: log it and end the stream short
+            log.exception("speech generation failed mid-stream")
 
     return ClosingStream(wav(), on_close=close, media_type="audio/wav")
