@@ -74,6 +74,9 @@ class ChatQueue:
         self._closed = False
         self.batches: list[int] = []  # sizes of the batches run, most recent last (capped), for stats and tests
         self.cancelled = 0  # requests whose client went away before they finished
+        self.running = 0  # requests in the batch being generated now
+        self.batch_count = 0
+        self.largest_batch = 0
         self._thread = threading.Thread(target=self._run, name=f"mm-chat-{engine.kind}", daemon=True)
         self._thread.start()
 
@@ -90,9 +93,9 @@ class ChatQueue:
         return len(self._waiting)
 
     def stats(self) -> dict[str, int]:
-        """Waiting requests, batches run (recent), the largest of them, requests cancelled."""
-        return {"waiting": len(self._waiting), "batches": len(self.batches), "largest_batch": max(self.batches, default=0),
-                "cancelled": self.cancelled}
+        """Waiting and running requests, batches run (recent), the largest of them, requests cancelled."""
+        return {"waiting": len(self._waiting), "running": self.running, "batches": self.batch_count,
+                "largest_batch": self.largest_batch, "cancelled": self.cancelled}
 
     def close(self) -> None:
         with self._cond:
@@ -134,6 +137,7 @@ class ChatQueue:
 
     def _generate(self, jobs: list[ChatJob]) -> None:
         t0 = time.perf_counter()
+        self.running = len(jobs)
         try:
             inputs = self.engine.encode([job.item for job in jobs])
             counts = inputs["attention_mask"].sum(1).tolist()
@@ -144,6 +148,9 @@ class ChatQueue:
             log.exception("batched generation failed")
             for job in jobs:
                 job.error = exc
+        self.running = 0
+        self.batch_count += 1
+        self.largest_batch = max(self.largest_batch, len(jobs))
         self.batches = [*self.batches[-999:], len(jobs)]
         self.cancelled += sum(job.row.finish_reason == "cancelled" for job in jobs)
         log.debug("batch of %d in %.2fs", len(jobs), time.perf_counter() - t0)
