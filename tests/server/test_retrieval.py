@@ -51,6 +51,8 @@ def test_search(server):
     filtered = httpx.post(server.base_url + "/search", headers=headers,
                           json={"query": "capital", "k": 5, "filters": {"lang": "fr"}, "hybrid": True}).json()
     assert [h["id"] for h in filtered["data"]] == ["paris-fr"]
+    via_openai = server.client().post("/search", body={"query": "capital of Japan", "k": 2}, cast_to=object)
+    assert [h["id"] for h in via_openai["data"]] == [h["id"] for h in hits]  # the docs' openai-client example
     bad = httpx.post(server.base_url + "/search", headers=headers, json={"query": "x", "k": 0})
     assert bad.status_code == 400 and bad.json()["error"]["param"] == "k"
 
