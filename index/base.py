@@ -290,7 +290,8 @@ class Index:
         docs = self._check_docs(ids, vectors, texts, metadata)
         if isinstance(delete, str):
             raise InvalidInputError("delete must be a list of ids, not one string")
-        gone = [i for i in (delete or ()) if i not in set(ids)]
+        adding = set(ids)
+        gone = [i for i in (delete or ()) if i not in adding]
 
         def op(manifest):
             replaced: dict[int, list[int]] = {}

@@ -1,9 +1,9 @@
-"""The shared LFM2 language backbone: loading, dtype/threads, generation, streaming, int8.
+"""The shared LFM2 language backbone: generation, streaming, stop strings, seeds.
 
-Every generating pipeline (chat, VQA, speech) and the retriever share this
-wrapper. It loads transformers' ``Lfm2ForCausalLM`` (or any causal LM the
-checkpoint names) with its tokenizer, and generates with greedy or sampling
-settings, stop strings, left-padded batches and token streaming.
+Chat and VQA generate through this wrapper around transformers' ``Lfm2ForCausalLM`` (or any
+causal LM the checkpoint names) and its tokenizer: greedy or sampling settings, stop strings,
+left-padded batches, token streaming, mm's fast decode loop. Loading lives in :mod:`mm.models`
+(:func:`mm.models.lfm2.load_lfm2`; ``Backbone.load`` calls it).
 
 >>> import tempfile, mm.testing
 >>> bb = Backbone.load(mm.testing.make_tiny_lfm2(tempfile.mkdtemp()), dtype="float32")
@@ -23,14 +23,18 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from mm import hub, runtime
-from mm.errors import CheckpointError, InvalidInputError, choices_text
+from mm import runtime
+from mm.errors import CheckpointError, InvalidInputError
+from mm.models.loading import (  # noqa: F401  (re-exported: the checks every generating pipeline uses)
+    ENGINE_CHOICES,
+    QUANTIZE_CHOICES,
+    check_engine,
+    check_quantize,
+    quantize_int8,
+)
 
 log = logging.getLogger(__name__)
 
-QUANTIZE_CHOICES = ("int8",)
-#: ``auto``: mm's fast decode loop (mm.fast_decode) when the model and settings allow it, else transformers
-ENGINE_CHOICES = ("auto", "fast", "transformers")
 
 
 def _repetition_penalty():
@@ -111,30 +115,10 @@ class Backbone:
     @classmethod
     def load(cls, model: str | Path, *, device: str = "auto", dtype: Any = "auto",
              quantize: str | None = None) -> Backbone:
-        """Resolve ``model`` and load it, sharing one copy per (path, device, dtype, quantize)."""
-        path = hub.resolve_model(model)
-        device = runtime.resolve_device(device)
-        torch_dtype = runtime.resolve_dtype(dtype, device)
-        check_quantize(quantize, torch_dtype)
-        key = ("causal-lm", str(path), device, str(torch_dtype), quantize)
-        return runtime.cached_model(key, lambda: cls._load_uncached(path, device, torch_dtype, quantize))
+        """Load ``model`` through :func:`mm.models.lfm2.load_lfm2` (one shared copy per path/device/dtype)."""
+        from mm.models.lfm2 import load_lfm2
 
-    @classmethod
-    def _load_uncached(cls, path: Path, device: str, dtype: Any, quantize: str | None) -> Backbone:
-        from transformers import AutoModelForCausalLM, AutoTokenizer
-
-        try:
-            tokenizer = AutoTokenizer.from_pretrained(str(path))
-            model = AutoModelForCausalLM.from_pretrained(str(path), dtype=dtype)
-        except (OSError, ValueError, KeyError) as exc:
-            raise CheckpointError(f"could not load a causal language model from {str(path)!r}: {exc}") from exc
-        model = model.to(device).eval()
-        if tokenizer.pad_token_id is None:
-            tokenizer.pad_token = tokenizer.eos_token
-        if quantize == "int8":
-            model = quantize_int8(model)
-        log.info("loaded %s on %s as %s%s", path, device, dtype, f" ({quantize})" if quantize else "")
-        return cls(model, tokenizer, path, device, dtype, quantize)
+        return load_lfm2(model, device=device, dtype=dtype, quantize=quantize)
 
     # -- inputs --------------------------------------------------------------------------------
     def encode_chat(self, conversations: Sequence[Sequence[dict[str, Any]]], **template_kwargs: Any) -> dict:
@@ -345,24 +329,6 @@ def _seeded_global_rng(seed: int | None) -> Iterator[None]:
         yield
 
 
-def check_quantize(quantize: str | None, dtype: Any) -> str | None:
-    """Validate ``quantize`` (None or ``int8``) against the resolved torch ``dtype``, before anything loads."""
-    import torch
-
-    if quantize is not None and quantize not in QUANTIZE_CHOICES:
-        raise InvalidInputError(f"quantize={quantize!r} is not supported; valid: {choices_text(QUANTIZE_CHOICES)}")
-    if quantize == "int8" and dtype != torch.float32:
-        raise InvalidInputError("quantize='int8' needs dtype='float32' (dynamic int8 runs fp32 activations)")
-    return quantize
-
-
-def check_engine(engine: str) -> str:
-    """Validate an ``engine`` name (``auto``, ``fast`` or ``transformers``)."""
-    if engine not in ENGINE_CHOICES:
-        raise InvalidInputError(f"engine={engine!r} is not supported; valid: {choices_text(ENGINE_CHOICES)}")
-    return engine
-
-
 def _merged_generation_config(model: Any, settings: GenerationSettings) -> Any:
     """The model's generation config with ``settings`` applied, as ``generate`` would see it."""
     import copy
@@ -409,15 +375,3 @@ def _cut_stream(pieces: Iterator[str], stop: Sequence[str]) -> Iterator[str]:
             buffer = buffer[len(buffer) - hold:]
     if buffer:
         yield buffer
-
-
-def quantize_int8(model: Any) -> Any:
-    """Dynamic int8 quantization of every ``nn.Linear`` (weights int8, activations quantized per call)."""
-    import warnings
-
-    import torch
-    from torch.ao.quantization import quantize_dynamic
-
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        return quantize_dynamic(model, {torch.nn.Linear}, dtype=torch.qint8, inplace=False)

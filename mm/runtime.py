@@ -120,6 +120,29 @@ def scoped_threads(threads: int | None) -> Iterator[None]:
             torch.set_num_threads(previous)
 
 
+def restores_global_rng(fn: Callable) -> Callable:
+    """Decorate a function that seeds torch's global RNG (e.g. to build random weights) so that the
+    caller's global RNG state is the same after the call as before it.
+
+    >>> import torch
+    >>> @restores_global_rng
+    ... def noisy():
+    ...     torch.manual_seed(0)
+    ...     return torch.rand(1)
+    >>> state = torch.get_rng_state(); _ = noisy(); torch.equal(state, torch.get_rng_state())
+    True
+    """
+
+    @functools.wraps(fn)
+    def run(*args: Any, **kwargs: Any) -> Any:
+        import torch
+
+        with torch.random.fork_rng(devices=[]):
+            return fn(*args, **kwargs)
+
+    return run
+
+
 def seeded_generator(seed: int | None, device: str = "cpu") -> Any:
     """A fresh ``torch.Generator`` seeded with ``seed`` (None: None, i.e. torch's default generator).
 

@@ -24,6 +24,7 @@ silero-vad into pieces of at most ``chunk_seconds`` (default 30 s) and transcrib
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import time
 from collections.abc import Iterator
@@ -154,7 +155,7 @@ class _SpeechPipeline(Pipeline):
     batch_size = 1
 
     def setup(self, quantize=None, threads=None, engine="auto", **_: Any) -> None:
-        from mm.encoders.lfm2_audio import LFM2Audio
+        from mm.models.lfm2_audio import LFM2Audio
 
         #: backbone steps: "auto"/"fast" (mm.fast_decode) or "transformers" (Lfm2Model's forward)
         self.engine = check_engine(engine)
@@ -186,6 +187,35 @@ class _SpeechPipeline(Pipeline):
         return GenerationConfig(mode=mode, max_new_tokens=options["max_new_tokens"], text=text, audio=audio,
                                 seed=options.get("seed")).validate()
 
+    def _batched(self) -> bool:
+        """Whether several prompts decode together (mm's fast loop on the CPU; not with engine='transformers')."""
+        return self.engine != "transformers" and self.bundle.model.on_cpu
+
+    def _decode_together(self, histories: list[Any], config: Any, **flags: bool) -> tuple[list[Any], float]:
+        """Decode ``histories`` as one left-padded batch; return their rows and the seconds it took."""
+        from mm.models.lfm2_audio_batch import generate_batch
+
+        t0 = time.perf_counter()
+        with self.bundle.lock:
+            rows = generate_batch(self.bundle.model, histories, config, **flags)
+        return rows, time.perf_counter() - t0
+
+    def _runs(self, histories: list[Any], options: dict[str, Any], **flags: Any) -> list[_Run]:
+        """One finished :class:`_Run` per prompt: decoded ``batch_size`` at a time when batching applies."""
+        config = self._gen_config(options, "sequential")
+        decode = {k: flags.pop(k) for k in ("decode_audio", "stop") if k in flags}
+        runs = []
+        size = self.batch_size if self._batched() else 1
+        for start in range(0, len(histories), size):
+            group = histories[start:start + size]
+            rows, seconds = self._decode_together(group, config, **flags) if len(group) > 1 else ([None], 0.0)
+            for history, row in zip(group, rows, strict=True):
+                run = _Run()
+                for _ in self._events(history, config, run, **flags, **decode, generated=row, batch_s=seconds):
+                    pass
+                runs.append(run)
+        return runs
+
     def _result(self, run: _Run) -> SpeechResult:
         audio = np.concatenate(run.chunks).astype(np.float32) if run.chunks else np.zeros(0, np.float32)
         codes = np.asarray(run.frames, dtype=np.int64).reshape(-1, 8)
@@ -200,11 +230,13 @@ class _SpeechPipeline(Pipeline):
 
     def _events(self, history: Any, config: Any, run: _Run, *, decode_audio: bool = True,
                 stop_at_audio_start: bool = False, stop_after_audio: bool = False,
-                stop: tuple[str, ...] = ()) -> Iterator[Any]:
+                stop: tuple[str, ...] = (), generated: Any = None, batch_s: float = 0.0) -> Iterator[Any]:
         """Generate on ``history``; yield ``str`` text pieces and :class:`AudioChunk` s, filling ``run``.
 
         ``stop``: strings that end the generation when the text reaches one (the text is cut before it);
         text pieces are then held back just long enough to never show a stop string.
+        ``generated``: a :class:`mm.models.lfm2_audio_batch.BatchRow` already decoded with others in a
+        batch (``batch_s`` seconds); its steps are turned into text and audio instead of generating.
         """
         import torch
         from mm.encoders.audio_generate import AUDIO_IN, AUDIO_START, END_OF_AUDIO, StepTimer, generate
@@ -221,8 +253,11 @@ class _SpeechPipeline(Pipeline):
         run.audio_in_positions = sum(1 for m in history.modality if m == AUDIO_IN)
         t_start = time.perf_counter()
         codec_s = 0.0
-        with bundle.lock:
-            steps = generate(bundle.model, history, config, timer=timer, info=info, engine=self.engine)
+        with bundle.lock if generated is None else contextlib.nullcontext():
+            if generated is None:
+                steps = generate(bundle.model, history, config, timer=timer, info=info, engine=self.engine)
+            else:
+                steps, info["stop_reason"] = iter(generated.steps), generated.stop_reason
             try:
                 for step in steps:
                     run.steps.append(step)
@@ -241,7 +276,8 @@ class _SpeechPipeline(Pipeline):
                         run.text = cut
                         end = len(cut) if len(cut) < len(text) else max(shown, len(cut) - hold)
                         if end > shown:
-                            run.timings.setdefault("first_text_s", time.perf_counter() - t_start)
+                            if generated is None:
+                                run.timings.setdefault("first_text_s", time.perf_counter() - t_start)
                             yield cut[shown:end]
                             shown = end
                         if len(cut) < len(text):
@@ -264,16 +300,18 @@ class _SpeechPipeline(Pipeline):
                         samples = samples.float().numpy().copy()
                         codec_s += time.perf_counter() - t0
                         run.chunks.append(samples)
-                        run.timings.setdefault("first_audio_s", time.perf_counter() - t_start)
+                        if generated is None:
+                            run.timings.setdefault("first_audio_s", time.perf_counter() - t_start)
                         yield AudioChunk(samples, OUTPUT_RATE, step.codes)
             finally:
-                steps.close()
+                if generated is None:
+                    steps.close()
         if shown < len(run.text):
             yield run.text[shown:]
         run.stop_reason = _STOP_REASONS[info.get("stop_reason", "max_new_tokens")]
         elapsed = time.perf_counter() - t_start
         run.timings.update({f"{k}_s": v for k, v in timer.seconds.items()})
-        run.timings.update({"generate_s": elapsed, "codec_s": codec_s})
+        run.timings.update({"generate_s": elapsed - codec_s + batch_s, "codec_s": codec_s})
 
 
 class SpeechToSpeechPipeline(_SpeechPipeline):
@@ -430,13 +468,14 @@ class ASRPipeline(_SpeechPipeline):
         return ASRResult(text, ids, reason, usage, timings, segments)
 
     def _forward(self, batch: list[_ASRItem], **options: Any) -> list[ASRResult]:
-        results = []
-        for item in batch:
-            runs: list[tuple[int, int, _Run]] = []
-            for _ in self._transcribe(item, options, runs):
-                pass
-            results.append(self._transcript(item, runs))
-        return results
+        """Transcribe the pieces of every recording in the batch, ``batch_size`` pieces decoded together."""
+        pieces = [(i, start, end, history) for i, item in enumerate(batch) for start, end, history in item.pieces]
+        runs = self._runs([p[3] for p in pieces], options, decode_audio=False, stop_at_audio_start=True,
+                          stop=options["stop"])
+        per_item: list[list[tuple[int, int, _Run]]] = [[] for _ in batch]
+        for (i, start, end, _), run in zip(pieces, runs, strict=True):
+            per_item[i].append((start, end, run))
+        return [self._transcript(item, item_runs) for item, item_runs in zip(batch, per_item, strict=True)]
 
     def _stream(self, item: Any, **options: Any) -> Iterator[str]:
         prepared = self.preprocess(item, **self.stage_options(options, "preprocess"))
@@ -501,13 +540,8 @@ class TTSPipeline(_SpeechPipeline):
         yield from self._events(history, config, run, stop_after_audio=True)
 
     def _forward(self, batch: list[Any], **options: Any) -> list[SpeechResult]:
-        results = []
-        for history in batch:
-            run = _Run()
-            for _ in self._generate(history, options, run):
-                pass
-            results.append(self._result(run))
-        return results
+        """Synthesise the batch's texts, decoded together (left-padded prompts, one backbone step per frame)."""
+        return [self._result(run) for run in self._runs(list(batch), options, stop_after_audio=True)]
 
     def _stream(self, item: Any, **options: Any) -> Iterator[Any]:
         prepared = self.preprocess(item, **self.stage_options(options, "preprocess"))

@@ -18,33 +18,24 @@ import logging
 import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
-from mm.encoders.vision import ImagePreprocessor, VisionInputs
+from mm.encoders.vision import VisionInputs
 from mm.encoders.vision_budget import PRESETS, resolve_budget
 from mm.encoders.vision_config import VisionSettings
 from mm.encoders.vision_geometry import marker_tokens
 
-from mm import hub, runtime
 from mm import options as opts
-from mm.backbone import (
-    REPETITION_PENALTY,
-    Backbone,
-    GenerationSettings,
-    check_engine,
-    check_quantize,
-    quantize_int8,
-)
+from mm.backbone import REPETITION_PENALTY, GenerationSettings, check_engine
 from mm.base import Pipeline
 from mm.errors import CheckpointError, InvalidInputError, choices_text
 from mm.media.image import DEFAULT_MAX_PIXELS, load_image
+from mm.models.lfm2_vl import IMAGE_TOKEN, load_lfm2_vl
 from mm.results import GenerationResult
 
 log = logging.getLogger(__name__)
 
 ROLES = ("system", "user", "assistant")
-IMAGE_TOKEN = "<image>"
 _BUDGET_KEYS = ("image_tokens", "min_image_tokens", "max_image_tokens", "tiling", "max_tiles", "thumbnail")
 
 #: the image-token budget options (preprocess stage; see :mod:`mm.encoders.vision_budget`)
@@ -86,101 +77,6 @@ class _Prepared:
     load_s: float
 
 
-class VisionLanguageModel(Backbone):
-    """An ``Lfm2VlForConditionalGeneration`` + tokenizer + the checkpoint's image preprocessing."""
-
-    preprocessor: ImagePreprocessor
-
-    @classmethod
-    def load(cls, model: str | Path, *, device: str = "auto", dtype: Any = "auto",
-             quantize: str | None = None) -> VisionLanguageModel:
-        """Resolve ``model`` and load it once per (path, device, dtype, quantize).
-
-        ``quantize="int8"``: dynamic int8 for the language model's linear layers and its LM head (fp32
-        activations, needs ``dtype="float32"``); the vision tower and projector stay in float.
-        """
-        path = hub.resolve_model(model)
-        device = runtime.resolve_device(device)
-        torch_dtype = runtime.resolve_dtype(dtype, device)
-        check_quantize(quantize, torch_dtype)
-        key = ("lfm2-vl", str(path), device, str(torch_dtype), quantize)
-        return runtime.cached_model(key, lambda: cls._load_vl(path, device, torch_dtype, quantize))
-
-    @classmethod
-    def _load_vl(cls, path: Path, device: str, dtype: Any, quantize: str | None = None) -> VisionLanguageModel:
-        import torch
-        from transformers import AutoModelForImageTextToText, AutoTokenizer
-
-        preprocessor = ImagePreprocessor.from_pretrained(path)
-        try:
-            tokenizer = AutoTokenizer.from_pretrained(str(path))
-            model = AutoModelForImageTextToText.from_pretrained(str(path), dtype=dtype)
-        except (OSError, ValueError, KeyError) as exc:
-            raise CheckpointError(f"could not load an LFM2-VL model from {str(path)!r}: {exc}") from exc
-        if not hasattr(model, "model") or not hasattr(model.model, "get_image_features"):
-            raise CheckpointError(f"{str(path)!r} is not a vision-language checkpoint ({type(model).__name__})")
-        model = model.to(device).eval()
-        if tokenizer.pad_token_id is None:
-            tokenizer.pad_token = tokenizer.eos_token
-        vocab = tokenizer.get_vocab()
-        image_id = vocab.get(IMAGE_TOKEN)
-        if image_id is not None and getattr(model.config, "image_token_index", None) == image_id:
-            model.config.image_token_id = image_id  # older configs spell it image_token_index
-        if image_id is None or image_id != model.config.image_token_id:
-            raise CheckpointError(f"the tokenizer's {IMAGE_TOKEN} id ({image_id}) does not match the model's "
-                                  f"image_token_id ({model.config.image_token_id})")
-        if getattr(tokenizer, "chat_template", None) is None:
-            raise CheckpointError(f"the tokenizer in {str(path)!r} has no chat template")
-        if quantize == "int8":
-            model.model.language_model = quantize_int8(model.model.language_model)
-            model.lm_head = quantize_int8(torch.nn.Sequential(model.lm_head))[0]  # the root module is not swapped
-        self = cls(model, tokenizer, path, device, dtype, quantize)
-        self.preprocessor = preprocessor
-        self.special_vocab = {tok for tok in vocab if tok.startswith("<|") or tok == IMAGE_TOKEN}
-        log.info("loaded LFM2-VL %s on %s as %s", path, device, dtype)
-        return self
-
-    def _fast_target(self) -> tuple[Any, Any] | None:
-        """The LFM2 language model inside LFM2-VL and its LM head, for mm's fast decode loop."""
-        from mm import fast_decode
-
-        language = getattr(getattr(self.model, "model", None), "language_model", None)
-        if fast_decode.supports_backbone(language) and hasattr(self.model, "lm_head"):
-            return language, self.model.lm_head
-        return None
-
-    def _fast_inputs_embeds(self, inputs: dict) -> Any:
-        """Token embeddings with the image features in the ``<image>`` positions, as LFM2-VL's forward merges them."""
-        import torch
-
-        with torch.inference_mode():
-            embeds = self.model.get_input_embeddings()(inputs["input_ids"])
-            encoded = (inputs.get("mm_encoder_outputs") or {}).get("image")
-            if encoded is None:
-                return embeds
-            features = torch.cat(list(encoded.pooler_output), dim=0).to(embeds.dtype)
-            mask = self.model.model.get_placeholder_mask(inputs["input_ids"], embeds, features)
-            return embeds.masked_scatter(mask, features)
-
-    def image_features(self, vision: VisionInputs) -> Any:
-        """Run the vision tower + projector on all tiles; padding beyond the longest tile is cut first.
-
-        Padded patch rows are masked out in the vision tower, so cutting them changes no valid output
-        (up to float summation order) and saves their compute.
-        """
-        import torch
-
-        longest = int(vision.pixel_attention_mask.sum(1).max())
-        dtype = self.model.dtype
-        with torch.inference_mode():
-            return self.model.model.get_image_features(
-                pixel_values=vision.pixel_values[:, :longest].to(self.device, dtype),
-                spatial_shapes=vision.spatial_shapes.to(self.device),
-                pixel_attention_mask=vision.pixel_attention_mask[:, :longest].to(self.device),
-                return_dict=True,
-            )
-
-
 class VQAPipeline(Pipeline):
     """Answer questions about images with LFM2-VL.
 
@@ -201,7 +97,7 @@ class VQAPipeline(Pipeline):
         self.batch_size = opts.positive_int(batch_size, "batch_size")
         self.max_pixels = max_pixels
         self.engine = check_engine(engine)  # "auto" (mm's fast decode loop where it applies), "fast", "transformers"
-        self.vl = VisionLanguageModel.load(self.model_id, device=self.device, dtype=self.dtype, quantize=quantize)
+        self.vl = load_lfm2_vl(self.model_id, device=self.device, dtype=self.dtype, quantize=quantize)
 
     def check_call(self, options: dict[str, Any]) -> None:
         opts.check_sampling(options)

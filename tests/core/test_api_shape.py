@@ -235,3 +235,12 @@ def test_threads_apply_during_the_call(tiny_lfm2):
     assert seen == [1]
     with pytest.raises(InvalidInputError, match="threads must be a positive integer"):
         mm.pipeline("chat", model=tiny_lfm2, dtype="float32", threads=0)
+
+
+def test_random_weight_factories_leave_the_global_rng_alone(tmp_path):
+    from mm.testing import make_tiny_lfm2
+
+    torch.manual_seed(5)
+    state = torch.get_rng_state()
+    make_tiny_lfm2(tmp_path / "a", seed=3)
+    assert torch.equal(torch.get_rng_state(), state)
