@@ -23,7 +23,8 @@ from pathlib import Path
 from typing import Any
 
 from mm import hub, runtime
-from mm.errors import CheckpointError, InvalidInputError, choices_text
+from mm.errors import CheckpointError, ContextLengthError, InvalidInputError, choices_text
+from mm.validation import check_bool, check_float, check_int, check_seed, check_strings
 
 log = logging.getLogger(__name__)
 
@@ -39,7 +40,7 @@ class GenerationSettings:
     >>> GenerationSettings(max_new_tokens=0).validate()
     Traceback (most recent call last):
     ...
-    mm.errors.InvalidInputError: max_new_tokens must be a positive integer, got 0
+    mm.errors.InvalidInputError: max_new_tokens must be >= 1, got 0
     """
 
     max_new_tokens: int = 256
@@ -52,8 +53,9 @@ class GenerationSettings:
     seed: int | None = None
 
     def validate(self) -> GenerationSettings:
-        if not isinstance(self.max_new_tokens, int) or self.max_new_tokens <= 0:
-            raise InvalidInputError(f"max_new_tokens must be a positive integer, got {self.max_new_tokens!r}")
+        """Check every field's type and range (see :mod:`mm.validation`); normalise ``stop`` to a tuple."""
+        self.max_new_tokens = check_int(self.max_new_tokens, "max_new_tokens", minimum=1)
+        self.do_sample = check_bool(self.do_sample, "do_sample")
         sampling = {"temperature": self.temperature, "top_k": self.top_k, "top_p": self.top_p}
         if not self.do_sample:
             given = [k for k, v in sampling.items() if v is not None]
@@ -61,18 +63,18 @@ class GenerationSettings:
                 raise InvalidInputError(
                     f"{', '.join(given)} only apply when sampling; pass do_sample=True or drop them"
                 )
-        if self.temperature is not None and self.temperature <= 0:
-            raise InvalidInputError(f"temperature must be > 0, got {self.temperature}")
-        if self.top_k is not None and self.top_k <= 0:
-            raise InvalidInputError(f"top_k must be >= 1, got {self.top_k}")
-        if self.top_p is not None and not 0 < self.top_p <= 1:
-            raise InvalidInputError(f"top_p must be in (0, 1], got {self.top_p}")
-        if self.repetition_penalty is not None and self.repetition_penalty <= 0:
-            raise InvalidInputError(f"repetition_penalty must be > 0, got {self.repetition_penalty}")
-        if isinstance(self.stop, str):
-            self.stop = (self.stop,)
-        if any(not isinstance(s, str) or not s for s in self.stop):
-            raise InvalidInputError("stop must be a list of non-empty strings")
+        if self.temperature is not None:
+            self.temperature = check_float(self.temperature, "temperature", minimum=0, inclusive=False)
+        if self.top_k is not None:
+            self.top_k = check_int(self.top_k, "top_k", minimum=1)
+        if self.top_p is not None:
+            self.top_p = check_float(self.top_p, "top_p", minimum=0, inclusive=False)
+            check_float(self.top_p, "top_p", maximum=1)
+        if self.repetition_penalty is not None:
+            self.repetition_penalty = check_float(self.repetition_penalty, "repetition_penalty", minimum=0,
+                                                  inclusive=False)
+        self.stop = check_strings(self.stop, "stop")
+        self.seed = check_seed(self.seed)
         return self
 
     def generate_kwargs(self) -> dict[str, Any]:
@@ -147,12 +149,51 @@ class Backbone:
         return self.encode_text(texts, add_special_tokens=False)
 
     def encode_text(self, texts: Sequence[str], *, add_special_tokens: bool = True) -> dict:
-        """Tokenize ``texts`` into a left-padded batch (``input_ids``, ``attention_mask``)."""
+        """Tokenize ``texts`` into a left-padded batch (``input_ids``, ``attention_mask``).
+
+        A prompt longer than the model's context raises :class:`ContextLengthError`; one that cannot
+        fit even at the longest vocabulary token per token fails before tokenizing.
+        """
+        limit = self.context_length
+        if limit:
+            check_prompt_chars(texts, limit, self.longest_token_chars)
         self.tokenizer.padding_side = "left"
         batch = self.tokenizer(list(texts), return_tensors="pt", padding=True, add_special_tokens=add_special_tokens)
         if batch["input_ids"].shape[1] == 0:
             raise InvalidInputError("the prompt is empty after tokenization")
+        if limit and batch["input_ids"].shape[1] > limit:
+            lengths = batch["attention_mask"].sum(1).tolist()
+            worst = max(range(len(lengths)), key=lengths.__getitem__)
+            raise ContextLengthError(f"prompt {worst} has {lengths[worst]:,} tokens, more than the model's context "
+                                     f"of {limit:,} tokens; shorten it")
         return {k: v.to(self.device) for k, v in batch.items() if k in ("input_ids", "attention_mask")}
+
+    @property
+    def context_length(self) -> int | None:
+        """The model's context in tokens (``max_position_embeddings``), or None when the config has none."""
+        config = getattr(self.model, "config", None)
+        for cfg in (getattr(config, "text_config", None), config):
+            n = getattr(cfg, "max_position_embeddings", None)
+            if isinstance(n, int) and not isinstance(n, bool) and n > 0:
+                return n
+        return None
+
+    @property
+    def longest_token_chars(self) -> int:
+        """Characters in the longest vocabulary entry: no token covers more of a prompt (cached)."""
+        if getattr(self, "_longest_token", None) is None:
+            self._longest_token = max((len(t) for t in self.tokenizer.get_vocab()), default=1) or 1
+        return self._longest_token
+
+    def check_context(self, inputs: dict, settings: GenerationSettings) -> None:
+        """Raise :class:`ContextLengthError` if prompt tokens + ``max_new_tokens`` exceed the context."""
+        limit = self.context_length
+        prompt = int(inputs["input_ids"].shape[1])
+        if limit and prompt + settings.max_new_tokens > limit:
+            raise ContextLengthError(
+                f"the prompt ({prompt:,} tokens) + max_new_tokens ({settings.max_new_tokens:,}) exceed the model's "
+                f"context of {limit:,} tokens; shorten the prompt or lower max_new_tokens"
+            )
 
     # -- generation ----------------------------------------------------------------------------
     def _generate_kwargs(self, inputs: dict, settings: GenerationSettings) -> dict[str, Any]:
@@ -247,6 +288,7 @@ class Backbone:
 
         settings = settings or GenerationSettings()
         settings.validate()
+        self.check_context(inputs, settings)
         with self._lock, torch.inference_mode():
             if self.resolve_engine(settings, engine) == "fast":
                 new = self._fast_generate(inputs, settings)
@@ -279,6 +321,7 @@ class Backbone:
         if inputs["input_ids"].shape[0] != 1:
             raise InvalidInputError("stream() takes one prompt at a time")
         settings.validate()
+        self.check_context(inputs, settings)
         use_fast = self.resolve_engine(settings, engine) == "fast"
         kwargs = {} if use_fast else self._generate_kwargs(inputs, settings)
         streamer = TextIteratorStreamer(self.tokenizer, skip_prompt=True, skip_special_tokens=True, timeout=600)
@@ -304,6 +347,22 @@ class Backbone:
         thread.join()
         if errors:
             raise errors[0]
+
+
+def check_prompt_chars(texts: Sequence[str], limit: int, longest_token: int) -> None:
+    """Fail at once (before tokenizing) on a prompt too long for ``limit`` tokens of ``longest_token`` chars.
+
+    >>> check_prompt_chars(["x" * 100], limit=10, longest_token=8)
+    Traceback (most recent call last):
+    ...
+    mm.errors.ContextLengthError: prompt 0 is 100 characters long: at least 13 tokens, more than the model's context of 10 tokens; shorten it
+    """
+    for i, text in enumerate(texts):
+        if len(text) > limit * longest_token:
+            raise ContextLengthError(
+                f"prompt {i} is {len(text):,} characters long: at least {-(-len(text) // longest_token):,} tokens, "
+                f"more than the model's context of {limit:,} tokens; shorten it"
+            )
 
 
 def check_quantize(quantize: str | None, dtype: Any) -> str | None:

@@ -26,6 +26,10 @@ class InputTooLargeError(InvalidInputError):
     """The input is larger than a documented limit."""
 
 
+class ContextLengthError(InputTooLargeError):
+    """A prompt (with the tokens to generate) does not fit the model's context."""
+
+
 class ModelNotFoundError(MMError, FileNotFoundError):
     """A model id or directory could not be resolved to a usable checkpoint."""
 

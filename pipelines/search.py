@@ -26,6 +26,7 @@ from typing import Any
 
 from mm.base import Pipeline
 from mm.errors import InvalidInputError, UnsupportedOptionError
+from mm.validation import check_bool, check_float, check_int, check_text
 
 log = logging.getLogger(__name__)
 
@@ -99,13 +100,19 @@ class SearchPipeline(Pipeline):
             raise InvalidInputError(f"a query must be a string, got {type(item).__name__}")
         if not item.strip():
             raise InvalidInputError("the query is empty; pass some text to search for")
-        return item
+        return check_text(item, "the query")
 
     def resolve_call_options(self, options: dict[str, Any]) -> dict[str, Any]:
         opts = super().resolve_call_options(options)
         k = opts["k"]
         if isinstance(k, bool) or not isinstance(k, int) or k <= 0:
             raise InvalidInputError(f"k must be a positive integer, got {k!r}")
+        opts["exact"] = check_bool(opts["exact"], "exact")
+        opts["hybrid"] = check_bool(opts["hybrid"], "hybrid")
+        opts["alpha"] = check_float(opts["alpha"], "alpha", minimum=0, maximum=1)
+        for name in ("nprobe", "ncandidates"):
+            if opts[name] is not None:
+                opts[name] = check_int(opts[name], name, minimum=1)
         extra = {name: opts[name] for name in ("nprobe", "ncandidates") if opts[name] is not None}
         if extra and self.index.kind != "multivector":
             raise UnsupportedOptionError(f"{', '.join(extra)} only apply to multi-vector indexes; this index is "

@@ -33,6 +33,7 @@ from mm.backbone import check_engine
 from mm.base import Pipeline
 from mm.errors import InvalidInputError
 from mm.media.audio import AudioClip, load_audio
+from mm.validation import check_bool, check_optional_text, check_seed, check_text
 
 log = logging.getLogger(__name__)
 
@@ -162,7 +163,8 @@ class _SpeechPipeline(Pipeline):
         from mm.encoders.audio_out import SamplingSettings
 
         knobs = {k: options.get(k) for k in self.sampling_knobs}
-        if not options.get("do_sample", False):
+        check_optional_text(options.get("system_prompt"), "system_prompt")
+        if not check_bool(options.get("do_sample", False), "do_sample"):
             given = [k for k, v in knobs.items() if v is not None]
             if given:
                 raise InvalidInputError(f"{', '.join(given)} only apply when sampling; pass do_sample=True "
@@ -172,9 +174,7 @@ class _SpeechPipeline(Pipeline):
             merged = {k: (v if v is not None else SAMPLING_DEFAULTS[k]) for k, v in knobs.items()}
             text = SamplingSettings(merged.get("text_temperature", 1.0), merged.get("text_top_k"))
             audio = SamplingSettings(merged.get("audio_temperature", 1.0), merged.get("audio_top_k"))
-        seed = options.get("seed")
-        if seed is not None and (isinstance(seed, bool) or not isinstance(seed, int)):
-            raise InvalidInputError(f"seed must be an integer, got {seed!r}")
+        seed = check_seed(options.get("seed"))
         return GenerationConfig(mode=mode, max_new_tokens=options["max_new_tokens"], text=text, audio=audio,
                                 seed=seed).validate()
 
@@ -418,6 +418,7 @@ class TTSPipeline(_SpeechPipeline):
             raise InvalidInputError(f"tts takes a string, got {type(item).__name__}")
         if not item.strip():
             raise InvalidInputError("the text is empty; pass something to say")
+        check_text(item, "the text to speak")
         if len(item) > self.max_text_chars:
             from mm.errors import InputTooLargeError
 
@@ -431,7 +432,7 @@ class TTSPipeline(_SpeechPipeline):
         if system_prompt is not None and voice is not None:
             raise InvalidInputError("pass either voice or system_prompt, not both")
         if system_prompt is not None:
-            return system_prompt
+            return check_text(system_prompt, "system_prompt")
         if voice is None:
             return "Perform TTS."
         if voice not in TTS_VOICES:

@@ -66,7 +66,7 @@ def test_budget_options(vqa, options, tokens):
     ({"image_tokens": "fast", "thumbnail": True}, "only apply when tiling is on"),
     ({"max_tiles": 12}, "marker tokens"),
     ({"temperature": 0.5}, "only apply when sampling"),
-    ({"max_new_tokens": 0}, "positive integer"),
+    ({"max_new_tokens": 0}, "max_new_tokens must be >= 1"),
 ])
 def test_bad_options(vqa, options, message):
     wide = np.zeros((200, 3000, 3), np.uint8)  # a 12x1 grid with max_tiles=12
