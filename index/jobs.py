@@ -47,6 +47,7 @@ from mm.index.job_types import (
 )
 
 from mm.errors import IndexLockedError, InvalidInputError, MMError, choices_text
+from mm.validation import check_int, check_workers
 
 log = logging.getLogger(__name__)
 
@@ -185,8 +186,8 @@ def build_job(
         raise InvalidInputError(f"long_docs must be one of {', '.join(LONG_DOC_POLICIES)}, got {long_docs!r}")
     for name, value in (("batch_size", batch_size), ("docs_per_unit", docs_per_unit),
                         ("segment_docs", segment_docs)):
-        if value < 1:
-            raise InvalidInputError(f"{name} must be >= 1, got {value}")
+        check_int(value, name, minimum=1)
+    workers, threads = check_workers(workers), check_workers(threads, "threads")
     cores = os.cpu_count() or 1
     src = _as_source(source, skip_bad)
     if workers is None:  # one process per core, unless the corpus is too small to repay starting them

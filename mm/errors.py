@@ -54,6 +54,10 @@ class IndexFormatError(MMError):
     """A folder is not an mm index, or one of an incompatible format version."""
 
 
+class IndexDamagedError(IndexFormatError):
+    """An index folder's files disagree with its manifest (missing, truncated, wrong shape, out of range)."""
+
+
 class IndexLockedError(MMError):
     """Another writer holds the index lock."""
 

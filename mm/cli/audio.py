@@ -75,7 +75,9 @@ def s2s(
 ) -> None:
     """Answer spoken input with text and speech (LFM2-Audio speech-to-speech)."""
     import mm
+    from mm.validation import check_output_file
 
+    output = check_output_file(output, "--output")
     pipe = mm.pipeline("speech-to-speech", model=model, dtype=dtype, quantize=quantize, mode=mode)
     options = {"max_new_tokens": max_new_tokens, "system_prompt": system,
                **_sampling(temperature, audio_temperature, seed)}
@@ -112,7 +114,9 @@ def tts(
 ) -> None:
     """Synthesise speech from text (LFM2-Audio TTS)."""
     import mm
+    from mm.validation import check_output_file
 
+    output = check_output_file(output, "--output")
     pipe = mm.pipeline("tts", model=model, dtype=dtype, quantize=quantize)
     options = {"max_new_tokens": max_new_tokens, "voice": voice, **_sampling(0.0, audio_temperature, seed)}
     _speak(pipe, text, options, output, stream)
