@@ -384,8 +384,10 @@ def load_audio(value: Any, limits: AppLimits) -> tuple[Any, int]:
 
 
 def check_text(text: str | None, what: str, limits: AppLimits, *, required: bool = True) -> str:
-    """Strip ``text`` and check it is present and within the length limit."""
-    text = (text or "").strip()
+    """Strip ``text`` and check it is present, valid Unicode and within the length limit."""
+    from mm.validation import check_text as check_unicode
+
+    text = check_unicode("" if text is None else text, f"the {what}", allow_empty=True).strip()
     if required and not text:
         raise InvalidInputError(f"the {what} is empty; type something first")
     if len(text) > limits.max_text_chars:

@@ -37,6 +37,8 @@ from mm.apps.common import (
 )
 
 from mm.errors import InvalidInputError
+from mm.validation import MAX_JSON_DEPTH, json_depth_ok
+from mm.validation import check_text as check_unicode
 
 log = logging.getLogger(__name__)
 
@@ -85,8 +87,8 @@ def search_slot(index: Any, *, concurrency_limit: int = 1, device: str = "auto",
 def _value(text: str) -> Any:
     text = text.strip()
     try:
-        value = json.loads(text)
-    except ValueError:
+        value = json.loads(text) if json_depth_ok(text) else text
+    except (ValueError, RecursionError):
         return text
     return value if isinstance(value, int | float | bool | str) else text
 
@@ -101,13 +103,15 @@ def parse_filters(text: str | None) -> dict[str, Any]:
     >>> parse_filters("")
     {}
     """
-    text = (text or "").strip()
+    text = check_unicode("" if text is None else text, "the filters", allow_empty=True).strip()
     if not text:
         return {}
     if text.startswith("{"):
+        if not json_depth_ok(text):
+            raise InvalidInputError(f"the filters nest deeper than {MAX_JSON_DEPTH} levels")
         try:
             value = json.loads(text)
-        except ValueError as exc:
+        except (ValueError, RecursionError) as exc:
             raise InvalidInputError(f"the filters are not valid JSON ({exc}); write key=value pairs or a "
                                     'JSON object such as {"lang": "en"}') from exc
         if not isinstance(value, dict) or not all(isinstance(k, str) and k for k in value):

@@ -13,6 +13,7 @@ from __future__ import annotations
 import copy
 import json
 import logging
+import math
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -445,7 +446,7 @@ class Index:
         results = []
         for i, q in enumerate(qs):
             depth = k if hybrid_texts is None else max(k, 100)
-            scored = self._search_one(q, depth, allowed, exact, settings)
+            scored = finite_unique(self._search_one(q, depth, allowed, exact, settings))
             if hybrid_texts is not None:
                 from mm.index.hybrid import fuse
 
@@ -493,6 +494,21 @@ class Index:
 
     def _live_tokens(self) -> int:
         return len(self)
+
+
+def finite_unique(scored: list[tuple[int, int, float]]) -> list[tuple[int, int, float]]:
+    """Drop rows with a non-finite score (NaN vectors in a damaged segment match nothing) and repeats.
+
+    >>> finite_unique([(0, 1, 0.9), (0, 2, float("nan")), (0, 1, 0.9), (1, 0, 0.5)])
+    [(0, 1, 0.9), (1, 0, 0.5)]
+    """
+    seen: set[tuple[int, int]] = set()
+    out = []
+    for s, r, score in scored:
+        if math.isfinite(score) and (s, r) not in seen:
+            seen.add((s, r))
+            out.append((s, r, score))
+    return out
 
 
 def _chunk_clash_hint(stored_id: str) -> str:

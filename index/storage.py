@@ -83,7 +83,7 @@ def load_array(path: Path, mmap: bool = True) -> np.ndarray:
         return np.load(path, mmap_mode="r" if mmap else None, allow_pickle=False)
     except FileNotFoundError:
         raise
-    except (ValueError, OSError) as exc:
+    except Exception as exc:  # a damaged header raises ValueError, SyntaxError or tokenize's TokenError
         raise IndexFormatError(f"index file {path} is damaged ({exc}); restore the index or rebuild it") from exc
 
 

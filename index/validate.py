@@ -178,8 +178,8 @@ def npy_header(file: Path) -> tuple[tuple[int, ...], np.dtype]:
                 raise ValueError(f"unsupported .npy version {version}")
             shape, _fortran, dtype = reader[version](fh)
             offset = fh.tell()
-    except (ValueError, OSError, SyntaxError, EOFError) as exc:
-        raise _damaged(file, f"is not a readable .npy file ({exc})") from exc
+    except Exception as exc:  # numpy parses the header with ast/tokenize: ValueError, SyntaxError, TokenError...
+        raise _damaged(file, f"is not a readable .npy file ({type(exc).__name__}: {str(exc)[:120]})") from exc
     if dtype.hasobject:
         raise _damaged(file, "holds Python objects, which an index never writes")
     expected = offset + int(np.prod(shape, dtype=np.int64)) * dtype.itemsize

@@ -221,6 +221,42 @@ def check_workers(value: Any, name: str = "workers") -> int | None:
     return None if value is None else check_int(value, name, minimum=1)
 
 
+def check_input_file(path: Any, name: str) -> Path:
+    """An existing, readable, non-empty regular file (odd paths - too long, NUL bytes, surrogates - are refused).
+
+    >>> check_input_file("/nonexistent/x.wav", "audio file")
+    Traceback (most recent call last):
+    ...
+    mm.errors.InvalidInputError: audio file '/nonexistent/x.wav' does not exist
+    >>> check_input_file("a\\x00b", "image file")
+    Traceback (most recent call last):
+    ...
+    mm.errors.InvalidInputError: image file 'a\\x00b' does not exist
+    """
+    if not isinstance(path, str | os.PathLike):
+        raise InvalidInputError(f"{name} must be a file path, got {_describe(path)}")
+    text = os.fspath(path)
+    shown = repr(text if len(text) <= 200 else text[:200] + "...")
+    try:
+        target = Path(text).expanduser()
+        exists, is_dir, is_file = target.exists(), target.is_dir(), target.is_file()
+        size = target.stat().st_size if is_file else 0
+    except (OSError, ValueError) as exc:  # name too long, embedded NUL, permission, a loop of links
+        reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
+        raise InvalidInputError(f"{name} {shown} is not a usable path ({reason})") from exc
+    if not exists:
+        raise InvalidInputError(f"{name} {shown} does not exist")
+    if is_dir:
+        raise InvalidInputError(f"{name} {shown} is a directory; pass a file")
+    if not is_file:
+        raise InvalidInputError(f"{name} {shown} is not a regular file")
+    if size == 0:
+        raise InvalidInputError(f"{name} {shown} is empty (0 bytes)")
+    if not os.access(target, os.R_OK):
+        raise InvalidInputError(f"{name} {shown} is not readable (permission denied)")
+    return target
+
+
 def check_output_file(path: Any, name: str) -> Path:
     """A path a file can be written to: not a folder, and its folder exists (or can be made) and is writable.
 

@@ -26,7 +26,7 @@ from typing import Any
 import numpy as np
 
 from mm.errors import InputTooLargeError, InvalidInputError, MissingDependencyError
-from mm.validation import check_sample_rate
+from mm.validation import check_input_file, check_sample_rate
 
 log = logging.getLogger(__name__)
 
@@ -65,13 +65,7 @@ def _read_file(source: str | os.PathLike[str] | bytes) -> tuple[np.ndarray, int]
         handle: Any = io.BytesIO(bytes(source))
         name = "the audio bytes"
     else:
-        path = Path(source).expanduser()
-        if not path.exists():
-            raise InvalidInputError(f"audio file {str(path)!r} does not exist")
-        if path.is_dir():
-            raise InvalidInputError(f"{str(path)!r} is a directory; pass an audio file (wav, flac, ogg)")
-        if path.stat().st_size == 0:
-            raise InvalidInputError(f"audio file {str(path)!r} is empty (0 bytes)")
+        path = check_input_file(source, "audio file")
         handle, name = str(path), f"audio file {str(path)!r}"
     try:
         data, rate = sf.read(handle, dtype="float32", always_2d=True)
