@@ -309,8 +309,14 @@ def upload_path(value: Any, what: str) -> Path:
         raise InvalidInputError(f"no {what} was given; upload one first")
     if isinstance(value, dict):
         value = value.get("path")
+    if not isinstance(value, str | os.PathLike) or isinstance(os.fspath(value), bytes):
+        raise InvalidInputError(f"the uploaded {what} is not a file (got a {type(value).__name__}); upload it again")
     path = Path(os.fspath(value))
-    if not path.is_file():
+    try:
+        is_file = path.is_file()
+    except (OSError, ValueError):  # a name too long or with a NUL byte
+        is_file = False
+    if not is_file:
         raise InvalidInputError(f"the uploaded {what} is no longer on the server; upload it again")
     return path
 

@@ -17,6 +17,7 @@ from __future__ import annotations
 import html
 import json
 import logging
+import math
 import os
 import re
 import time
@@ -249,9 +250,12 @@ def run_search(slot: ModelSlot, limits: AppLimits, query: str, k: Any, filters_t
     """``(results html, stats html)`` for one query."""
     query = check_text(query, "query", limits)
     try:
-        k = int(k)
-    except (TypeError, ValueError) as exc:
+        number = float(k)
+    except (TypeError, ValueError, OverflowError) as exc:
         raise InvalidInputError(f"k must be a whole number, got {k!r}") from exc
+    if not math.isfinite(number) or number != int(number):
+        raise InvalidInputError(f"k must be a whole number, got {k!r}")
+    k = int(number)
     if not 1 <= k <= MAX_K:
         raise InvalidInputError(f"k must be between 1 and {MAX_K}, got {k}")
     filters = parse_filters(filters_text)

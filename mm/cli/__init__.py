@@ -76,6 +76,7 @@ def _error_line(message: str, hint: str = "") -> None:
     from rich.text import Text
 
     first = " ".join(str(message).split()) or "(no message)"
+    first = first.encode("utf-8", "backslashreplace").decode("utf-8")  # lone surrogates from argv stay printable
     Console(stderr=True, soft_wrap=True).print(Text.assemble(("error: ", "bold red"), first, (hint, "dim")))
 
 
