@@ -24,6 +24,7 @@ True
 from __future__ import annotations
 
 import contextlib
+import errno
 import json
 import logging
 import os
@@ -35,7 +36,7 @@ from typing import Any
 
 import numpy as np
 
-from mm.errors import IndexFormatError, IndexLockedError
+from mm.errors import IndexFormatError, IndexLockedError, IndexReadOnlyError
 
 log = logging.getLogger(__name__)
 
@@ -185,6 +186,13 @@ def writer_lock(path: Path, timeout: float) -> Iterator[None]:
         raise IndexLockedError(
             f"another process is writing to the index at {path} (lock {path / LOCK} held for more than "
             f"{timeout:g} s); wait for it to finish or open the index with a larger lock_timeout."
+        ) from exc
+    except OSError as exc:
+        if exc.errno not in (errno.EACCES, errno.EPERM, errno.EROFS):
+            raise
+        raise IndexReadOnlyError(
+            f"the index at {path} cannot be written ({exc.strerror}): the folder is read-only for this process. "
+            f"Searching it still works; to change it, fix its permissions or copy it somewhere writable."
         ) from exc
     try:
         yield

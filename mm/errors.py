@@ -58,6 +58,10 @@ class IndexDamagedError(IndexFormatError):
     """An index folder's files disagree with its manifest (missing, truncated, wrong shape, out of range)."""
 
 
+class IndexReadOnlyError(MMError, PermissionError):
+    """The index folder cannot be written by this process (permissions, a read-only file system)."""
+
+
 class IndexLockedError(MMError):
     """Another writer holds the index lock."""
 
