@@ -30,7 +30,7 @@ OPS = ("add", "update", "delete", "compact", "retrain")
 
 # One operation on the index at argv[1], with fault injection; prints the call log as JSON when it finishes.
 CHILD = textwrap.dedent("""
-    import json, os, random, resource, signal, sys
+    import json, os, random, resource, signal, stat, sys
     import numpy as np
     path, op, kill_at, mode, seed, fsize = sys.argv[1], sys.argv[2], int(sys.argv[3]), sys.argv[4], \\
         int(sys.argv[5]), int(sys.argv[6])
@@ -41,7 +41,7 @@ CHILD = textwrap.dedent("""
     def hook(name, fd_or_path=None, dst=None):
         calls.append([name, os.path.basename(str(dst)) if dst is not None else ""])
         if len(calls) == kill_at:
-            if mode == "torn" and name == "fsync":
+            if mode == "torn" and name == "fsync" and stat.S_ISREG(os.fstat(fd_or_path).st_mode):
                 size = os.fstat(fd_or_path).st_size
                 os.ftruncate(fd_or_path, rng.randrange(size + 1) if size else 0)
             os.kill(os.getpid(), signal.SIGKILL)
