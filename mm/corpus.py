@@ -284,6 +284,8 @@ def parse_json_record(line: str) -> Any:
 
     try:
         return json.loads(line, parse_constant=constant)
+    except CorpusError:
+        raise
     except json.JSONDecodeError as exc:
         raise CorpusError(f"invalid JSON ({exc.msg} at column {exc.colno})") from exc
     except (ValueError, RecursionError) as exc:  # e.g. an integer with more than 4300 digits
