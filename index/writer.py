@@ -100,12 +100,14 @@ class IndexWriter:
     # ------------------------------------------------------------------ opening
     @classmethod
     def open_or_create(cls, path: str | Path, encoder: Any, policy: ChunkPolicy, *, nbits: int = 2,
-                       codec: str = "scalar", create: bool = True, recipe: dict | None = None) -> IndexWriter:
+                       codec: str = "scalar", create: bool = True, recipe: dict | None = None,
+                       index: Any = None) -> IndexWriter:
         """The writer of the index at ``path`` for ``encoder`` (created when missing and ``create``).
 
         An existing index must have been built with the same encoder and chunk policy. ``recipe``
         (``{"target": "module:callable", "kwargs": {...}}``) is recorded in a new index so that later
-        jobs can load an encoder that is not an ``mm.encoders`` model.
+        jobs can load an encoder that is not an ``mm.encoders`` model. ``index``: the index at ``path``
+        when the caller has it open already (it is not opened again).
         """
         from mm.index import create_index, open_index
         from mm.index.storage import MANIFEST
@@ -115,8 +117,8 @@ class IndexWriter:
         info = {**encoder.describe(), "long_docs": policy.long_docs, "chunking": policy.describe()}
         if recipe is not None:
             info["recipe"] = recipe
-        if (path / MANIFEST).exists():
-            index = open_index(path)
+        if index is not None or (path / MANIFEST).exists():
+            index = index if index is not None else open_index(path)
             check_same_encoder(index, info)
             return cls(index, index.encoder_info, policy)
         if not create:

@@ -70,21 +70,22 @@ def build_job(source: str | Path | Iterable[Document], index: str | Path | Any,
         raise InvalidInputError(f"the index folder is not empty ({index_path}); pass resume=True (--resume) to "
                                 f"continue or update the index it holds, or build into a new folder")
     started = time.perf_counter()
-    spec, driver = _load_encoder(opts, index_path if existing else None)
+    held = _open(index_path) if existing else None  # opened once: its entry table is the largest thing held
+    spec, driver = _load_encoder(opts, held)
     load_seconds = time.perf_counter() - started
     workers, threads = _workers(src, opts, spec)
-    policy = policy_of_existing(index_path, opts) if existing else opts.policy
+    policy = policy_of(held) if held is not None and opts.policy == IndexOptions().policy else opts.policy
     report = JobReport(engine=opts.engine, workers=workers, dry_run=opts.dry_run)
     report.extra["load_seconds"] = round(load_seconds, 3)  # loading the encoder in this process
     if opts.dry_run:
-        writer = IndexWriter.open_or_create(index_path, driver, policy, create=False) if existing else None
+        writer = IndexWriter.open_or_create(index_path, driver, policy, create=False, index=held) if existing else None
         info = writer.encoder_info if writer else {**driver.describe(), "long_docs": policy.long_docs}
         worker = DocEncoder(driver, policy, _fingerprint_text(info, policy.resolve(driver)))
         dry_run(src, writer, worker, report, opts.prune)
         return _finish(report, src, writer, index_path, started, opts, threads)
     recipe = {"target": spec.target, "kwargs": spec.kwargs} if spec and spec.target not in _MM_LOADERS else None
     writer = IndexWriter.open_or_create(index_path, driver, policy, nbits=opts.nbits, codec=opts.codec,
-                                        recipe=recipe)
+                                        recipe=recipe, index=held)
     lock = _lock(index_path / STATE_DIR)
     try:
         _run_stages(src, writer, spec, driver, opts, workers, threads, report)
@@ -151,22 +152,19 @@ def _after_failure(index_path: Path, existed: bool, report: JobReport) -> None:
                   "(--resume) to continue where it stopped", report.segments)
 
 
-def policy_of_existing(index_path: Path, opts: IndexOptions) -> Any:
-    """An existing index keeps its chunk policy unless the options ask for one explicitly."""
+def _open(index_path: Path) -> Any:
     from mm.index import open_index
 
-    if opts.policy == IndexOptions().policy:
-        return policy_of(open_index(index_path))
-    return opts.policy
+    return open_index(index_path)
 
 
-def _load_encoder(opts: IndexOptions, existing: Path | None) -> tuple[EncoderSpec | None, Any]:
-    """The workers' recipe and the encoder loaded here (for its kind, dimension and in-process encoding)."""
+def _load_encoder(opts: IndexOptions, existing: Any) -> tuple[EncoderSpec | None, Any]:
+    """The workers' recipe and the encoder loaded here (for its kind, dimension and in-process encoding).
+
+    An existing index keeps its encoder (and, unless the options ask for another, its chunk policy)."""
     spec = opts.spec()
     if opts.encoder is None and existing is not None:  # an existing index: its own encoder
-        from mm.index import open_index
-
-        info = open_index(existing).encoder_info
+        info = existing.encoder_info
         recipe = info.get("recipe")
         spec = EncoderSpec(**recipe) if recipe else EncoderSpec(_MM_LOADERS[1], {"info": info})
     if spec is None:
