@@ -309,8 +309,14 @@ def upload_path(value: Any, what: str) -> Path:
         raise InvalidInputError(f"no {what} was given; upload one first")
     if isinstance(value, dict):
         value = value.get("path")
+    if not isinstance(value, str | os.PathLike) or isinstance(os.fspath(value), bytes):
+        raise InvalidInputError(f"the uploaded {what} is not a file (got a {type(value).__name__}); upload it again")
     path = Path(os.fspath(value))
-    if not path.is_file():
+    try:
+        is_file = path.is_file()
+    except (OSError, ValueError):  # a name too long or with a NUL byte
+        is_file = False
+    if not is_file:
         raise InvalidInputError(f"the uploaded {what} is no longer on the server; upload it again")
     return path
 
@@ -388,8 +394,10 @@ def load_audio(value: Any, limits: AppLimits, *, target_rate: int) -> Any:
 
 
 def check_text(text: str | None, what: str, limits: AppLimits, *, required: bool = True) -> str:
-    """Strip ``text`` and check it is present and within the length limit."""
-    text = (text or "").strip()
+    """Strip ``text`` and check it is present, valid Unicode and within the length limit."""
+    from mm.validation import check_text as check_unicode
+
+    text = check_unicode("" if text is None else text, f"the {what}", allow_empty=True).strip()
     if required and not text:
         raise InvalidInputError(f"the {what} is empty; type something first")
     if len(text) > limits.max_text_chars:

@@ -17,6 +17,7 @@ from __future__ import annotations
 import html
 import json
 import logging
+import math
 import os
 import re
 import time
@@ -37,6 +38,8 @@ from mm.apps.common import (
 )
 
 from mm.errors import InvalidInputError
+from mm.validation import MAX_JSON_DEPTH, json_depth_ok
+from mm.validation import check_text as check_unicode
 
 log = logging.getLogger(__name__)
 
@@ -85,8 +88,8 @@ def search_slot(index: Any, *, concurrency_limit: int = 1, device: str = "auto",
 def _value(text: str) -> Any:
     text = text.strip()
     try:
-        value = json.loads(text)
-    except ValueError:
+        value = json.loads(text) if json_depth_ok(text) else text
+    except (ValueError, RecursionError):
         return text
     return value if isinstance(value, int | float | bool | str) else text
 
@@ -101,13 +104,15 @@ def parse_filters(text: str | None) -> dict[str, Any]:
     >>> parse_filters("")
     {}
     """
-    text = (text or "").strip()
+    text = check_unicode("" if text is None else text, "the filters", allow_empty=True).strip()
     if not text:
         return {}
     if text.startswith("{"):
+        if not json_depth_ok(text):
+            raise InvalidInputError(f"the filters nest deeper than {MAX_JSON_DEPTH} levels")
         try:
             value = json.loads(text)
-        except ValueError as exc:
+        except (ValueError, RecursionError) as exc:
             raise InvalidInputError(f"the filters are not valid JSON ({exc}); write key=value pairs or a "
                                     'JSON object such as {"lang": "en"}') from exc
         if not isinstance(value, dict) or not all(isinstance(k, str) and k for k in value):
@@ -245,9 +250,12 @@ def run_search(slot: ModelSlot, limits: AppLimits, query: str, k: Any, filters_t
     """``(results html, stats html)`` for one query."""
     query = check_text(query, "query", limits)
     try:
-        k = int(k)
-    except (TypeError, ValueError) as exc:
+        number = float(k)
+    except (TypeError, ValueError, OverflowError) as exc:
         raise InvalidInputError(f"k must be a whole number, got {k!r}") from exc
+    if not math.isfinite(number) or number != int(number):
+        raise InvalidInputError(f"k must be a whole number, got {k!r}")
+    k = int(number)
     if not 1 <= k <= MAX_K:
         raise InvalidInputError(f"k must be between 1 and {MAX_K}, got {k}")
     filters = parse_filters(filters_text)

@@ -15,14 +15,14 @@ False
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from mm.errors import CheckpointError, InvalidInputError
+from mm.errors import CheckpointError
+from mm.validation import check_float, check_int
 
 #: Mimi codes per codebook plus the end-of-audio code
 AUDIO_VOCAB = 2049
@@ -49,13 +49,13 @@ class SamplingSettings:
     top_p: float | None = None
 
     def __post_init__(self) -> None:
-        if self.temperature is not None and (not isinstance(self.temperature, int | float)
-                                             or math.isnan(self.temperature) or self.temperature < 0):
-            raise InvalidInputError(f"temperature must be a number >= 0 (0 or None = greedy), got {self.temperature!r}")
-        if self.top_k is not None and (not isinstance(self.top_k, int) or self.top_k < 1):
-            raise InvalidInputError(f"top_k must be a positive integer, got {self.top_k!r}")
-        if self.top_p is not None and (not isinstance(self.top_p, int | float) or not 0 < self.top_p <= 1):
-            raise InvalidInputError(f"top_p must be a number in (0, 1], got {self.top_p!r}")
+        if self.temperature is not None:  # 0 or None = greedy
+            check_float(self.temperature, "temperature", minimum=0)
+        if self.top_k is not None:
+            check_int(self.top_k, "top_k", minimum=1)
+        if self.top_p is not None:
+            check_float(self.top_p, "top_p", minimum=0, inclusive=False)
+            check_float(self.top_p, "top_p", maximum=1)
 
     @property
     def greedy(self) -> bool:

@@ -23,7 +23,8 @@ from mm.index.codec import SCHEMES
 from mm.index.dense import DenseIndex
 from mm.index.jobs import IndexOptions, JobReport, build_job, sync
 from mm.index.multivector import DEFAULT_TRAIN_TOKENS, MultiVectorIndex
-from mm.index.storage import LOCK, MANIFEST, OWNED_FILES, read_manifest, write_manifest, writer_lock
+from mm.index.storage import LOCK, MANIFEST, OWNED_FILES, write_manifest, writer_lock
+from mm.index.validate import validate_index
 
 from mm.corpus import Document
 from mm.errors import IndexFormatError, InvalidInputError
@@ -87,7 +88,7 @@ def create_index(path: str | os.PathLike, *, kind: str = "multivector", dim: int
 def open_index(path: str | os.PathLike, *, lock_timeout: float = 10.0) -> Index:
     """Open an existing index (:class:`IndexFormatError` if ``path`` is not one, or of another format version)."""
     path = Path(path)
-    manifest = read_manifest(path)
+    manifest = validate_index(path)  # manifest schema, file sizes vs shapes, id ranges (mm.index.validate)
     cls = KINDS.get(manifest.get("kind"))
     if cls is None:
         raise IndexFormatError(f"{path}: unknown index kind {manifest.get('kind')!r}")

@@ -13,6 +13,7 @@ from __future__ import annotations
 import copy
 import json
 import logging
+import math
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -33,6 +34,7 @@ from mm.index.storage import (
 )
 
 from mm.errors import IndexFormatError, InvalidInputError, check_options
+from mm.validation import check_text
 
 log = logging.getLogger(__name__)
 
@@ -195,9 +197,12 @@ class Index:
         for i in ids:
             if not isinstance(i, str) or not i.strip():
                 raise InvalidInputError(f"document ids must be non-empty strings, got {i!r}")
+            check_text(i, f"document id {i!r}")
         if len(set(ids)) != n:
-            dup = next(i for i in ids if ids.count(i) > 1)
-            raise InvalidInputError(f"duplicate id {dup!r} in one add() call; each id may appear once")
+            seen: set[str] = set()
+            dup = next(i for i in ids if i in seen or seen.add(i))
+            raise InvalidInputError(f"duplicate id {dup!r} in one add() call; each id may appear once"
+                                    f"{_chunk_clash_hint(dup)}")
         texts = [""] * n if texts is None else list(texts)
         metadata = [{} for _ in range(n)] if metadata is None else list(metadata)
         vecs = self._check_vectors(vectors, n)
@@ -208,6 +213,7 @@ class Index:
         for i, t, m, v in zip(ids, texts, metadata, vecs, strict=True):
             if not isinstance(t, str):
                 raise InvalidInputError(f"text of {i!r} must be a string, got {type(t).__name__}")
+            check_text(t, f"text of {i!r}", allow_empty=True)
             docs.append(DocRef(i, t, self._check_metadata(i, m), vectors=v))
         return docs
 
@@ -218,9 +224,12 @@ class Index:
         if not isinstance(meta, dict):
             raise InvalidInputError(f"metadata of {doc_id!r} must be a dict, got {type(meta).__name__}")
         try:
-            return json.loads(json.dumps(meta, allow_nan=False))
-        except (TypeError, ValueError) as exc:
-            raise InvalidInputError(f"metadata of {doc_id!r} is not JSON-serialisable: {exc}") from exc
+            text = json.dumps(meta, allow_nan=False, ensure_ascii=False)
+            text.encode("utf-8")  # lone surrogates in keys or values
+            return json.loads(text)
+        except (TypeError, ValueError, RecursionError) as exc:
+            raise InvalidInputError(f"metadata of {doc_id!r} is not JSON-serialisable valid Unicode: "
+                                    f"{str(exc)[:200]}") from exc
 
     def _check_vectors(self, vectors: Any, n: int) -> list[np.ndarray]:
         raise NotImplementedError
@@ -290,10 +299,18 @@ class Index:
         docs = self._check_docs(ids, vectors, texts, metadata)
         if isinstance(delete, str):
             raise InvalidInputError("delete must be a list of ids, not one string")
-        gone = [i for i in (delete or ()) if i not in set(ids)]
+        adding = set(ids)
+        gone = [i for i in (delete or ()) if i not in adding]
 
         def op(manifest):
             replaced: dict[int, list[int]] = {}
+            for d in docs:
+                if d.id in self._id_map:
+                    s, row = self._id_map[d.id]
+                    old_doc = self._segments[s].metadata[row].get("_doc")
+                    if old_doc != d.metadata.get("_doc"):  # a chunk would replace a document, or back
+                        raise InvalidInputError(f"id {d.id!r} is already stored for another document"
+                                                f"{_chunk_clash_hint(d.id)}")
             for i in [d.id for d in docs] + gone:
                 if i in self._id_map:
                     s, row = self._id_map[i]
@@ -446,7 +463,7 @@ class Index:
         results = []
         for i, q in enumerate(qs):
             depth = k if hybrid_texts is None else max(k, 100)
-            scored = self._search_one(q, depth, allowed, exact, settings)
+            scored = finite_unique(self._search_one(q, depth, allowed, exact, settings))
             if hybrid_texts is not None:
                 from mm.index.hybrid import fuse
 
@@ -494,3 +511,33 @@ class Index:
 
     def _live_tokens(self) -> int:
         return len(self)
+
+
+def finite_unique(scored: list[tuple[int, int, float]]) -> list[tuple[int, int, float]]:
+    """Drop rows with a non-finite score (NaN vectors in a damaged segment match nothing) and repeats.
+
+    >>> finite_unique([(0, 1, 0.9), (0, 2, float("nan")), (0, 1, 0.9), (1, 0, 0.5)])
+    [(0, 1, 0.9), (1, 0, 0.5)]
+    """
+    seen: set[tuple[int, int]] = set()
+    out = []
+    for s, r, score in scored:
+        if math.isfinite(score) and (s, r) not in seen:
+            seen.add((s, r))
+            out.append((s, r, score))
+    return out
+
+
+def _chunk_clash_hint(stored_id: str) -> str:
+    """Explain a clash between a document id and a chunk id (``doc#N``), or nothing.
+
+    >>> _chunk_clash_hint("a#0")
+    "; 'a#0' is also the id of chunk 0 of the long document 'a' (ids ending in '#<number>' name chunks): rename the document 'a#0'"
+    >>> _chunk_clash_hint("plain")
+    ''
+    """
+    base, sep, tail = stored_id.rpartition("#")
+    if not (sep and base and tail.isdigit()):
+        return ""
+    return (f"; {stored_id!r} is also the id of chunk {tail} of the long document {base!r} (ids ending in "
+            f"'#<number>' name chunks): rename the document {stored_id!r}")

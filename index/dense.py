@@ -75,6 +75,10 @@ class DenseIndex(Index):
                 scores = np.asarray(vec[rows]) @ query
                 best = top_k(scores, k)
                 rows, scores = rows[best], scores[best]
+            # faiss pads with -1 rows when fewer than k scores are comparable (NaN vectors in a damaged
+            # segment); a non-finite score matches nothing, so such rows never come back (nor twice)
+            ok = (rows >= 0) & np.isfinite(scores)
+            rows, scores = rows[ok], scores[ok]
             out_s.append(np.full(len(rows), s))
             out_r.append(rows)
             out_v.append(scores.astype(np.float32))

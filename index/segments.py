@@ -51,7 +51,14 @@ class Segment:
     def text(self, row: int) -> str:
         """The stored text of ``row``."""
         a, b = int(self._text_off[row]), int(self._text_off[row + 1])
-        return bytes(self._text[a:b]).decode("utf-8")
+        try:
+            return bytes(self._text[a:b]).decode("utf-8")
+        except UnicodeDecodeError as exc:
+            from mm.errors import IndexDamagedError
+
+            raise IndexDamagedError(f"the stored text of {self.ids[row]!r} in {self.entry['files']['text']} is not "
+                                    f"valid UTF-8 ({exc.reason}); the index is damaged: restore it from a backup "
+                                    f"or rebuild it with `mm index build`") from exc
 
 
 def open_segment(folder: Path, entry: dict[str, Any]) -> Segment:

@@ -24,6 +24,7 @@ True
 from __future__ import annotations
 
 import contextlib
+import errno
 import json
 import logging
 import os
@@ -35,7 +36,7 @@ from typing import Any
 
 import numpy as np
 
-from mm.errors import IndexFormatError, IndexLockedError
+from mm.errors import IndexFormatError, IndexLockedError, IndexReadOnlyError
 
 log = logging.getLogger(__name__)
 
@@ -83,7 +84,7 @@ def load_array(path: Path, mmap: bool = True) -> np.ndarray:
         return np.load(path, mmap_mode="r" if mmap else None, allow_pickle=False)
     except FileNotFoundError:
         raise
-    except (ValueError, OSError) as exc:
+    except Exception as exc:  # a damaged header raises ValueError, SyntaxError or tokenize's TokenError
         raise IndexFormatError(f"index file {path} is damaged ({exc}); restore the index or rebuild it") from exc
 
 
@@ -109,7 +110,7 @@ def read_manifest(path: Path) -> dict[str, Any]:
         )
     try:
         manifest = json.loads(file.read_text(encoding="utf-8"))
-    except (ValueError, OSError) as exc:
+    except (ValueError, OSError, RecursionError) as exc:
         raise IndexFormatError(f"{file} is not a valid index manifest ({exc}).") from exc
     if not isinstance(manifest, dict) or manifest.get("format") != FORMAT_NAME:
         raise IndexFormatError(f"{path} is not an mm index: {MANIFEST} does not declare format {FORMAT_NAME!r}.")
@@ -185,6 +186,13 @@ def writer_lock(path: Path, timeout: float) -> Iterator[None]:
         raise IndexLockedError(
             f"another process is writing to the index at {path} (lock {path / LOCK} held for more than "
             f"{timeout:g} s); wait for it to finish or open the index with a larger lock_timeout."
+        ) from exc
+    except OSError as exc:
+        if exc.errno not in (errno.EACCES, errno.EPERM, errno.EROFS):
+            raise
+        raise IndexReadOnlyError(
+            f"the index at {path} cannot be written ({exc.strerror}): the folder is read-only for this process. "
+            f"Searching it still works; to change it, fix its permissions or copy it somewhere writable."
         ) from exc
     try:
         yield

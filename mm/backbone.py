@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from mm import runtime
-from mm.errors import CheckpointError, InvalidInputError
+from mm.errors import CheckpointError, ContextLengthError, InvalidInputError
 from mm.models.loading import (  # noqa: F401  (re-exported: the checks every generating pipeline uses)
     ENGINE_CHOICES,
     QUANTIZE_CHOICES,
@@ -133,12 +133,51 @@ class Backbone:
         return self.encode_text(texts, add_special_tokens=False)
 
     def encode_text(self, texts: Sequence[str], *, add_special_tokens: bool = True) -> dict:
-        """Tokenize ``texts`` into a left-padded batch (``input_ids``, ``attention_mask``)."""
+        """Tokenize ``texts`` into a left-padded batch (``input_ids``, ``attention_mask``).
+
+        A prompt longer than the model's context raises :class:`ContextLengthError`; one that cannot
+        fit even at the longest vocabulary token per token fails before tokenizing.
+        """
+        limit = self.context_length
+        if limit:
+            check_prompt_chars(texts, limit, self.longest_token_chars)
         self.tokenizer.padding_side = "left"
         batch = self.tokenizer(list(texts), return_tensors="pt", padding=True, add_special_tokens=add_special_tokens)
         if batch["input_ids"].shape[1] == 0:
             raise InvalidInputError("the prompt is empty after tokenization")
+        if limit and batch["input_ids"].shape[1] > limit:
+            lengths = batch["attention_mask"].sum(1).tolist()
+            worst = max(range(len(lengths)), key=lengths.__getitem__)
+            raise ContextLengthError(f"prompt {worst} has {lengths[worst]:,} tokens, more than the model's context "
+                                     f"of {limit:,} tokens; shorten it")
         return {k: v.to(self.device) for k, v in batch.items() if k in ("input_ids", "attention_mask")}
+
+    @property
+    def context_length(self) -> int | None:
+        """The model's context in tokens (``max_position_embeddings``), or None when the config has none."""
+        config = getattr(self.model, "config", None)
+        for cfg in (getattr(config, "text_config", None), config):
+            n = getattr(cfg, "max_position_embeddings", None)
+            if isinstance(n, int) and not isinstance(n, bool) and n > 0:
+                return n
+        return None
+
+    @property
+    def longest_token_chars(self) -> int:
+        """Characters in the longest vocabulary entry: no token covers more of a prompt (cached)."""
+        if getattr(self, "_longest_token", None) is None:
+            self._longest_token = max((len(t) for t in self.tokenizer.get_vocab()), default=1) or 1
+        return self._longest_token
+
+    def check_context(self, inputs: dict, settings: GenerationSettings) -> None:
+        """Raise :class:`ContextLengthError` if prompt tokens + ``max_new_tokens`` exceed the context."""
+        limit = self.context_length
+        prompt = int(inputs["input_ids"].shape[1])
+        if limit and prompt + settings.max_new_tokens > limit:
+            raise ContextLengthError(
+                f"the prompt ({prompt:,} tokens) + max_new_tokens ({settings.max_new_tokens:,}) exceed the model's "
+                f"context of {limit:,} tokens; shorten the prompt or lower max_new_tokens"
+            )
 
     # -- generation ----------------------------------------------------------------------------
     def _generate_kwargs(self, inputs: dict, settings: GenerationSettings) -> dict[str, Any]:
@@ -231,6 +270,7 @@ class Backbone:
 
         settings = settings or GenerationSettings()
         settings.validate()
+        self.check_context(inputs, settings)
         with self._lock, torch.inference_mode():
             if self.resolve_engine(settings, engine) == "fast":
                 new = self._fast_generate(inputs, settings)
@@ -276,6 +316,7 @@ class Backbone:
         if inputs["input_ids"].shape[0] != 1:
             raise InvalidInputError("stream() takes one prompt at a time")
         settings.validate()
+        self.check_context(inputs, settings)
         use_fast = self.resolve_engine(settings, engine) == "fast"
         kwargs = {} if use_fast else self._generate_kwargs(inputs, settings)
         streamer = TextIteratorStreamer(self.tokenizer, skip_prompt=True, skip_special_tokens=True, timeout=600)
@@ -302,6 +343,22 @@ class Backbone:
         thread.join()
         if errors:
             raise errors[0]
+
+
+def check_prompt_chars(texts: Sequence[str], limit: int, longest_token: int) -> None:
+    """Fail at once (before tokenizing) on a prompt too long for ``limit`` tokens of ``longest_token`` chars.
+
+    >>> check_prompt_chars(["x" * 100], limit=10, longest_token=8)
+    Traceback (most recent call last):
+    ...
+    mm.errors.ContextLengthError: prompt 0 is 100 characters long: at least 13 tokens, more than the model's context of 10 tokens; shorten it
+    """
+    for i, text in enumerate(texts):
+        if len(text) > limit * longest_token:
+            raise ContextLengthError(
+                f"prompt {i} is {len(text):,} characters long: at least {-(-len(text) // longest_token):,} tokens, "
+                f"more than the model's context of {limit:,} tokens; shorten it"
+            )
 
 
 @dataclass

@@ -30,6 +30,7 @@ from pathlib import Path
 from typing import Any
 
 from mm.errors import InvalidInputError
+from mm.validation import MAX_JSON_DEPTH, find_surrogate, json_depth_ok
 
 log = logging.getLogger(__name__)
 
@@ -120,6 +121,9 @@ class CorpusReader:
             self._bad(where, f"id {doc_id!r} must be a string or an integer")
             return None
         doc_id = str(doc_id)
+        if find_surrogate(doc_id) >= 0:
+            self._bad(where, f"id {doc_id!r} is not valid Unicode (it holds a lone surrogate)")
+            return None
         text_key = next((k for k in self.text_fields if k in record and record[k] is not None), None)
         if text_key is None:
             self._bad(where, f"record has no text (expected a {' or '.join(map(repr, self.text_fields))} field)")
@@ -130,6 +134,10 @@ class CorpusReader:
             self._bad(where, f"text of {doc_id!r} is a {type(body).__name__}, expected a string")
             return None
         text = f"{title} {body}".strip() if title else body.strip()
+        if find_surrogate(text) >= 0:
+            self._bad(where, f"text of {doc_id!r} is not valid Unicode (it holds a lone surrogate at character "
+                             f"{find_surrogate(text)})")
+            return None
         if not text:
             self._bad(where, f"document {doc_id!r} has empty text")
             return None
@@ -142,7 +150,12 @@ class CorpusReader:
         nested = metadata.pop("metadata", None)
         if isinstance(nested, dict):
             metadata = {**nested, **metadata}
-        return Document(doc_id, text, _jsonable(metadata))
+        metadata = _jsonable(metadata)
+        problem = _metadata_problem(metadata)
+        if problem:
+            self._bad(where, f"metadata of {doc_id!r} {problem}")
+            return None
+        return Document(doc_id, text, metadata)
 
     # -- formats --------------------------------------------------------------------------------
     def _lines(self) -> Iterator[tuple[int, str | None]]:
@@ -161,9 +174,9 @@ class CorpusReader:
                 continue
             where = f"{self.source}:{number}"
             try:
-                record = json.loads(line)
-            except json.JSONDecodeError as exc:
-                self._bad(where, f"invalid JSON ({exc.msg} at column {exc.colno})")
+                record = parse_json_record(line)
+            except CorpusError as exc:
+                self._bad(where, str(exc))
                 continue
             doc = self._record(record, where)
             if doc is not None:
@@ -213,8 +226,17 @@ class CorpusReader:
         except Exception as exc:
             raise CorpusError(f"{self.source} is not a readable parquet file ({exc})") from exc
         row_number = 0
-        for batch in table.iter_batches(batch_size=1024):
-            for record in batch.to_pylist():
+        batches = table.iter_batches(batch_size=1024)
+        while True:
+            try:  # a damaged page fails here, mid-file (pyarrow raises ArrowInvalid, OSError, ...)
+                batch = next(batches)
+                records = batch.to_pylist()
+            except StopIteration:
+                break
+            except Exception as exc:
+                raise CorpusError(f"{self.source}: parquet data after row {row_number} cannot be read ({exc}); "
+                                  f"the file is damaged: rewrite it from its source") from exc
+            for record in records:
                 row_number += 1
                 doc = self._record(record, f"{self.source}:row {row_number}")
                 if doc is not None:
@@ -235,6 +257,54 @@ class CorpusReader:
             doc = self._record({"id": rel, "text": text, "path": rel}, str(path))
             if doc is not None:
                 yield doc
+
+
+def parse_json_record(line: str) -> Any:
+    """Parse one JSON record; anything JSON cannot safely hold raises :class:`CorpusError`.
+
+    Refused: invalid JSON, nesting deeper than :data:`mm.validation.MAX_JSON_DEPTH`, integers with more
+    digits than Python converts (4300), and the non-standard NaN/Infinity constants.
+
+    >>> parse_json_record('{"a": 1}')
+    {'a': 1}
+    >>> parse_json_record("[" * 100 + "]" * 100)
+    Traceback (most recent call last):
+    ...
+    mm.corpus.CorpusError: JSON nested deeper than 64 levels
+    >>> parse_json_record('{"n": NaN}')
+    Traceback (most recent call last):
+    ...
+    mm.corpus.CorpusError: invalid JSON (NaN is not a JSON number)
+    """
+    if not json_depth_ok(line):
+        raise CorpusError(f"JSON nested deeper than {MAX_JSON_DEPTH} levels")
+
+    def constant(name: str) -> Any:
+        raise CorpusError(f"invalid JSON ({name} is not a JSON number)")
+
+    try:
+        return json.loads(line, parse_constant=constant)
+    except CorpusError:
+        raise
+    except json.JSONDecodeError as exc:
+        raise CorpusError(f"invalid JSON ({exc.msg} at column {exc.colno})") from exc
+    except (ValueError, RecursionError) as exc:  # e.g. an integer with more than 4300 digits
+        raise CorpusError(f"invalid JSON ({str(exc)[:120]})") from exc
+
+
+def _metadata_problem(metadata: dict[str, Any]) -> str:
+    """Why ``metadata`` cannot be stored (lone surrogates, NaN/inf floats, too deep), or ''."""
+    try:
+        text = json.dumps(metadata, ensure_ascii=False, allow_nan=False)
+    except ValueError as exc:
+        return f"cannot be stored as JSON ({exc})"
+    except RecursionError:
+        return "is nested too deeply"
+    if find_surrogate(text) >= 0:
+        return "is not valid Unicode (it holds a lone surrogate)"
+    if not json_depth_ok(text):
+        return f"is nested deeper than {MAX_JSON_DEPTH} levels"
+    return ""
 
 
 def _jsonable(value: Any) -> Any:

@@ -26,6 +26,10 @@ class InputTooLargeError(InvalidInputError):
     """The input is larger than a documented limit."""
 
 
+class ContextLengthError(InputTooLargeError):
+    """A prompt (with the tokens to generate) does not fit the model's context."""
+
+
 class ModelNotFoundError(MMError, FileNotFoundError):
     """A model id or directory could not be resolved to a usable checkpoint."""
 
@@ -48,6 +52,14 @@ class MissingDependencyError(MMError, ImportError):
 
 class IndexFormatError(MMError):
     """A folder is not an mm index, or one of an incompatible format version."""
+
+
+class IndexDamagedError(IndexFormatError):
+    """An index folder's files disagree with its manifest (missing, truncated, wrong shape, out of range)."""
+
+
+class IndexReadOnlyError(MMError, PermissionError):
+    """The index folder cannot be written by this process (permissions, a read-only file system)."""
 
 
 class IndexLockedError(MMError):

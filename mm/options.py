@@ -83,6 +83,19 @@ def integer(value: Any, name: str) -> int:
     return int(value)
 
 
+def seed_value(value: Any, name: str) -> int:
+    """An integer a torch.Generator accepts: 0 <= seed < 2**63 (see :func:`mm.validation.check_seed`).
+
+    >>> seed_value(2**70, "seed")
+    Traceback (most recent call last):
+    ...
+    mm.errors.InvalidInputError: seed must be <= 9223372036854775807, got 1180591620717411303424
+    """
+    from mm.validation import check_seed
+
+    return check_seed(value, name)
+
+
 def boolean(value: Any, name: str) -> bool:
     """True or False (not 0/1, not a string)."""
     if not isinstance(value, bool):
@@ -134,17 +147,23 @@ def stop_strings(value: Any, name: str) -> tuple[str, ...]:
     ...
     mm.errors.InvalidInputError: stop must be a string or a list of non-empty strings, got 123
     """
+    from mm.validation import find_surrogate
+
     items = (value,) if isinstance(value, str) else value
     if not isinstance(items, list | tuple) or any(not isinstance(s, str) or not s for s in items):
         raise InvalidInputError(f"{name} must be a string or a list of non-empty strings, got {value!r}")
+    if any(find_surrogate(s) >= 0 for s in items):
+        raise InvalidInputError(f"{name} holds a lone surrogate; it is not valid Unicode text")
     return tuple(items)
 
 
 def text(value: Any, name: str) -> str:
     """A string."""
+    from mm.validation import check_text
+
     if not isinstance(value, str):
         raise InvalidInputError(f"{name} must be a string, got {value!r}")
-    return value
+    return check_text(value, name, allow_empty=True)  # no lone surrogates
 
 
 def optional(check: Check) -> Check:
@@ -181,7 +200,7 @@ GENERATION_OPTIONS: tuple[Option, ...] = (
     Option("temperature", None, "forward", optional(positive_float), "sampling temperature (do_sample=True)"),
     Option("top_k", None, "forward", optional(positive_int), "keep the k most likely tokens (do_sample=True)"),
     Option("top_p", None, "forward", optional(probability), "nucleus sampling mass (do_sample=True)"),
-    Option("seed", None, "forward", optional(integer), "seed of this call's own torch.Generator"),
+    Option("seed", None, "forward", optional(seed_value), "seed of this call's own torch.Generator"),
     Option("stop", (), "forward", stop_strings, "strings that end the text (the text is cut before them)"),
 )
 #: the system turn of a chat-style prompt (chat, vqa)

@@ -21,6 +21,7 @@ from mm.backbone import REPETITION_PENALTY, Backbone, GenerationSettings, check_
 from mm.base import Pipeline
 from mm.errors import InvalidInputError
 from mm.results import GenerationResult
+from mm.validation import check_optional_text, check_text
 
 ROLES = ("system", "user", "assistant", "tool")
 
@@ -57,9 +58,7 @@ class ChatPipeline(Pipeline):
 
     def preprocess(self, item: Any, system_prompt: str | None = None) -> list[dict[str, Any]]:
         if isinstance(item, str):
-            if not item.strip():
-                raise InvalidInputError("the message is empty; pass some text")
-            messages = [{"role": "user", "content": item}]
+            messages = [{"role": "user", "content": check_text(item, "the message")}]
         elif isinstance(item, list | tuple) and item:
             messages = [dict(m) for m in item]
             for i, m in enumerate(messages):
@@ -67,9 +66,10 @@ class ChatPipeline(Pipeline):
                     raise InvalidInputError(
                         f"message {i} must be {{'role': one of {ROLES}, 'content': str}}, got {m!r}"
                     )
+                check_text(m["content"], f"message {i}'s content", allow_empty=True)
         else:
             raise InvalidInputError(f"chat takes a string or a list of messages, got {type(item).__name__}")
-        if system_prompt:
+        if check_optional_text(system_prompt, "system_prompt"):
             messages = [m for m in messages if m["role"] != "system"]
             messages.insert(0, {"role": "system", "content": system_prompt})
         return messages

@@ -30,6 +30,7 @@ from mm import options as opts
 from mm.base import Pipeline
 from mm.errors import InvalidInputError, UnsupportedOptionError
 from mm.results import SearchResults
+from mm.validation import check_text
 
 log = logging.getLogger(__name__)
 
@@ -112,7 +113,7 @@ class SearchPipeline(Pipeline):
             raise InvalidInputError(f"a query must be a string, got {type(item).__name__}")
         if not item.strip():
             raise InvalidInputError("the query is empty; pass some text to search for")
-        return item
+        return check_text(item, "the query")
 
     def resolve_call_options(self, options: dict[str, Any]) -> dict[str, Any]:
         resolved = super().resolve_call_options(options)

@@ -40,6 +40,7 @@ from mm.base import Pipeline
 from mm.errors import InvalidInputError
 from mm.media.audio import AudioClip, load_audio
 from mm.results import GenerationResult
+from mm.validation import check_optional_text, check_text
 
 log = logging.getLogger(__name__)
 
@@ -177,6 +178,7 @@ class _SpeechPipeline(Pipeline):
         from mm.encoders.audio_generate import GenerationConfig
         from mm.encoders.audio_out import SamplingSettings
 
+        check_optional_text(options.get("system_prompt"), "system_prompt")
         if not options.get("do_sample", False):
             text = audio = SamplingSettings()
         else:
@@ -511,6 +513,7 @@ class TTSPipeline(_SpeechPipeline):
             raise InvalidInputError(f"tts takes a string, got {type(item).__name__}")
         if not item.strip():
             raise InvalidInputError("the text is empty; pass something to say")
+        check_text(item, "the text to speak")
         if len(item) > self.max_text_chars:
             from mm.errors import InputTooLargeError
 
@@ -528,7 +531,7 @@ class TTSPipeline(_SpeechPipeline):
         if system_prompt is not None and voice is not None:
             raise InvalidInputError("pass either voice or system_prompt, not both")
         if system_prompt is not None:
-            return system_prompt
+            return check_text(system_prompt, "system_prompt")
         if voice is None:
             return "Perform TTS."
         if voice not in TTS_VOICES:

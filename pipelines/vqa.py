@@ -32,6 +32,7 @@ from mm.errors import CheckpointError, InvalidInputError, choices_text
 from mm.media.image import DEFAULT_MAX_PIXELS, load_image
 from mm.models.lfm2_vl import IMAGE_TOKEN, load_lfm2_vl
 from mm.results import GenerationResult
+from mm.validation import check_optional_text, check_text
 
 log = logging.getLogger(__name__)
 
@@ -150,9 +151,7 @@ class VQAPipeline(Pipeline):
                 )
             sources = item.get("images", item.get("image"))
             sources = list(sources) if isinstance(sources, list | tuple) else [sources]
-            question = item["question"]
-            if not isinstance(question, str) or not question.strip():
-                raise InvalidInputError("the question is empty; pass some text")
+            question = check_text(item["question"], "the question")
             content = [*({"type": "image", "image": s} for s in sources), {"type": "text", "text": question}]
             item = [{"role": "user", "content": content}]
         if not (isinstance(item, list | tuple) and item and all(isinstance(m, dict) for m in item)):
@@ -166,6 +165,10 @@ class VQAPipeline(Pipeline):
             if role not in ROLES:
                 raise InvalidInputError(f"message {i}: role must be one of {ROLES}, got {role!r}")
             if isinstance(content, str):
+                check_text(content, f"message {i}'s content", allow_empty=True)
+                if IMAGE_TOKEN in content:
+                    raise InvalidInputError(f"message {i}: text may not contain the literal {IMAGE_TOKEN}; "
+                                            "pass images as image parts")
                 messages.append({"role": role, "content": content})
                 continue
             if not isinstance(content, list | tuple) or not content:
@@ -179,6 +182,7 @@ class VQAPipeline(Pipeline):
                     images.append(part["image"])
                     parts.append({"type": "image"})
                 elif kind == "text" and isinstance(part.get("text"), str):
+                    check_text(part["text"], f"message {i}'s text part", allow_empty=True)
                     if IMAGE_TOKEN in part["text"]:
                         raise InvalidInputError(f"message {i}: text may not contain the literal {IMAGE_TOKEN}; "
                                                 "pass images as image parts")
@@ -189,7 +193,7 @@ class VQAPipeline(Pipeline):
             messages.append({"role": role, "content": parts})
         if not images:
             raise InvalidInputError("no image given; the vqa pipeline needs at least one image (use 'chat' for text)")
-        if system_prompt:
+        if check_optional_text(system_prompt, "system_prompt"):
             messages = [m for m in messages if m["role"] != "system"]
             messages.insert(0, {"role": "system", "content": system_prompt})
         return messages, images

@@ -35,6 +35,9 @@ def add(source: str | Path | Iterable[Document], index: str | Path, options: Ind
         **fields: Any) -> JobReport:
     """Add the documents of ``source`` to the existing index (new ones encoded, changed ones replaced,
     unchanged ones skipped), with the encoder and chunk policy the index records."""
+    from mm.index.storage import read_manifest
+
+    read_manifest(Path(index))  # IndexFormatError naming the folder when it holds no index
     return build_job(source, index, make_options(options, fields).replace(resume=True))
 
 

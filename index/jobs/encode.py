@@ -17,6 +17,7 @@ from __future__ import annotations
 import logging
 import os
 import sys
+import time
 from typing import Any
 
 import numpy as np
@@ -38,6 +39,7 @@ class DocEncoder:
         self.policy = policy.resolve(encoder)
         self.fingerprint_text = fingerprint_text
         self.batch_size = batch_size
+        self.seconds = {"chunk": 0.0, "encode": 0.0}  # where this worker's time went (the job reports it)
 
     @classmethod
     def from_spec(cls, spec: EncoderSpec, policy: ChunkPolicy, fingerprint_text: str, batch_size: int = 32,
@@ -57,9 +59,13 @@ class DocEncoder:
 
     def process(self, docs: list[Document]) -> list[EncodedDoc]:
         """Chunk ``docs``, encode all their chunks in length-sorted batches, regroup per document."""
+        t0 = time.perf_counter()
         per_doc = [self.policy.split(doc.text, self.encoder) for doc in docs]
         texts = [t for chunks in per_doc for t in chunks]
+        t1 = time.perf_counter()
         vectors, tokens = encode_sorted(self.encoder, texts, self.batch_size)
+        self.seconds["chunk"] += t1 - t0
+        self.seconds["encode"] += time.perf_counter() - t1
         out, pos = [], 0
         for doc, chunks in zip(docs, per_doc, strict=True):
             n = len(chunks)

@@ -96,6 +96,7 @@ class LocalEngine:
                                     "name / EncoderSpec that worker processes can load")
         self.spec, self.policy, self.workers, self.encoder = spec, policy, workers, encoder
         self.fingerprint = fingerprint
+        self.worker: DocEncoder | None = None  # the in-process worker (workers=1), for its stage timings
         self.threads = threads or max(1, (os.cpu_count() or 1) // workers)
         self.batch_size = batch_size
 
@@ -109,6 +110,7 @@ class LocalEngine:
                 worker = DocEncoder(self.encoder, self.policy, self.fingerprint, self.batch_size)
             else:
                 worker = DocEncoder.from_spec(self.spec, self.policy, self.fingerprint, self.batch_size, self.threads)
+            self.worker = worker
             for unit in units:
                 yield worker.process(unit)
             return

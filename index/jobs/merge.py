@@ -7,6 +7,7 @@ a job killed at any moment leaves the last committed state and a re-run encodes 
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 from mm.index.jobs.options import JobReport
@@ -20,6 +21,7 @@ class Merger:
         self.writer, self.segment_docs, self.report, self.bar = writer, segment_docs, report, bar
         self.truncate_at = truncate_at
         self.buffer: list[EncodedDoc] = []
+        self.seconds = 0.0  # spent committing to the index
 
     def add(self, docs: list[EncodedDoc]) -> None:
         self.buffer.extend(docs)
@@ -33,8 +35,10 @@ class Merger:
             self.buffer = []
 
     def _commit(self, docs: list[EncodedDoc]) -> None:
+        t0 = time.perf_counter()
         known = self.writer.known(d.doc_id for d in docs)
         self.writer.commit(docs)
+        self.seconds += time.perf_counter() - t0
         for doc in docs:
             if doc.doc_id in known:
                 self.report.docs_changed += 1

@@ -81,7 +81,9 @@ class IndexOptions:
     Engine: ``engine`` (``local`` or ``ray``), ``workers`` (processes / actors; default one per core,
     one in-process worker for small corpora), ``threads`` (torch threads per worker), ``ray_address``,
     ``max_restarts`` (Ray actors), ``batch_size`` (chunks per encoder call), ``docs_per_unit``
-    (documents per work unit), ``segment_docs`` (documents per index commit). ``progress``: a live bar.
+    (documents per work unit; default 64 for worker processes and Ray actors, ``segment_docs`` in-process,
+    where a larger unit sorts chunks by length over more documents: less padding), ``segment_docs``
+    (documents per index commit). ``progress``: a live bar.
     """
 
     encoder: Any = None
@@ -101,7 +103,7 @@ class IndexOptions:
     ray_address: str | None = None
     max_restarts: int = 4
     batch_size: int = 32
-    docs_per_unit: int = 64
+    docs_per_unit: int | None = None
     segment_docs: int = 1024
     progress: bool = True
 

@@ -45,6 +45,8 @@ from mm.errors import IndexLockedError, InvalidInputError
 log = logging.getLogger(__name__)
 
 STATE_DIR = "_job"  # inside the index folder: job.lock (one job at a time); the index itself is the checkpoint
+#: documents per work unit sent to a worker process or Ray actor (unless IndexOptions.docs_per_unit says)
+DOCS_PER_UNIT = 64
 #: below this many documents per core the local engine encodes in-process (workers=None)
 SMALL_CORPUS_DOCS = 256
 _MM_LOADERS = ("mm.encoders.loader:load_encoder", "mm.encoders.loader:load_encoder_for_index")
@@ -69,9 +71,11 @@ def build_job(source: str | Path | Iterable[Document], index: str | Path | Any,
                                 f"continue or update the index it holds, or build into a new folder")
     started = time.perf_counter()
     spec, driver = _load_encoder(opts, index_path if existing else None)
+    load_seconds = time.perf_counter() - started
     workers, threads = _workers(src, opts, spec)
     policy = policy_of_existing(index_path, opts) if existing else opts.policy
     report = JobReport(engine=opts.engine, workers=workers, dry_run=opts.dry_run)
+    report.extra["load_seconds"] = round(load_seconds, 3)  # loading the encoder in this process
     if opts.dry_run:
         writer = IndexWriter.open_or_create(index_path, driver, policy, create=False) if existing else None
         info = writer.encoder_info if writer else {**driver.describe(), "long_docs": policy.long_docs}
@@ -104,12 +108,13 @@ def _run_stages(src: Iterable[Document], writer: IndexWriter, spec: EncoderSpec 
     if opts.engine == "local":
         engine = LocalEngine(spec, policy, fp, workers=workers, threads=threads, batch_size=opts.batch_size,
                              encoder=driver if workers == 1 else None)
-        for encoded in engine.run(planner.units(src, opts.docs_per_unit)):
+        unit = opts.docs_per_unit or (opts.segment_docs if workers == 1 else DOCS_PER_UNIT)
+        for encoded in engine.run(planner.units(src, unit)):
             merger.add(encoded)
     else:
         del driver  # the actors load their own copy
         with RayEngine(spec, policy, fp, workers=workers, threads=threads, batch_size=opts.batch_size,
-                       docs_per_call=opts.docs_per_unit, address=opts.ray_address,
+                       docs_per_call=opts.docs_per_unit or DOCS_PER_UNIT, address=opts.ray_address,
                        max_restarts=opts.max_restarts) as engine:
             for item in planner.check_ray_stream(engine.run(src, done_keys(writer.table()))):
                 merger.add([item])
@@ -118,6 +123,10 @@ def _run_stages(src: Iterable[Document], writer: IndexWriter, spec: EncoderSpec 
     if opts.prune:
         prune(writer, planner.seen, report)
     bar.close()
+    stages = {"commit": round(merger.seconds, 3)}
+    if opts.engine == "local" and engine.worker is not None:  # in-process: where the encoding time went
+        stages.update({k: round(v, 3) for k, v in engine.worker.seconds.items()})
+    report.extra["stage_seconds"] = stages
 
 
 def _finish(report: JobReport, src: Any, writer: Any, index_path: Path, started: float, opts: IndexOptions,

@@ -75,6 +75,9 @@ def s2s(
 ) -> None:
     """Answer spoken input with text and speech (LFM2-Audio speech-to-speech)."""
     import mm
+    from mm.validation import check_output_file
+
+    output = check_output_file(output, "--output")
     from mm.runtime import configure_torch
 
     configure_torch()  # the CLI owns the process: MM_NUM_THREADS or all cores
@@ -116,6 +119,9 @@ def tts(
 ) -> None:
     """Synthesise speech from text (LFM2-Audio TTS)."""
     import mm
+    from mm.validation import check_output_file
+
+    output = check_output_file(output, "--output")
     from mm.runtime import configure_torch
 
     configure_torch()  # the CLI owns the process: MM_NUM_THREADS or all cores

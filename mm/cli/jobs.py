@@ -14,10 +14,10 @@ import typer
 
 
 def run_job(verb: str, source: Path, index: Path, options: Any, as_json: bool) -> None:
-    """Run :func:`mm.index.build_job` and print the summary (a table, or JSON with ``as_json``)."""
-    from mm.index.jobs import build_job
+    """Run the ``build``/``add``/``sync`` job and print the summary (a table, or JSON with ``as_json``)."""
+    from mm.index import jobs
 
-    report = build_job(source, index, options)
+    report = {"build": jobs.build_job, "add": jobs.add, "sync": jobs.sync}[verb](source, index, options)
     if as_json:
         typer.echo(json.dumps(report.to_dict(), indent=2, default=str))
         return

@@ -208,11 +208,14 @@ def search(
 ) -> None:
     """Search an index: one query, or a queries file written as a TREC run (qid Q0 docid rank score tag)."""
     import mm
+    from mm.validation import check_output_file
 
     if (query is None) == (queries is None):
         raise InvalidInputError("give either a QUERY or --queries FILE (not both)")
     if run is not None and queries is None:
         raise InvalidInputError("--run needs --queries")
+    if run is not None:
+        run = check_output_file(run, "--run")
     if k <= 0:
         raise InvalidInputError(f"-k must be a positive integer, got {k}")
     quiet_transformers_loading()

@@ -26,6 +26,7 @@ from typing import Any
 import numpy as np
 
 from mm.errors import InputTooLargeError, InvalidInputError, MissingDependencyError
+from mm.validation import check_input_file, check_sample_rate
 
 log = logging.getLogger(__name__)
 
@@ -64,13 +65,7 @@ def _read_file(source: str | os.PathLike[str] | bytes) -> tuple[np.ndarray, int]
         handle: Any = io.BytesIO(bytes(source))
         name = "the audio bytes"
     else:
-        path = Path(source).expanduser()
-        if not path.exists():
-            raise InvalidInputError(f"audio file {str(path)!r} does not exist")
-        if path.is_dir():
-            raise InvalidInputError(f"{str(path)!r} is a directory; pass an audio file (wav, flac, ogg)")
-        if path.stat().st_size == 0:
-            raise InvalidInputError(f"audio file {str(path)!r} is empty (0 bytes)")
+        path = check_input_file(source, "audio file")
         handle, name = str(path), f"audio file {str(path)!r}"
     try:
         data, rate = sf.read(handle, dtype="float32", always_2d=True)
@@ -91,7 +86,10 @@ def _as_array(source: Any) -> np.ndarray:
             source = source.detach().to("cpu", torch.float32).numpy()
     except ImportError:  # pragma: no cover
         pass
-    array = np.asarray(source)
+    try:
+        array = np.asarray(source)
+    except (ValueError, TypeError) as exc:  # ragged nested lists and the like
+        raise InvalidInputError(f"the audio could not be read as an array of samples: {exc}") from exc
     if array.dtype.kind not in "fiu":
         raise InvalidInputError(f"audio arrays must hold numbers, got dtype {array.dtype}")
     if array.dtype == np.int16:
@@ -142,9 +140,10 @@ def load_audio(source: Any, sampling_rate: int | None = None, *, target_rate: in
     if isinstance(source, AudioClip):
         data, rate, channels_last = source.samples, source.sample_rate, True
     elif isinstance(source, tuple) and len(source) == 2 and np.isscalar(source[1]):
-        if sampling_rate is not None and int(sampling_rate) != int(source[1]):
+        rate = check_sample_rate(source[1], "the sample rate in the (array, sampling_rate) tuple")
+        if sampling_rate is not None and check_sample_rate(sampling_rate) != rate:
             raise InvalidInputError("sampling_rate given twice with different values (in the tuple and as argument)")
-        data, rate, channels_last = _as_array(source[0]), int(source[1]), False
+        data, channels_last = _as_array(source[0]), False
     elif isinstance(source, str | os.PathLike | bytes | bytearray):
         if sampling_rate is not None:
             raise InvalidInputError("sampling_rate applies to arrays only; a file carries its own sample rate")
@@ -156,9 +155,13 @@ def load_audio(source: Any, sampling_rate: int | None = None, *, target_rate: in
         if sampling_rate is None:
             raise InvalidInputError("an audio array needs its sample rate: pass sampling_rate=... "
                                     "or a (array, sampling_rate) tuple")
-        data, rate, channels_last = _as_array(source), int(sampling_rate), False
+        rate = check_sample_rate(sampling_rate)
+        data, channels_last = _as_array(source), False
     if rate <= 0:
         raise InvalidInputError(f"the sample rate must be a positive integer, got {rate}")
+    if np.size(data) == 0:
+        raise InvalidInputError(f"the audio is empty (shape {tuple(np.shape(data))}, 0 samples); pass a recording "
+                                f"with sound in it")
     mono = _to_mono(np.asarray(data, dtype=np.float32), channels_last)
     if mono.size == 0:
         raise InvalidInputError("the audio is empty (0 samples); pass a recording with sound in it")

@@ -24,12 +24,12 @@ import io
 import logging
 import os
 import warnings
-from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
 
 from mm.errors import InputTooLargeError, InvalidInputError, MissingDependencyError
+from mm.validation import check_input_file
 
 log = logging.getLogger(__name__)
 
@@ -81,12 +81,8 @@ def load_image(source: ImageSource, *, max_pixels: int | None = DEFAULT_MAX_PIXE
         text = os.fspath(source)
         if isinstance(text, str) and text.startswith(("http://", "https://")):
             raise InvalidInputError(f"mm does not download images ({text!r}); save the file and pass its path")
-        path = Path(text).expanduser()
-        if not path.is_file():
-            raise InvalidInputError(f"image file {str(path)!r} does not exist (or is not a file)")
+        path = check_input_file(text, "image file")
         size = path.stat().st_size
-        if size == 0:
-            raise InvalidInputError(f"image file {str(path)!r} is empty (0 bytes)")
         with path.open("rb") as handle:
             return _decode(handle, repr(str(path)), max_pixels, exif, alpha, size=size)
     raise InvalidInputError(

@@ -102,3 +102,12 @@ def test_app_upload_and_cli_write_the_same_kind_of_index(built, tmp_path, capsys
     report = job(capsys, "add", upload, "-i", index)
     assert (report["docs_encoded"], report["docs_unchanged"]) == (0, 2)
     assert open_index(index).info()["documents"] == 4
+
+
+def test_add_needs_an_existing_index(tmp_path, capsys):
+    corpus = write(tmp_path / "c.jsonl", DOCS)
+    capsys.readouterr()
+    with pytest.raises(SystemExit) as exc:
+        main(["index", "add", str(corpus), "-i", str(tmp_path / "missing")])
+    assert exc.value.code == 2 and "missing" in capsys.readouterr().err
+    assert not (tmp_path / "missing").exists()

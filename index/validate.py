@@ -1,0 +1,366 @@
+"""Check an index folder before it is opened: manifest schema, files, array shapes, id ranges, texts.
+
+:func:`validate_index` reads the committed ``manifest.json`` defensively (size, nesting depth,
+the type of every field), then every file it names: the file must exist inside the folder,
+each ``.npy`` header must parse and the file size must match its shape (a 0-byte or truncated
+file is caught), shapes must agree with the document and token counts, and stored ids,
+tombstones, centroid ids and inverted lists must be in range. Any problem raises
+:class:`mm.errors.IndexDamagedError` naming the file and how to recover. Each kind of
+segment has its own small check function (:data:`SEGMENT_CHECKS`), so a new on-disk layout
+only replaces its own function.
+
+>>> import tempfile, numpy as np, pathlib
+>>> from mm.index import create_index
+>>> path = pathlib.Path(tempfile.mkdtemp()) / "idx"
+>>> _ = create_index(path, kind="dense", dim=4, encoder_info={}).add(["a"], np.ones((1, 4), np.float32))
+>>> validate_index(path)["kind"]
+'dense'
+>>> vectors = next(path.glob("seg-*.vectors.npy"))
+>>> _ = vectors.write_bytes(vectors.read_bytes()[:-4])  # lose the last float
+>>> validate_index(path)  # doctest: +ELLIPSIS
+Traceback (most recent call last):
+...
+mm.errors.IndexDamagedError: ...vectors.npy is truncated: ...
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from mm.errors import IndexDamagedError, IndexFormatError
+from mm.validation import MAX_JSON_DEPTH, find_surrogate, json_depth_ok
+
+#: largest manifest.json / docs.json read (bytes); larger ones are refused as damaged
+MAX_MANIFEST_BYTES = 64 * 2**20
+MAX_DOCS_JSON_BYTES = 4 * 2**30
+#: stored texts up to this size are checked for valid UTF-8 when the index opens (larger: per hit)
+MAX_TEXT_CHECK_BYTES = 256 * 2**20
+#: a file name an index writes itself: no folder part, no '..'
+SAFE_NAME = re.compile(r"^(seg|codec)-[0-9a-f]+[A-Za-z0-9_.\-]*\.(npy|json)$")
+
+RECOVER = ("restore the folder from a backup, or rebuild it with `mm index build CORPUS --index DIR` "
+           "(`--resume` keeps what is still valid only when the manifest is intact)")
+
+
+def _damaged(where: Path | str, problem: str) -> IndexDamagedError:
+    return IndexDamagedError(f"{where} {problem}; the index is damaged: {RECOVER}")
+
+
+def _need(mapping: dict, key: str, types: tuple[type, ...], where: str) -> Any:
+    """``mapping[key]`` of one of ``types`` (bool is never accepted as a number)."""
+    if not isinstance(mapping, dict) or key not in mapping:
+        raise _damaged(where, f"lacks the field {key!r}")
+    value = mapping[key]
+    if (isinstance(value, bool) and bool not in types) or not isinstance(value, types):
+        names = " or ".join(t.__name__ for t in types)
+        raise _damaged(where, f"field {key!r} must be {names}, got {type(value).__name__}")
+    return value
+
+
+def _count(mapping: dict, key: str, where: str, minimum: int = 0) -> int:
+    value = _need(mapping, key, (int,), where)
+    if value < minimum:
+        raise _damaged(where, f"field {key!r} must be >= {minimum}, got {value}")
+    return value
+
+
+# -- manifest -------------------------------------------------------------------------------------
+def read_manifest_safely(path: Path) -> dict[str, Any]:
+    """Parse ``manifest.json`` with size and depth limits, then the format check of :mod:`storage`."""
+    from mm.index.storage import MANIFEST, read_manifest
+
+    file = path / MANIFEST
+    if file.is_file():
+        size = file.stat().st_size
+        if size == 0:
+            raise _damaged(file, "is empty (0 bytes)")
+        if size > MAX_MANIFEST_BYTES:
+            raise _damaged(file, f"is {size:,} bytes, more than a manifest can be ({MAX_MANIFEST_BYTES:,})")
+        try:
+            text = file.read_bytes().decode("utf-8")
+        except UnicodeDecodeError as exc:
+            raise _damaged(file, f"is not UTF-8 ({exc.reason} at byte {exc.start})") from exc
+        if not json_depth_ok(text):
+            raise _damaged(file, f"nests deeper than {MAX_JSON_DEPTH} levels")
+    return read_manifest(path)
+
+
+def check_manifest(manifest: dict[str, Any], where: str) -> None:
+    """Schema of the manifest: field types, kind, dim, config, codec and segment entries."""
+    from mm.index.codec import SCHEMES
+
+    kind = _need(manifest, "kind", (str,), where)
+    if kind not in SEGMENT_CHECKS:
+        raise IndexFormatError(f"{where}: unknown index kind {kind!r}; valid kinds: {', '.join(SEGMENT_CHECKS)}")
+    _count(manifest, "dim", where, minimum=1)
+    _need(manifest, "encoder_info", (dict,), where)
+    config = _need(manifest, "config", (dict,), where)
+    _count(manifest, "generation", where)
+    segments = _need(manifest, "segments", (list,), where)
+    if kind == "multivector":
+        cfg = f"{where} (config)"
+        if _need(config, "nbits", (int,), cfg) not in (2, 4):
+            raise _damaged(cfg, f"nbits must be 2 or 4, got {config['nbits']}")
+        if _need(config, "codec", (str,), cfg) not in SCHEMES:
+            raise _damaged(cfg, f"codec must be one of {', '.join(SCHEMES)}, got {config['codec']!r}")
+        _need(config, "keep_originals", (bool,), cfg)
+        _count(config, "train_tokens", cfg, minimum=1)
+        factor = _need(config, "centroids_factor", (int, float), cfg)
+        if not np.isfinite(factor) or factor <= 0:
+            raise _damaged(cfg, f"centroids_factor must be a positive number, got {factor}")
+        _need(config, "seed", (int,), cfg)
+        codec = manifest.get("codec")
+        if codec is not None:
+            _check_codec_entry(codec, f"{where} (codec)")
+    elif manifest.get("codec") is not None:
+        raise _damaged(where, "names a codec, but a dense index has none")
+    names: set[str] = set()
+    for i, entry in enumerate(segments):
+        at = f"{where} (segment {i})"
+        if not isinstance(entry, dict):
+            raise _damaged(at, f"must be an object, got {type(entry).__name__}")
+        name = _need(entry, "name", (str,), at)
+        if name in names:
+            raise _damaged(at, f"repeats the segment name {name!r}")
+        names.add(name)
+        n_docs = _count(entry, "n_docs", at, minimum=1)
+        n_deleted = _count(entry, "n_deleted", at)
+        if n_deleted >= n_docs:
+            raise _damaged(at, f"has {n_deleted} deleted of {n_docs} documents (a fully deleted segment is dropped)")
+        _check_file_names(_need(entry, "files", (dict,), at), at, ("docs", "text", "text_off"))
+        if kind == "multivector":
+            _need(entry, "compressed", (bool,), at)
+            _count(entry, "n_tokens", at)
+            if entry["compressed"] and codec is None:
+                raise _damaged(at, "is compressed, but the manifest has no codec")
+
+
+def _check_codec_entry(codec: Any, where: str) -> None:
+    if not isinstance(codec, dict):
+        raise _damaged(where, f"must be an object or null, got {type(codec).__name__}")
+    files = _need(codec, "files", (dict,), where)
+    _check_file_names(files, where, ("centroids",))
+    if _need(codec, "nbits", (int,), where) not in (2, 4):
+        raise _damaged(where, f"nbits must be 2 or 4, got {codec['nbits']}")
+    _need(codec, "normalize", (bool,), where)
+    _count(codec, "n_centroids", where, minimum=1)
+
+
+def _check_file_names(files: dict, where: str, required: tuple[str, ...]) -> None:
+    for key in required:
+        if key not in files:
+            raise _damaged(where, f"names no {key!r} file")
+    for key, name in files.items():
+        if not isinstance(name, str) or not SAFE_NAME.match(name):
+            raise _damaged(where, f"names an invalid file for {key!r}: {name!r} (index files are plain "
+                                  f"seg-*/codec-* names inside the folder)")
+
+
+# -- files ----------------------------------------------------------------------------------------
+def npy_header(file: Path) -> tuple[tuple[int, ...], np.dtype]:
+    """Shape and dtype of an ``.npy`` file from its header; the file size must match them exactly."""
+    if not file.is_file():
+        raise FileNotFoundError(file)  # the caller retries: a concurrent compaction may have removed it
+    size = file.stat().st_size
+    if size == 0:
+        raise _damaged(file, "is empty (0 bytes)")
+    try:
+        with open(file, "rb") as fh:
+            version = np.lib.format.read_magic(fh)
+            reader = {(1, 0): np.lib.format.read_array_header_1_0, (2, 0): np.lib.format.read_array_header_2_0}
+            if version not in reader:
+                raise ValueError(f"unsupported .npy version {version}")
+            shape, _fortran, dtype = reader[version](fh)
+            offset = fh.tell()
+    except Exception as exc:  # numpy parses the header with ast/tokenize: ValueError, SyntaxError, TokenError...
+        raise _damaged(file, f"is not a readable .npy file ({type(exc).__name__}: {str(exc)[:120]})") from exc
+    if dtype.hasobject:
+        raise _damaged(file, "holds Python objects, which an index never writes")
+    expected = offset + int(np.prod(shape, dtype=np.int64)) * dtype.itemsize
+    if size != expected:
+        state = "truncated" if size < expected else "longer than its header says"
+        raise _damaged(file, f"is {state}: {size:,} bytes, its header ({dtype}, shape {shape}) needs {expected:,}")
+    return tuple(int(n) for n in shape), dtype
+
+
+class _Files:
+    """The files of one manifest entry: header checks, loads, and messages naming the file."""
+
+    def __init__(self, folder: Path, files: dict[str, str]) -> None:
+        self.folder, self.files = folder, files
+
+    def path(self, key: str) -> Path:
+        return self.folder / self.files[key]
+
+    def shape(self, key: str, kinds: str, ndim: int) -> tuple[int, ...]:
+        shape, dtype = npy_header(self.path(key))
+        if dtype.kind not in kinds:
+            raise _damaged(self.path(key), f"has dtype {dtype}, expected {_KIND_NAMES[kinds]}")
+        if len(shape) != ndim:
+            raise _damaged(self.path(key), f"has shape {shape}, expected {ndim} dimension(s)")
+        return shape
+
+    def expect(self, key: str, kinds: str, shape: tuple[int | None, ...]) -> tuple[int, ...]:
+        got = self.shape(key, kinds, len(shape))
+        if any(want is not None and want != n for want, n in zip(shape, got, strict=True)):
+            wanted = tuple("*" if n is None else n for n in shape)
+            raise _damaged(self.path(key), f"has shape {got}, expected {wanted}")
+        return got
+
+    def load(self, key: str) -> np.ndarray:
+        return np.load(self.path(key), mmap_mode="r", allow_pickle=False)
+
+    def in_range(self, key: str, low: int, high: int, what: str) -> None:
+        array = self.load(key)
+        if array.size and (int(array.min()) < low or int(array.max()) >= high):
+            raise _damaged(self.path(key), f"holds {what} outside [{low}, {high}): min {int(array.min())}, "
+                                           f"max {int(array.max())}")
+
+    def offsets(self, key: str, n: int, total: int | None) -> np.ndarray:
+        """An offsets array of n+1 entries: starts at 0, never decreases, ends at ``total``."""
+        self.expect(key, "iu", (n + 1,))
+        off = np.asarray(self.load(key))
+        if off[0] != 0 or (np.diff(off) < 0).any() or (total is not None and int(off[-1]) != total):
+            raise _damaged(self.path(key), f"is not a valid offsets array (must rise from 0 to {total})")
+        return off
+
+
+_KIND_NAMES = {"iu": "integers", "f": "floats", "u": "unsigned integers", "fiu": "numbers"}
+
+
+def check_documents(folder: Path, entry: dict[str, Any]) -> _Files:
+    """The files every segment has: docs.json (ids, metadata), UTF-8 texts and their offsets, tombstones."""
+    files = _Files(folder, entry["files"])
+    n = entry["n_docs"]
+    docs_file = files.path("docs")
+    if not docs_file.is_file():
+        raise FileNotFoundError(docs_file)
+    size = docs_file.stat().st_size
+    if size == 0 or size > MAX_DOCS_JSON_BYTES:
+        raise _damaged(docs_file, f"has an impossible size ({size:,} bytes)")
+    try:
+        text = docs_file.read_bytes().decode("utf-8")
+        if not json_depth_ok(text):
+            raise ValueError(f"JSON nested deeper than {MAX_JSON_DEPTH} levels")
+        docs = json.loads(text)
+    except (ValueError, RecursionError) as exc:
+        raise _damaged(docs_file, f"is not valid JSON ({str(exc)[:120]})") from exc
+    ids, metadata = docs.get("ids") if isinstance(docs, dict) else None, \
+        docs.get("metadata") if isinstance(docs, dict) else None
+    if not isinstance(ids, list) or not isinstance(metadata, list) or len(ids) != n or len(metadata) != n:
+        raise _damaged(docs_file, f"must hold {n} ids and {n} metadata objects (the manifest's n_docs)")
+    for i, (doc_id, meta) in enumerate(zip(ids, metadata, strict=True)):
+        if not isinstance(doc_id, str) or not doc_id or find_surrogate(doc_id) >= 0:
+            raise _damaged(docs_file, f"holds an invalid id at row {i}: {doc_id!r}")
+        if not isinstance(meta, dict):
+            raise _damaged(docs_file, f"holds invalid metadata at row {i} (a {type(meta).__name__})")
+    if len(set(ids)) != n:
+        raise _damaged(docs_file, "holds the same id twice")
+    text_bytes = files.expect("text", "u", (None,))[0]
+    files.offsets("text_off", n, text_bytes)
+    if text_bytes <= MAX_TEXT_CHECK_BYTES:
+        try:
+            bytes(files.load("text")).decode("utf-8")
+        except UnicodeDecodeError as exc:
+            raise _damaged(files.path("text"), f"holds invalid UTF-8 ({exc.reason} at byte {exc.start})") from exc
+    if "deleted" in entry["files"]:
+        count = files.expect("deleted", "iu", (None,))[0]
+        if count != entry["n_deleted"]:
+            raise _damaged(files.path("deleted"), f"lists {count} deleted rows, the manifest says "
+                                                  f"{entry['n_deleted']}")
+        files.in_range("deleted", 0, n, "row numbers")
+    elif entry["n_deleted"]:
+        raise _damaged(folder, f"segment {entry['name']} has {entry['n_deleted']} deleted rows but no tombstone file")
+    return files
+
+
+def check_dense_segment(folder: Path, entry: dict[str, Any], manifest: dict[str, Any]) -> None:
+    """A dense segment: ``vectors`` (n_docs x dim) floats."""
+    files = check_documents(folder, entry)
+    files.expect("vectors", "f", (entry["n_docs"], manifest["dim"]))
+
+
+def check_multivector_segment(folder: Path, entry: dict[str, Any], manifest: dict[str, Any]) -> None:
+    """A multi-vector segment: raw (doclens + float vectors) or compressed (codes, inverted lists)."""
+    files = check_documents(folder, entry)
+    n, dim, n_tokens = entry["n_docs"], manifest["dim"], entry["n_tokens"]
+    files.expect("doclens", "iu", (n,))
+    doclens = np.asarray(files.load("doclens"))
+    if (doclens < 0).any() or int(doclens.sum()) != n_tokens:
+        raise _damaged(files.path("doclens"), f"token counts do not add up to the manifest's n_tokens ({n_tokens})")
+    if not entry["compressed"]:
+        files.expect("vectors", "f", (n_tokens, dim))
+        return
+    codec = manifest["codec"]
+    n_centroids = codec["n_centroids"]
+    files.expect("cids", "u", (n_tokens,))
+    files.in_range("cids", 0, n_centroids, "centroid ids")
+    files.expect("codes", "u", (n_tokens, None))
+    files.expect("norms", "f", (n_tokens,))
+    files.expect("rnorm", "f", (n,))
+    files.expect("post", "u", (n,))
+    pairs = files.expect("doc_cids", "u", (None,))[0]
+    files.in_range("doc_cids", 0, n_centroids, "centroid ids")
+    files.offsets("doc_cid_off", n, pairs)
+    files.expect("ivf", "iu", (pairs,))
+    files.in_range("ivf", 0, n, "document rows")
+    files.offsets("ivf_off", n_centroids, pairs)
+    if "vectors" in entry["files"]:
+        files.expect("vectors", "f", (n_tokens, dim))
+
+
+def check_codec(folder: Path, manifest: dict[str, Any]) -> None:
+    """The trained codec of a multi-vector index: centroids (n_centroids x dim) and its tables."""
+    codec = manifest.get("codec")
+    if codec is None:
+        return
+    files = _Files(folder, codec["files"])
+    files.expect("centroids", "f", (codec["n_centroids"], manifest["dim"]))
+    for key in codec["files"]:
+        if key != "centroids":
+            files.shape(key, "fiu", len(npy_header(files.path(key))[0]))
+
+
+#: per index kind, the check of one segment
+SEGMENT_CHECKS: dict[str, Callable[[Path, dict[str, Any], dict[str, Any]], None]] = {
+    "dense": check_dense_segment,
+    "multivector": check_multivector_segment,
+}
+
+
+def validate_index(path: str | Path, *, retries: int = 20) -> dict[str, Any]:
+    """Validate the index folder at ``path`` and return its manifest.
+
+    Raises :class:`mm.errors.IndexFormatError` when ``path`` is not an mm index (or of another
+    format version) and :class:`mm.errors.IndexDamagedError` naming the bad file otherwise.
+    A file removed by a concurrent writer (compaction) makes it re-read the new manifest.
+    """
+    import time
+
+    path = Path(path)
+    for _ in range(retries):
+        manifest = read_manifest_safely(path)
+        where = str(path / "manifest.json")
+        check_manifest(manifest, where)
+        try:
+            if manifest["kind"] == "multivector":
+                check_codec(path, manifest)
+            for entry in manifest["segments"]:
+                SEGMENT_CHECKS[manifest["kind"]](path, entry, manifest)
+        except FileNotFoundError as exc:
+            from mm.index.storage import manifest_stamp
+
+            stamp = manifest_stamp(path)
+            time.sleep(0.05)
+            if stamp == manifest_stamp(path) and read_manifest_safely(path) == manifest:
+                raise _damaged(Path(exc.args[0]) if exc.args else path,
+                               "is named by the manifest but missing") from exc
+            continue
+        return manifest
+    raise _damaged(path, "keeps changing while it is opened (a writer commits continuously); retry")
