@@ -294,7 +294,7 @@ def main() -> None:
 
     load_before = round(os.getloadavg()[0], 2)
     t0 = time.perf_counter()
-    codec = audio_codec.build_codec(torch.float32)  # real Mimi hyper-parameters, random weights
+    codec = None if args.only_batch else audio_codec.build_codec(torch.float32)  # real Mimi sizes, random weights
     log(f"mimi ready in {time.perf_counter() - t0:.1f}s")
     t0 = time.perf_counter()
     model = random_model(config, dtype=torch.float32, seed=0)
