@@ -192,7 +192,7 @@ def _serve_api(*, task: ServeTask, host: str, port: int, vqa_model: Path | None,
     require("uvicorn", "server")
     config = ServerConfig(**models, api_key=api_key, max_file_size=max_file_size,
                           allow_local_files=allow_local_files, queue_size=queue_size, batch_size=batch_size,
-                          max_new_tokens=max_new_tokens, device=device, dtype=dtype, threads=threads)
+                          max_new_tokens=max_new_tokens, device=device, dtype=dtype)
     if not _is_loopback(host) and api_key is None:
         log.warning("serving the API on %s WITHOUT an API key: anyone who can reach this address can use it; "
                     "pass --api-key or set MM_API_KEY", host)

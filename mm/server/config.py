@@ -61,7 +61,6 @@ class ServerConfig:
     max_new_tokens: int = 512  # the largest max_tokens a request may ask for
     device: str = "auto"
     dtype: str = "auto"
-    threads: int | None = None
 
     def __post_init__(self) -> None:
         for name in ("queue_size", "batch_size", "max_new_tokens"):

@@ -38,5 +38,8 @@ def test_public_bind_without_key_warns(tmp_path):
         env = {k: v for k, v in os.environ.items() if k != "MM_API_KEY"}
         proc = run_mm("serve", "--api", "--host", "0.0.0.0", "--port", str(port), "--embedding-model", "minilm",
                       env=env)
+        keyed = run_mm("serve", "--api", "--host", "0.0.0.0", "--port", str(port), "--embedding-model", "minilm",
+                       env={**env, "MM_API_KEY": "from-the-environment"})
     assert "WITHOUT an API key" in proc.stderr
     assert proc.returncode == 2 and f"cannot listen on 0.0.0.0:{port}" in proc.stderr
+    assert "WITHOUT an API key" not in keyed.stderr and keyed.returncode == 2  # MM_API_KEY counts as --api-key

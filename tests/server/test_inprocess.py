@@ -53,3 +53,18 @@ def test_429_when_the_queue_is_full(tiny_chat):
     assert refused.json()["error"]["type"] == "rate_limit_error"
     assert sorted(codes) == [200, 200]
 
+
+
+def test_413_for_a_chunked_body_without_content_length():
+    app = create_app(ServerConfig(embedding_model="minilm", max_file_size="1kb"), load_models=False)
+
+    def chunks():
+        yield b'{"model": "minilm", "input": "'
+        for _ in range(40):
+            yield b"x" * 65536  # 2.5 MiB in all, over the 1 KiB * 4/3 + 1 MiB body limit
+        yield b'"}'
+
+    with TestClient(app) as client:
+        response = client.post("/v1/embeddings", content=chunks(), headers={"Content-Type": "application/json"})
+    assert response.status_code == 413, response.text
+    assert response.json()["error"]["code"] == "request_too_large"
