@@ -58,16 +58,13 @@ def _split_debug(argv: list[str]) -> tuple[list[str], bool]:
 
 
 def _click_exceptions() -> tuple[type[BaseException], ...]:
-    """The ClickException classes in use: typer's bundled copy, and click itself when installed."""
+    """The ClickException classes in use: typer's bundled copy, and click itself when loaded."""
     from typer._click import exceptions as bundled
 
     classes: list[type[BaseException]] = [bundled.ClickException]
-    try:
-        import click
-
+    click = sys.modules.get("click")  # only when something imported it: importing it here would slow `mm --help`
+    if click is not None:
         classes.append(click.ClickException)
-    except ImportError:
-        pass
     return tuple(classes)
 
 

@@ -34,6 +34,8 @@ CASE_BYTES = int(float(os.environ.get("MM_FUZZ_CASE_MB", "1536")) * 2**20)
 #: examples per target: fast (default test run) and long (``-m slow``)
 FAST_EXAMPLES = int(os.environ.get("MM_FUZZ_FAST", "25"))
 LONG_EXAMPLES = int(os.environ.get("MM_FUZZ_LONG", "400"))
+#: multiplies every long run's example count (e.g. 0.3 for a quicker long run)
+LONG_SCALE = float(os.environ.get("MM_FUZZ_LONG_SCALE", "1"))
 #: True: count escapes and keep going (for measuring another tree); False: fail on the first
 COUNT_ONLY = os.environ.get("MM_FUZZ_COUNT_ONLY") == "1"
 
@@ -104,7 +106,8 @@ def fuzz_tests(target: str, strategy: st.SearchStrategy, check: Callable[[Any], 
         run_case(target, lambda: check(value), value)
 
     fast_test = settings(max_examples=fast or FAST_EXAMPLES, **common)(given(strategy)(body))
-    long_test = pytest.mark.slow(settings(max_examples=long or LONG_EXAMPLES, **common)(given(strategy)(body)))
+    long_examples = max(1, int((long or LONG_EXAMPLES) * LONG_SCALE))
+    long_test = pytest.mark.slow(settings(max_examples=long_examples, **common)(given(strategy)(body)))
     return fast_test, long_test
 
 

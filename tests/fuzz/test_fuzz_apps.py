@@ -45,8 +45,8 @@ def check_upload(case) -> None:
     upload = _upload_value(content, suffix, shape, value)
     limits = AppLimits()
     if suffix in (".wav", ".flac", ".mp3", ".ogg"):
-        samples, rate = load_audio(upload, limits)
-        assert samples.size and rate > 0
+        clip = load_audio(upload, limits, target_rate=16000)
+        assert clip.samples.size and clip.sample_rate == 16000
     else:
         image = load_image(upload, limits)
         assert image.mode == "RGB"
@@ -79,13 +79,13 @@ test_app_fields, test_app_fields_long = fuzz_tests("app form fields", FIELDS, ch
 @pytest.fixture(scope="module")
 def search_slot(tmp_path_factory):
     from mm.apps.search import search_slot as make_slot
-    from mm.pipelines.indexer import build_index
+    from mm.index import build_job
 
     root = tmp_path_factory.mktemp("fuzz-app")
     corpus = root / "corpus.jsonl"
     corpus.write_text("\n".join(json.dumps({"_id": f"d{i}", "text": f"river {i} flows", "lang": "en"})
                                 for i in range(5)))
-    build_index(corpus, root / "index", model="minilm")
+    build_job(corpus, root / "index", encoder="minilm", workers=1, progress=False)
     slot = make_slot(str(root / "index"))
     slot.load()
     return slot

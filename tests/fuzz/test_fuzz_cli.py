@@ -40,14 +40,14 @@ ARGV = st.tuples(st.sampled_from(COMMANDS), st.lists(_tokens(), max_size=7)).map
 
 @pytest.fixture(scope="module", autouse=True)
 def _paths(tmp_path_factory, index_templates):
-    from mm.pipelines.indexer import build_index
+    from mm.index import build_job
 
     import mm.testing
 
     root = tmp_path_factory.mktemp("fuzz-cli")
     corpus = root / "corpus.jsonl"
     corpus.write_text("\n".join(json.dumps({"_id": f"d{i}", "text": f"document {i} about rivers"}) for i in range(6)))
-    build_index(corpus, root / "index", model="minilm")
+    build_job(corpus, root / "index", encoder="minilm", workers=1, progress=False)
     (root / "folder").mkdir()
     (root / "locked").mkdir()
     (root / "file-as-index").write_text("not an index")

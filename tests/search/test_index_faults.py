@@ -178,6 +178,9 @@ def one_trial(root: Path, support: Path, plans: dict, seed: int) -> str:
     assert code == 0, report
     assert state(path) == plan["after"]
     shutil.rmtree(path)
+    if os.environ.get("MM_FAULT_LOG"):  # progress of long runs: one line per passed trial
+        with open(os.environ["MM_FAULT_LOG"], "a") as fh:
+            fh.write(f"{seed} {kind} {op} kill_at={kill_at}/{len(plan['calls'])} commit={plan['commit']} {mode}\n")
     return f"{kind}:{op}"
 
 
@@ -189,6 +192,7 @@ def test_kill_at_seeded_points_fast(setup):
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(7200)
 def test_kill_at_200_seeded_points(setup):
     root, support, plans = setup
     done = [one_trial(root, support, plans, seed) for seed in range(1000, 1200)]
