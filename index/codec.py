@@ -56,7 +56,7 @@ KMEANS_ITERATIONS = 10
 #: at most this many centroids (ids fit in uint16)
 MAX_CENTROIDS = 65_536
 #: residual statistics (rotation, bit split, buckets) are learned on at most this many residuals
-RESIDUAL_SAMPLE = 65_536
+RESIDUAL_SAMPLE = 32_768
 PQ_SAMPLE = 8_192
 SCHEMES = ("pq", "scalar")
 #: bit widths a scalar-coded dimension may get (each divides 8, so a byte packs whole dimensions)
@@ -101,23 +101,25 @@ def assign(x: np.ndarray, centroids: np.ndarray, batch: int = 65536) -> np.ndarr
     return out
 
 
-def quantiser(values: np.ndarray, bits: int) -> tuple[np.ndarray, np.ndarray]:
+def quantiser(sorted_values: np.ndarray, bits: int, csum: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
     """Per-column cutoffs ``(dims, 2**bits - 1)`` (quantiles) and bucket means ``(dims, 2**bits)``.
+
+    ``sorted_values``: training values sorted along axis 0 (one column per dimension);
+    ``csum``: their cumulative sums with a leading zero row (computed when not given).
 
     >>> cut, w = quantiser(np.array([[0.0], [1.0], [2.0], [3.0]], np.float32), 1)
     >>> cut.tolist(), w.tolist()
-    ([[1.5]], [[0.5, 2.5]])
+    ([[2.0]], [[0.5, 2.5]])
     """
+    n = len(sorted_values)
     n_buckets = 2 ** bits
-    cutoffs = np.quantile(values, np.arange(1, n_buckets) / n_buckets, axis=0).T.astype(np.float32)
-    cutoffs = cutoffs.reshape(values.shape[1], n_buckets - 1)
-    weights = np.zeros((values.shape[1], n_buckets), dtype=np.float32)
-    for d in range(values.shape[1]):
-        buckets = np.searchsorted(cutoffs[d], values[:, d], side="right")
-        sums = np.bincount(buckets, weights=values[:, d], minlength=n_buckets)
-        counts = np.bincount(buckets, minlength=n_buckets)
-        mids = np.quantile(values[:, d], (np.arange(n_buckets) + 0.5) / n_buckets)
-        weights[d] = np.where(counts > 0, sums / np.maximum(counts, 1), mids)
+    pos = np.round(np.arange(n_buckets + 1) * n / n_buckets).astype(np.int64)
+    cutoffs = np.ascontiguousarray(sorted_values[np.minimum(pos[1:-1], n - 1)].T, dtype=np.float32)
+    if csum is None:
+        csum = np.zeros((n + 1, sorted_values.shape[1]), dtype=np.float64)
+        np.cumsum(sorted_values, axis=0, out=csum[1:])
+    counts = np.maximum(np.diff(pos), 1)[:, None]
+    weights = ((csum[pos[1:]] - csum[pos[:-1]]) / counts).T.astype(np.float32)
     return cutoffs, weights
 
 
@@ -270,6 +272,9 @@ class ResidualCodec:
         eigval, eigvec = np.linalg.eigh(cov.astype(np.float64))
         rotation = np.ascontiguousarray(eigvec[:, np.argsort(-eigval)], dtype=np.float32)
         rotated = residuals @ rotation
+        ordered = np.sort(rotated, axis=0)
+        csum = np.zeros((len(ordered) + 1, dim), dtype=np.float64)
+        np.cumsum(ordered, axis=0, out=csum[1:])
         cutoffs = np.full((dim, 15), np.inf, dtype=np.float32)
         weights = np.zeros((dim, 16), dtype=np.float32)
         tables = {}
@@ -280,7 +285,7 @@ class ResidualCodec:
                 mse[:, i] = ((rotated - mean) ** 2).mean(axis=0)
                 tables[0] = (np.zeros((dim, 0), np.float32), mean[:, None].astype(np.float32))
                 continue
-            cut, w = quantiser(rotated, level)
+            cut, w = quantiser(ordered, level, csum)
             decoded = w[np.arange(dim), bucketize(rotated, cut).astype(np.intp)]
             mse[:, i] = ((rotated - decoded) ** 2).mean(axis=0)
             tables[level] = (cut, w)

@@ -37,7 +37,7 @@ from mm.index import layout, plaid
 from mm.index.base import DocRef, Hit, Index
 from mm.index.codec import MAX_POINTS_PER_CENTROID, RESIDUAL_SAMPLE, ResidualCodec, choose_n_centroids
 from mm.index.maxsim import maxsim_ragged, top_k
-from mm.index.segments import Segment, open_segment
+from mm.index.segments import Segment, open_segment, read_rows
 from mm.index.storage import new_uid, save_array
 
 from mm.errors import IndexFormatError, InvalidInputError
@@ -141,7 +141,7 @@ class MultiVectorIndex(Index):
         seg, off = ref.segment, self._offsets(ref.segment)
         a, b = int(off[ref.row]), int(off[ref.row + 1])
         if "vectors" in seg.arrays:
-            return np.asarray(seg.arrays["vectors"][a:b], dtype=np.float32)
+            return read_rows(seg.arrays["vectors"], a, b).astype(np.float32)
         return self.codec.decode(seg.arrays["cids"][a:b], seg.arrays["codes"][a:b]) @ self.codec.rotation.T
 
     def _ref_tokens(self, ref: DocRef) -> int:
