@@ -6,8 +6,7 @@ import time
 
 import numpy as np
 import pytest
-from mm.index import create_index, open_index
-from mm.index import layout, plaid
+from mm.index import create_index, layout, open_index, plaid
 from mm.index.codec import ResidualCodec, split_bits
 
 from tests.search.test_index_basic import DIM, clustered_docs
