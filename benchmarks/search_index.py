@@ -236,7 +236,8 @@ def time_index(path: Path, queries: list[np.ndarray], truth: list[list[int]], k:
 
 
 def run(n_docs: int = 0, k: int = 10, nbits: float = 1.75, cache: Path | None = None, max_length: int = 256,
-        options: dict[str, Any] | None = None, batch_docs: int = 256, keep: Path | None = None) -> dict[str, Any]:
+        options: dict[str, Any] | None = None, batch_docs: int = 256, keep: Path | None = None,
+        reuse: Path | None = None, n_queries: int = 0) -> dict[str, Any]:
     """SciFact run (see the module docstring); ``n_docs`` = 0: the whole corpus."""
     from mm.index import create_index
 
@@ -249,6 +250,8 @@ def run(n_docs: int = 0, k: int = 10, nbits: float = 1.75, cache: Path | None = 
     t0 = time.perf_counter()
     qids = list(queries)
     qvecs = encoder.encode([queries[q] for q in qids], "query")
+    if n_queries:
+        qids, qvecs = qids[:n_queries], qvecs[:n_queries]
     dvecs = encoder.encode([doc_text(d) for d in docs], "doc")
     encode_s = time.perf_counter() - t0
     doc_ids = [d["_id"] for d in docs]
@@ -282,18 +285,22 @@ def run(n_docs: int = 0, k: int = 10, nbits: float = 1.75, cache: Path | None = 
     n_tokens = result["tokens"]
     with tempfile.TemporaryDirectory() as tmp:
         path = keep or Path(tmp) / "index"
-        t = time.perf_counter()
-        index = create_index(path, kind="multivector", dim=dim, encoder_info={"model": "minilm-tokens"},
-                             nbits=nbits, train_tokens=n_tokens)
-        for s in range(0, len(docs), batch_docs):
-            index.add([str(i) for i in range(s, min(s + batch_docs, len(docs)))], dvecs[s:s + batch_docs],
-                      texts=[doc_text(d) for d in docs[s:s + batch_docs]])
-        build_s = time.perf_counter() - t
-        del index
+        build_s = None
+        if reuse is not None:  # time searches on an index an earlier run kept (same documents)
+            path = reuse
+        else:
+            build_s = time.perf_counter()
+            index = create_index(path, kind="multivector", dim=dim, encoder_info={"model": "minilm-tokens"},
+                                 nbits=nbits, train_tokens=n_tokens)
+            for s in range(0, len(docs), batch_docs):
+                index.add([str(i) for i in range(s, min(s + batch_docs, len(docs)))], dvecs[s:s + batch_docs],
+                          texts=[doc_text(d) for d in docs[s:s + batch_docs]])
+            build_s = round(time.perf_counter() - build_s, 1)
+            del index
         total, without_texts = folder_bytes(path)
         figures = time_index(path, qvecs, truth, k, options)
         figures["ndcg@10"] = ndcg([[doc_ids[int(i)] for i in r] for r in figures.pop("rankings")])
-    figures = {"nbits": nbits, "build_s": round(build_s, 1), "peak_rss_mb": round(peak_rss_mb()),
+    figures = {"nbits": nbits, "build_s": build_s, "peak_rss_mb": round(peak_rss_mb()),
                "bytes_per_token": round(total / n_tokens, 2), "bytes_per_token_without_texts": round(without_texts / n_tokens, 2),
                **figures}
     figures["vs_baseline"] = {"p50_latency": round(figures["p50_ms"] / baseline["p50_ms"], 4),
@@ -383,11 +390,12 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--docs", type=int, default=0, help="SciFact documents (0 = all 5,183)")
     parser.add_argument("--scale", default=None, help="synthetic corpus of this many 128-d tokens, e.g. 1M or 10M")
-    parser.add_argument("--queries", type=int, default=100, help="query sample of a --scale run")
+    parser.add_argument("--queries", type=int, default=100, help="query sample of a --scale or --reuse run")
     parser.add_argument("--nbits", type=float, default=None, help="residual bits per dimension "
                         "(default 1.75 on SciFact x 384, 2 on --scale x 128)")
     parser.add_argument("--threads", type=int, default=2, help="torch and BLAS threads")
     parser.add_argument("--keep", type=Path, default=None, help="build the index in this (new) folder and keep it")
+    parser.add_argument("--reuse", type=Path, default=None, help="SciFact: time an index kept by --keep, no build")
     for name in ("nprobe", "ncandidates", "nrerank"):
         parser.add_argument(f"--{name}", type=int, default=None)
     parser.add_argument("--threshold", type=float, default=None)
@@ -410,7 +418,8 @@ def main(argv: list[str] | None = None) -> None:
             result = run_scale(parse_scale(args.scale), n_queries=args.queries, nbits=args.nbits or 2.0,
                                options=options, keep=args.keep)
         else:
-            result = run(n_docs=args.docs, nbits=args.nbits or 1.75, cache=args.cache, options=options, keep=args.keep)
+            result = run(n_docs=args.docs, nbits=args.nbits or 1.75, cache=args.cache, options=options, keep=args.keep,
+                         reuse=args.reuse, n_queries=args.queries if args.reuse else 0)
     json.dump(result, sys.stdout, indent=2)
     sys.stdout.write("\n")
 
