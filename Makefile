@@ -32,6 +32,7 @@ system-deps:
 demo: install
 	$(BIN)/mm demo
 
+# pytest runs tests/ and every docstring example of the package (pyproject: testpaths + --doctest-modules)
 test: install system-deps
 	$(PY) -m pytest $(PYTEST_ARGS)
 

@@ -333,54 +333,58 @@ def check_upload(value: Any, what: str, suffixes: tuple[str, ...], limits: AppLi
     return path
 
 
+def _named(exc: MMError, subject: str, name: str) -> str:
+    """``exc``'s message about ``subject`` (what mm.media calls the bytes it decoded) told about file ``name``."""
+    return str(exc).replace(subject, name).replace(" or pass a larger max_pixels", "")
+
+
 def load_image(value: Any, limits: AppLimits) -> Any:
-    """Decode an uploaded image into an RGB ``PIL.Image``, or raise a clear :class:`InvalidInputError`."""
-    from PIL import Image, ImageOps, UnidentifiedImageError
+    """Decode an uploaded image exactly as ``mm.pipeline("vqa")`` decodes an image file.
+
+    The decoding is :func:`mm.media.image.load_image`'s (EXIF orientation applied, 16-bit scaled,
+    CMYK and palettes converted, the pixel limit checked from the header before decoding), so the
+    model sees the same pixels as through the API; errors name the uploaded file, not a server path.
+    """
+    from mm.media.image import load_image as decode_image
 
     path = check_upload(value, "image", IMAGE_SUFFIXES, limits)
+    data = path.read_bytes()
     try:
-        with Image.open(path) as probe:
-            width, height = probe.size
-            if width * height > limits.max_image_pixels:
-                raise InputTooLargeError(f"{path.name} is {width}x{height} pixels; the limit is "
-                                         f"{limits.max_image_pixels:,} pixels")
-            probe.verify()
-        with Image.open(path) as img:
-            img.load()
-            return ImageOps.exif_transpose(img).convert("RGB")  # as a camera meant it to be seen
-    except MMError:
-        raise
-    except (UnidentifiedImageError, OSError, SyntaxError, ValueError, Image.DecompressionBombError) as exc:
-        raise InvalidInputError(f"{path.name} could not be read as an image ({exc.__class__.__name__}); "
-                                "upload a PNG, JPEG, WebP, BMP, GIF or TIFF file") from exc
+        return decode_image(data, max_pixels=limits.max_image_pixels)
+    except InputTooLargeError as exc:
+        raise InputTooLargeError(_named(exc, f"bytes ({len(data)} bytes)", path.name)) from exc
+    except InvalidInputError as exc:
+        cause = f" ({type(exc.__cause__).__name__})" if exc.__cause__ is not None else ""
+        raise InvalidInputError(f"{path.name} could not be read as an image{cause}; upload a PNG, JPEG, WebP, "
+                                "BMP, GIF or TIFF file") from exc
 
 
-def load_audio(value: Any, limits: AppLimits) -> tuple[Any, int]:
-    """Decode an uploaded audio file to mono float32 ``(samples, sample_rate)`` with clear errors."""
-    import numpy as np
+def load_audio(value: Any, limits: AppLimits, *, target_rate: int) -> Any:
+    """Decode an uploaded audio file exactly as the speech pipelines decode an audio file.
+
+    Returns an :class:`mm.media.audio.AudioClip`: mono float32 at ``target_rate`` (pass the
+    pipeline's input rate, and the pipeline uses the clip as it is), decoded, mixed and resampled by
+    :func:`mm.media.audio.load_audio`. The length limit is checked from the file header first, so an
+    over-long upload is refused before it is decoded.
+    """
     import soundfile as sf
+
+    from mm.media.audio import load_audio as decode_audio
 
     path = check_upload(value, "audio file", AUDIO_SUFFIXES, limits)
     try:
         info = sf.info(str(path))
-        if info.frames and info.samplerate and info.frames / info.samplerate > limits.max_audio_seconds:
-            raise InputTooLargeError(f"{path.name} is {info.frames / info.samplerate:.0f} s long; the limit is "
-                                     f"{limits.max_audio_seconds:.0f} s")
-        data, rate = sf.read(str(path), dtype="float32", always_2d=True)
-    except MMError:
-        raise
     except (sf.LibsndfileError, RuntimeError, ValueError, OSError) as exc:
-        raise InvalidInputError(f"{path.name} could not be read as audio ({exc}); upload a WAV, FLAC, "
-                                "OGG or MP3 file") from exc
-    samples = data.mean(axis=1).astype(np.float32)
-    if samples.size == 0:
-        raise InvalidInputError(f"{path.name} holds no audio samples")
-    if not np.isfinite(samples).all():
-        raise InvalidInputError(f"{path.name} holds invalid (NaN or infinite) samples")
-    if samples.size / rate > limits.max_audio_seconds:
-        raise InputTooLargeError(f"{path.name} is {samples.size / rate:.0f} s long; the limit is "
+        raise InvalidInputError(f"{path.name} could not be read as audio ({exc.__class__.__name__}); upload a WAV, "
+                                "FLAC, OGG or MP3 file") from exc
+    if info.frames and info.samplerate and info.frames / info.samplerate > limits.max_audio_seconds:
+        raise InputTooLargeError(f"{path.name} is {info.frames / info.samplerate:.0f} s long; the limit is "
                                  f"{limits.max_audio_seconds:.0f} s")
-    return samples, int(rate)
+    data = path.read_bytes()
+    try:
+        return decode_audio(data, target_rate=target_rate, max_seconds=limits.max_audio_seconds)
+    except MMError as exc:
+        raise type(exc)(f"{path.name}: {_named(exc, 'the audio bytes', 'the file')}") from exc
 
 
 def check_text(text: str | None, what: str, limits: AppLimits, *, required: bool = True) -> str:

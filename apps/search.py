@@ -67,10 +67,10 @@ class SearchService:
 
     def add(self, path: Path) -> tuple[int, int]:
         """Add (or replace) the documents of a corpus file; returns ``(documents, chunks)``."""
-        from mm.pipelines.indexer import add_documents
+        from mm.index import build_job
 
-        report = add_documents(path, self.index_dir, encoder=self.pipeline.encoder)
-        return report.documents, report.chunks
+        report = build_job(path, self.index_dir, encoder=self.pipeline.encoder, resume=True, progress=False)
+        return report.docs_seen, report.chunks
 
 
 def search_slot(index: Any, *, concurrency_limit: int = 1, device: str = "auto", dtype: str = "auto") -> ModelSlot:

@@ -147,8 +147,8 @@ def conversation_stream(slot: ModelSlot, limits: AppLimits, audio: Any, mode: st
     session keeps the model's conversation, so each turn sees the earlier ones; the system prompt
     is fixed when a conversation starts.
     """
-    load_audio(audio, limits)  # clear errors for a bad file before the model sees it
-    path = str(upload_path(audio, "audio file"))
+    clip = load_audio(audio, limits, target_rate=model_input_rate())  # what the model hears, as through the API
+    path = str(upload_path(audio, "audio file"))  # the transcript plays the upload back
     if mode not in MODES:
         raise InvalidInputError(f"unknown mode {mode!r}; choose one of {', '.join(MODES)}")
     system_prompt = check_text(system_prompt, "system prompt", limits, required=False) or DEFAULT_SYSTEM_PROMPT
@@ -173,7 +173,7 @@ def conversation_stream(slot: ModelSlot, limits: AppLimits, audio: Any, mode: st
     yield _history_messages([*turns, turn]), None, status_html("listening…", "info"), session
     try:
         conversation = session["conversation"]
-        for piece in stream_in_thread(lambda: pipe.stream(path, max_new_tokens=n_new, conversation=conversation)):
+        for piece in stream_in_thread(lambda: pipe.stream(clip, max_new_tokens=n_new, conversation=conversation)):
             now = time.perf_counter() - t0
             if isinstance(piece, str):
                 if not piece:
@@ -230,13 +230,19 @@ def _stats(first_text: float | None, first_audio: float | None, elapsed: float, 
 
 def transcribe(slot: ModelSlot, limits: AppLimits, audio: Any) -> tuple[str, str]:
     """ASR: ``(transcript, stats html)`` for an uploaded or recorded file."""
-    samples, rate = load_audio(audio, limits)
-    path = str(upload_path(audio, "audio file"))
+    clip = load_audio(audio, limits, target_rate=model_input_rate())
     pipe = slot.get().asr()
     t0 = time.perf_counter()
-    text = pipe(path, max_new_tokens=limits.max_new_tokens).text
+    text = pipe(clip, max_new_tokens=limits.max_new_tokens).text
     elapsed = time.perf_counter() - t0
-    return text, status_html(f"{samples.size / rate:.2f} s of audio transcribed in {fmt_seconds(elapsed)}", "ok")
+    return text, status_html(f"{clip.duration:.2f} s of audio transcribed in {fmt_seconds(elapsed)}", "ok")
+
+
+def model_input_rate() -> int:
+    """The sample rate the speech pipelines take their input at: uploads are decoded straight to it."""
+    from mm.pipelines.speech import INPUT_RATE
+
+    return INPUT_RATE
 
 
 def tts_voices() -> tuple[str, ...]:

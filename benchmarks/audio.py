@@ -16,10 +16,16 @@ encoder, backbone prefill and steps, text head, depth transformer, Mimi codec):
 * ``fp32_transformers_backbone``: mm's fp32 path with the backbone steps on ``Lfm2Model``'s forward
   instead (what the fast decode loop alone changes: compare ``per_step_ms.backbone_step``).
 
+* ``batch``: ASR and TTS prompts of ``--batch`` different inputs decoded together
+  (:func:`mm.models.lfm2_audio_batch.generate_batch`: left-padded prompts, one backbone step for the
+  whole batch) against a loop of single generations of the same prompts, fp32 fast loop, alternating, best
+  of 2; seconds per item and a token check (greedy: the batch must give each prompt's own tokens).
+
 Ratios are against ``reference`` measured in the same run. Prints one JSON object.
 
     python benchmarks/audio.py            # full size (about 10 min on 2 cores)
     python benchmarks/audio.py --quick    # fewer layers and steps (a smoke run)
+    python benchmarks/audio.py --quick --only-batch   # only the batch rows
 """
 
 from __future__ import annotations
@@ -189,17 +195,88 @@ def measure(name, model, codec, tokenizer, extractor, samples, steps, streaming,
     return result
 
 
+def batch_rows(model, tokenizer, extractor, samples: np.ndarray, n: int, steps: int, log) -> dict:
+    """ASR and TTS: one batched decode of ``n`` prompts vs a loop of ``n`` single decodes (same prompts)."""
+    from mm.encoders.audio_generate import ChatHistory, GenerationConfig, generate
+
+    from mm.models.lfm2_audio_batch import generate_batch
+
+    texts = [SENTENCE[: 20 + 13 * i] for i in range(n)]
+    clips = [samples[: int(16000 * (2.0 + 0.5 * i))] for i in range(n)]
+
+    def prompts(task: str) -> list:
+        out = []
+        for i in range(n):  # fresh histories each run: their audio encodings are computed again
+            h = ChatHistory(tokenizer, extractor)
+            if task == "asr":
+                h.add_turn("system", text="Perform ASR.")
+                h.add_turn("user", audio=clips[i])
+            else:
+                h.add_turn("system", text="Perform TTS.")
+                h.add_turn("user", text=texts[i])
+            h.new_turn("assistant")
+            out.append(h)
+        return out
+
+    config = GenerationConfig(mode="sequential", max_new_tokens=steps)
+    rows = {}
+    for task, flags in (("asr", {"stop_at_audio_start": True}), ("tts", {"stop_after_audio": True})):
+        wall = {"loop": [], "batch": []}
+        cpu = {"loop": [], "batch": []}
+        tokens = {}
+        for repeat in range(2):
+            for side in ("loop", "batch") if repeat % 2 == 0 else ("batch", "loop"):
+                histories = prompts(task)
+                c0, t0 = time.process_time(), time.perf_counter()
+                if side == "batch":
+                    tokens[side] = [r.steps for r in generate_batch(model, histories, config, **flags)]
+                else:
+                    tokens[side] = [_single(generate(model, h, config), **flags) for h in histories]
+                wall[side].append(time.perf_counter() - t0)
+                cpu[side].append(time.process_time() - c0)
+        steps_run = sum(len(t) for t in tokens["batch"])
+        rows[task] = {
+            "items": n, "steps_per_item_max": steps, "steps_total": steps_run,
+            "loop_s_per_item": round(min(wall["loop"]) / n, 3), "batch_s_per_item": round(min(wall["batch"]) / n, 3),
+            "loop_cpu_s_per_item": round(min(cpu["loop"]) / n, 3),
+            "batch_cpu_s_per_item": round(min(cpu["batch"]) / n, 3),
+            "batch_speedup_vs_loop": round(min(wall["loop"]) / min(wall["batch"]), 2),
+            "batch_cpu_speedup_vs_loop": round(min(cpu["loop"]) / min(cpu["batch"]), 2),
+            "same_steps_as_loop": tokens["loop"] == tokens["batch"],
+        }
+        log(f"batch {task}: {json.dumps(rows[task])}")
+    return rows
+
+
+def _single(steps, stop_at_audio_start: bool = False, stop_after_audio: bool = False) -> list:
+    """The steps one generation yields, cut where the batched decode stops that row (ASR / TTS)."""
+    from mm.encoders.audio_generate import AUDIO_START
+
+    out = []
+    for step in steps:
+        out.append(step)
+        if stop_at_audio_start and step.kind == "text" and step.token == AUDIO_START:
+            break
+        if stop_after_audio and step.end_of_audio:
+            break
+    steps.close()
+    return out
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="fewer layers and steps (smoke run)")
     parser.add_argument("--steps", type=int, default=None, help="generation steps (default 30; quick 20)")
     parser.add_argument("--threads", type=int, default=1,
                         help="torch threads (default 1: on a busy 2-core machine a second thread stalls small ops)")
+    parser.add_argument("--batch", type=int, default=4, help="prompts in the ASR/TTS batch rows (0 skips them)")
+    parser.add_argument("--only-batch", action="store_true", help="run only the batch rows")
     args = parser.parse_args()
 
     sys.path.insert(0, str(REPO))
     from mm.encoders.audio_in import build_feature_extractor
-    from mm.encoders.lfm2_audio import LFM2AudioConfig, convert_dtype, quantize_linears, random_model
+
+    from mm.models.lfm2_audio import LFM2AudioConfig, convert_dtype, quantize_linears, random_model
 
     torch.set_num_threads(args.threads)
     torch.set_flush_denormal(True)
@@ -224,6 +301,16 @@ def main() -> None:
     params = sum(p.numel() for p in model.parameters())
     log(f"model ({params / 1e9:.3f} B params) ready in {time.perf_counter() - t0:.1f}s")
 
+    batch = batch_rows(model, tokenizer, extractor, samples, args.batch, steps, log) if args.batch > 1 else None
+    if args.only_batch:
+        print(json.dumps({
+            "benchmark": "lfm2-audio batched ASR/TTS decoding vs a loop",
+            "model": "LFM2-Audio-1.5B config, random weights, fp32" + (" (quick: fewer layers)" if args.quick else ""),
+            "params_b": round(params / 1e9, 3), "threads": args.threads,
+            "cpu_capability": torch.backends.cpu.get_cpu_capability(),
+            "load_average_1m": [load_before, round(os.getloadavg()[0], 2)], "batch": batch,
+        }, indent=1))
+        return
     results = {}
     results["reference"] = measure("reference", model, codec, tokenizer, extractor, samples, steps, False, log,
                                    engine="transformers")
@@ -259,7 +346,7 @@ def main() -> None:
         "params_b": round(params / 1e9, 3), "input": f"4.0 s {source} speech, 16 kHz", "steps": steps,
         "threads": args.threads, "cpu_capability": torch.backends.cpu.get_cpu_capability(),
         "load_average_1m": [load_before, round(os.getloadavg()[0], 2)],
-        "results": results, "ratios": ratios, "codec_detail": codec_detail, "fastest": best,
+        "results": results, "ratios": ratios, "batch": batch, "codec_detail": codec_detail, "fastest": best,
         "fastest_rtf": results[best]["rtf"], "fastest_time_to_first_audio_s": results[best]["time_to_first_audio_s"],
     }, indent=1))
 

@@ -14,6 +14,11 @@ Prints one JSON object.
 
     python benchmarks/vqa.py            # full run (~12 min on 2 cores)
     python benchmarks/vqa.py --quick    # 1 repeat, 4 new tokens, 512x512 only for transformers
+    python benchmarks/vqa.py --only-batch --batch 4   # just the batch row: one batched call vs a loop
+
+The ``batch`` row runs ``--batch`` different 512x512 images (``image_tokens="fast"``) as one batched call
+(``vqa([(image, q), ...])``: left-padded prompts, one vision pass, one generate) and as a loop of single calls,
+alternating, best of ``--repeats``; it reports seconds per item for both and checks the tokens are equal.
 """
 
 from __future__ import annotations
@@ -21,6 +26,7 @@ from __future__ import annotations
 import argparse
 import gc
 import json
+import os
 import platform
 import statistics
 import sys
@@ -82,6 +88,34 @@ def baseline_inputs(vqa, image: np.ndarray, preset: str) -> dict:
     return {"input_ids": encoded["input_ids"], "attention_mask": encoded["attention_mask"], **vision.model_kwargs()}
 
 
+def batch_row(vqa, n: int, gen: dict, repeats: int) -> dict:
+    """Seconds per item of one batched call of ``n`` images against a loop of ``n`` single calls."""
+    rng = np.random.default_rng(1)
+    items = [(rng.integers(0, 256, (512, 512, 3), dtype=np.uint8), QUESTION) for _ in range(n)]
+    vqa(items[:2], image_tokens="fast", **gen)  # warm-up of the batched path
+    loop_wall, loop_cpu, batch_wall, batch_cpu = [], [], [], []
+    tokens: dict = {}
+    for repeat in range(repeats):
+        for side in ("loop", "batch") if repeat % 2 == 0 else ("batch", "loop"):  # alternate who goes first
+            c0, t0 = time.process_time(), time.perf_counter()
+            if side == "loop":
+                tokens["loop"] = [vqa(*item, image_tokens="fast", **gen).token_ids for item in items]
+                loop_wall.append(time.perf_counter() - t0)
+                loop_cpu.append(time.process_time() - c0)
+            else:
+                tokens["batch"] = [r.token_ids for r in vqa(items, image_tokens="fast", **gen)]
+                batch_wall.append(time.perf_counter() - t0)
+                batch_cpu.append(time.process_time() - c0)
+    return {
+        "items": n, "image": "512x512", "image_tokens": "fast", "runs_per_side": repeats,
+        "loop_s_per_item": round(min(loop_wall) / n, 3), "batch_s_per_item": round(min(batch_wall) / n, 3),
+        "loop_cpu_s_per_item": round(min(loop_cpu) / n, 3), "batch_cpu_s_per_item": round(min(batch_cpu) / n, 3),
+        "batch_speedup_vs_loop": round(min(loop_wall) / min(batch_wall), 2),
+        "batch_cpu_speedup_vs_loop": round(min(loop_cpu) / min(batch_cpu), 2),
+        "same_tokens_as_loop": tokens["loop"] == tokens["batch"],
+    }
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="1 repeat, 4 new tokens")
@@ -93,6 +127,8 @@ def main() -> None:
     parser.add_argument("--sizes", nargs="+", choices=sorted(SIZES), default=list(SIZES), help="images to run")
     parser.add_argument("--checkpoint", type=Path, default=None, help="reuse a checkpoint written before")
     parser.add_argument("--no-int8", action="store_true", help="skip the quantize='int8' rows")
+    parser.add_argument("--batch", type=int, default=4, help="images in the batch row (0 skips it)")
+    parser.add_argument("--only-batch", action="store_true", help="run only the batch row (fp32)")
     args = parser.parse_args()
     repeats = 1 if args.quick else args.repeats
     new_tokens = 4 if args.quick else args.new_tokens
@@ -121,6 +157,12 @@ def main() -> None:
 
     first = next(iter(images.values()))
     vqa(first, QUESTION, image_tokens="fast", **gen)  # warm-up (first-call overheads)
+    batch = batch_row(vqa, args.batch, gen, max(repeats, 2)) if args.batch > 1 else None
+    if batch is not None:
+        print(json.dumps({"progress": "batch", **batch}), flush=True, file=sys.stderr)
+    if args.only_batch:
+        images = {}
+        args.no_int8 = True
     with torch.inference_mode():
         model.generate(**baseline_inputs(vqa, first, "fast"), max_new_tokens=2, do_sample=False, pad_token_id=0)
     results: dict = {}
@@ -156,7 +198,7 @@ def main() -> None:
                 "tiles": plan.num_tiles,
                 "grid": f"{plan.cols}x{plan.rows}" if plan.tiled else "1x1",
                 "encoder_pixels": sum(th * tw for th, tw in plan.tile_shapes()),
-                "prompt_tokens": result.prompt_tokens,
+                "prompt_tokens": result.usage["prompt_tokens"],
                 "runs_per_side": n_runs,
                 "mm_s": round(min(mm_times), 3),
                 "mm_median_s": round(statistics.median(mm_times), 3),
@@ -193,23 +235,26 @@ def main() -> None:
                 }
                 print(json.dumps({"progress": f"int8 {name}/{preset}", **int8[name][preset]}), flush=True,
                       file=sys.stderr)
+    ratios = [e["speed_ratio_vs_transformers"] for r in results.values() for e in r.values()]
+    cpu_ratios = [e["cpu_ratio_vs_transformers"] for r in results.values() for e in r.values()]
     summary: dict = {
-        "min_speed_ratio_vs_transformers": min(e["speed_ratio_vs_transformers"]
-                                               for r in results.values() for e in r.values()),
-        "min_cpu_ratio_vs_transformers": min(e["cpu_ratio_vs_transformers"]
-                                             for r in results.values() for e in r.values()),
+        "min_speed_ratio_vs_transformers": min(ratios, default=None),
+        "min_cpu_ratio_vs_transformers": min(cpu_ratios, default=None),
     }
+    if batch is not None:
+        summary["batch_speedup_vs_loop"] = batch["batch_speedup_vs_loop"]
     for name, r in results.items():
         summary[f"fast_speedup_vs_balanced_{name}"] = round(r["balanced"]["mm_s"] / r["fast"]["mm_s"], 2)
         summary[f"fast_cpu_speedup_vs_balanced_{name}"] = round(r["balanced"]["mm_cpu_s"] / r["fast"]["mm_cpu_s"], 2)
     print(json.dumps({
         "benchmark": "vqa",
         "model": "LFM2-VL-450M config, random weights, float32",
-        "machine": {"cpu": platform.processor() or platform.machine(), "threads": torch.get_num_threads(),
-                    "torch": torch.__version__, "cpu_capability": torch.backends.cpu.get_cpu_capability()},
+        "machine": {"cpu": platform.processor() or platform.machine(), "threads": args.threads,
+                    "torch": torch.__version__, "cpu_capability": torch.backends.cpu.get_cpu_capability(),
+                    "load_avg": [round(x, 2) for x in os.getloadavg()]},
         "new_tokens": new_tokens, "question": QUESTION,
         "checkpoint_build_s": round(t_build, 1), "load_s": round(load_s, 1),
-        "results": results, "int8": int8, "summary": summary,
+        "results": results, "batch": batch, "int8": int8, "summary": summary,
     }, indent=1))
     if tmp is not None:
         tmp.cleanup()

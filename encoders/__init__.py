@@ -1,1 +1,1 @@
-"""mm.encoders: see DESIGN (installed as ``mm.encoders``)."""
+"""Modality encoders around the LFM2 backbone, installed as ``mm.encoders`` (see docs/architecture.md)."""

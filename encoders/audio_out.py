@@ -40,11 +40,13 @@ class SamplingSettings:
     """How to pick one token (text) or one code per codebook (audio).
 
     Greedy (argmax, ties to the lowest id) when ``temperature`` is None or <= 0 or ``top_k == 1``,
-    exactly as the official sampler; otherwise logits / temperature, keep the ``top_k`` best, sample.
+    exactly as the official sampler; otherwise logits / temperature, keep the ``top_k`` best, keep the
+    smallest set whose probability reaches ``top_p`` (nucleus; None or 1 keeps all), sample.
     """
 
     temperature: float | None = None
     top_k: int | None = None
+    top_p: float | None = None
 
     def __post_init__(self) -> None:
         if self.temperature is not None and (not isinstance(self.temperature, int | float)
@@ -52,6 +54,8 @@ class SamplingSettings:
             raise InvalidInputError(f"temperature must be a number >= 0 (0 or None = greedy), got {self.temperature!r}")
         if self.top_k is not None and (not isinstance(self.top_k, int) or self.top_k < 1):
             raise InvalidInputError(f"top_k must be a positive integer, got {self.top_k!r}")
+        if self.top_p is not None and (not isinstance(self.top_p, int | float) or not 0 < self.top_p <= 1):
+            raise InvalidInputError(f"top_p must be a number in (0, 1], got {self.top_p!r}")
 
     @property
     def greedy(self) -> bool:
@@ -65,6 +69,11 @@ class SamplingSettings:
         if self.top_k is not None and self.top_k < scaled.numel():
             threshold = torch.topk(scaled, self.top_k).values[-1]
             scaled = scaled.masked_fill(scaled < threshold, float("-inf"))
+        if self.top_p is not None and self.top_p < 1:
+            ordered, order = scaled.sort()  # ascending, as transformers' TopPLogitsWarper
+            drop = ordered.softmax(0).cumsum(0) <= 1 - self.top_p
+            drop[-1] = False  # always keep the most likely id
+            scaled = scaled.masked_fill(drop.scatter(0, order, drop), float("-inf"))
         probs = scaled.softmax(0)
         return int(torch.multinomial(probs, 1, generator=generator))
 

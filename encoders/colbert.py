@@ -277,51 +277,9 @@ class ColBERTEncoder:
         ...
         mm.errors.ModelNotFoundError: model '/nonexistent' not found: ...
         """
-        from transformers import AutoModel, AutoTokenizer
+        from mm.models.colbert import load_colbert
 
-        from mm.hub import resolve_model
-        from mm.runtime import configure_torch, resolve_dtype
-
-        if batch_size < 1:
-            raise InvalidInputError(f"batch_size must be >= 1, got {batch_size}")
-        configure_torch(threads)
-        path = resolve_model(model, required=("modules.json",))
-        modules = _read_json(path / "modules.json")
-        if not isinstance(modules, list) or not modules:
-            raise CheckpointError(f"{path}/modules.json must be a non-empty list of modules")
-        modules = sorted(modules, key=lambda m: int(m.get("idx", 0)))
-        first = modules[0]
-        if first.get("type") not in TRANSFORMER_TYPES:
-            raise CheckpointError(f"{path}: the first module must be a sentence-transformers Transformer, "
-                                  f"found {first.get('type')!r}")
-        projections = []
-        for module in modules[1:]:
-            kind = module.get("type", "")
-            if kind in DENSE_TYPES:
-                projections.append(_Projection(path / module.get("path", "")))
-            elif kind in NORMALIZE_TYPES:
-                continue
-            else:
-                raise CheckpointError(f"{path}: module {kind!r} is not supported in a ColBERT checkpoint (mm "
-                                      f"supports Transformer, Dense and Normalize modules)")
-        token_path = path / first.get("path", "")
-        settings = ColBERTSettings.from_checkpoint(path)
-        torch_dtype = resolve_dtype(dtype, "cpu")
-        try:
-            tokenizer = AutoTokenizer.from_pretrained(str(token_path))
-            backbone = AutoModel.from_pretrained(str(token_path), dtype=torch_dtype).eval()
-        except (OSError, ValueError, KeyError) as exc:
-            raise CheckpointError(f"{token_path}: the token model or tokenizer cannot be loaded ({exc})") from exc
-        hidden = int(getattr(backbone.config, "hidden_size", 0))
-        previous = hidden
-        for proj in projections:
-            if proj.in_features != previous:
-                raise CheckpointError(f"{path}: a Dense module expects {proj.in_features} inputs but gets "
-                                      f"{previous}")
-            previous = proj.out_features
-            proj.to(torch_dtype)
-        log.info("loaded ColBERT checkpoint %s (%s, dim %d)", path, type(backbone).__name__, previous)
-        return cls(path, backbone, tokenizer, projections, settings, batch_size=batch_size, dtype=torch_dtype)
+        return load_colbert(model, dtype=dtype, batch_size=batch_size, threads=threads)
 
     # -- public API ----------------------------------------------------------------------------
     def describe(self) -> dict[str, Any]:
@@ -380,8 +338,17 @@ class ColBERTEncoder:
         return self.settings.document_length - (2 if self.document_prefix_id is not None else 1)
 
     # -- internals ------------------------------------------------------------------------------
+    threads: int | None = None
+
     def _encode(self, texts: Sequence[str], *, is_query: bool, batch_size: int | None,
                 progress: bool) -> list[np.ndarray]:
+        from mm.runtime import scoped_threads
+
+        with scoped_threads(self.threads):
+            return self._encode_batches(texts, is_query=is_query, batch_size=batch_size, progress=progress)
+
+    def _encode_batches(self, texts: Sequence[str], *, is_query: bool, batch_size: int | None,
+                        progress: bool) -> list[np.ndarray]:
         import torch
         from tqdm.auto import tqdm
 

@@ -15,7 +15,6 @@ The offline default is the MiniLM model shipped inside the PyPI package ``gt-all
 from __future__ import annotations
 
 import logging
-import os
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -42,18 +41,16 @@ def minilm_path() -> Path:
     return path
 
 
-def _load_sentence_transformer(model: str | Path, threads: int | None):
+def _load_sentence_transformer(model: str | Path):
     from mm.errors import require
     from mm.hub import resolve_model
-    from mm.runtime import configure_torch
 
     require("sentence_transformers", "search")
     from sentence_transformers import SentenceTransformer
 
-    configure_torch(threads)
     path = resolve_model(model, required=("modules.json",))
-    os.environ.setdefault("HF_HUB_OFFLINE", "1")  # a local folder never needs the hub
-    try:
+    try:  # a resolved model is a local folder: this load never needs the hub
+
         st = SentenceTransformer(str(path), device="cpu", local_files_only=True)
     except (OSError, ValueError, KeyError, ImportError) as exc:
         raise CheckpointError(f"{path} cannot be loaded as a sentence-transformers model ({exc})") from exc
@@ -65,9 +62,11 @@ class _STBase:
 
     kind = "dense"
 
-    def __init__(self, path: Path, model, *, batch_size: int = 32) -> None:
+    def __init__(self, path: Path, model, *, batch_size: int = 32, threads: int | None = None) -> None:
         if batch_size < 1:
             raise InvalidInputError(f"batch_size must be >= 1, got {batch_size}")
+        #: torch threads while encoding (restored after each call); None leaves torch's setting alone
+        self.threads = threads
         self.path = path
         self.model = model
         self.batch_size = batch_size
@@ -77,9 +76,12 @@ class _STBase:
 
     @classmethod
     def from_pretrained(cls, model: str | Path, *, batch_size: int = 32, threads: int | None = None):
-        """Load a sentence-transformers checkpoint directory (or HF-cache / hub id)."""
-        path, st = _load_sentence_transformer(model, threads)
-        return cls(path, st, batch_size=batch_size)
+        """Load a sentence-transformers checkpoint directory (or HF-cache / hub id).
+
+        ``threads``: torch threads used while this encoder encodes (restored after each call).
+        """
+        path, st = _load_sentence_transformer(model)
+        return cls(path, st, batch_size=batch_size, threads=threads)
 
     @property
     def max_document_tokens(self) -> int:
@@ -117,11 +119,14 @@ class DenseEncoder(_STBase):
         return self._encode(texts, self.model.encode_document, batch_size, progress)
 
     def _encode(self, texts, method, batch_size, progress) -> np.ndarray:
+        from mm.runtime import scoped_threads
+
         texts = _check_texts(texts)
         if not texts:
             return np.zeros((0, self.dim), dtype=np.float32)
-        out = method(texts, batch_size=batch_size or self.batch_size, show_progress_bar=progress,
-                     convert_to_numpy=True, normalize_embeddings=True)
+        with scoped_threads(self.threads):
+            out = method(texts, batch_size=batch_size or self.batch_size, show_progress_bar=progress,
+                         convert_to_numpy=True, normalize_embeddings=True)
         return np.ascontiguousarray(out, dtype=np.float32)
 
 
@@ -147,11 +152,14 @@ class TokenEncoder(_STBase):
     def _encode(self, texts, method, batch_size, progress) -> list[np.ndarray]:
         import torch.nn.functional as F
 
+        from mm.runtime import scoped_threads
+
         texts = _check_texts(texts)
         if not texts:
             return []
-        out = method(texts, batch_size=batch_size or self.batch_size, show_progress_bar=progress,
-                     output_value="token_embeddings", convert_to_numpy=False)
+        with scoped_threads(self.threads):
+            out = method(texts, batch_size=batch_size or self.batch_size, show_progress_bar=progress,
+                         output_value="token_embeddings", convert_to_numpy=False)
         return [F.normalize(t.float(), p=2, dim=1).numpy().astype(np.float32, copy=False) for t in out]
 
     def describe(self) -> dict[str, Any]:

@@ -18,16 +18,18 @@ import time
 from pathlib import Path
 from typing import Any
 
-from mm.index.base import Document, Hit, Index
+from mm.index.base import Hit, Index, StoredDocument
 from mm.index.codec import SCHEMES
 from mm.index.dense import DenseIndex
-from mm.index.jobs import build_job as build_job
+from mm.index.jobs import IndexOptions, JobReport, build_job, sync
 from mm.index.multivector import DEFAULT_TRAIN_TOKENS, MultiVectorIndex
 from mm.index.storage import LOCK, MANIFEST, OWNED_FILES, read_manifest, write_manifest, writer_lock
 
+from mm.corpus import Document
 from mm.errors import IndexFormatError, InvalidInputError
 
-__all__ = ["DenseIndex", "Document", "Hit", "Index", "MultiVectorIndex", "create_index", "open_index"]
+__all__ = ["DenseIndex", "Document", "Hit", "Index", "IndexOptions", "JobReport", "MultiVectorIndex", "StoredDocument",
+           "build_job", "create_index", "open_index", "sync"]
 
 log = logging.getLogger(__name__)
 KINDS: dict[str, type[Index]] = {"multivector": MultiVectorIndex, "dense": DenseIndex}

@@ -14,11 +14,13 @@ import copy
 import json
 import logging
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar
 
 import numpy as np
+from mm.encoders.chunking import SOURCE_KEY
 from mm.index.filters import matches, validate_filters
 from mm.index.segments import Segment, open_segment, with_tombstones, write_segment
 from mm.index.storage import (
@@ -52,8 +54,8 @@ class Hit:
 
 
 @dataclass
-class Document:
-    """A stored document as returned by :meth:`Index.get`."""
+class StoredDocument:
+    """A stored entry as returned by :meth:`Index.get`."""
 
     id: str
     text: str
@@ -159,14 +161,20 @@ class Index:
         """Ids of all live documents (segment order)."""
         return list(self._id_map)
 
-    def get(self, doc_id: str) -> Document | None:
+    def get(self, doc_id: str) -> StoredDocument | None:
         """The stored document ``doc_id`` or ``None``."""
         loc = self._id_map.get(doc_id)
         if loc is None:
             return None
         seg = self._segments[loc[0]]
-        return Document(doc_id, seg.text(loc[1]), copy.deepcopy(seg.metadata[loc[1]]),
+        return StoredDocument(doc_id, seg.text(loc[1]), copy.deepcopy(seg.metadata[loc[1]]),
                         self._doc_tokens(seg, loc[1]))
+
+    def records(self) -> Iterator[tuple[str, dict[str, Any]]]:
+        """``(id, metadata)`` of every live entry, without copying (read-only; :mod:`mm.index.writer` uses it)."""
+        for seg in self._segments:
+            for row in np.flatnonzero(seg.live):
+                yield seg.ids[row], seg.metadata[row]
 
     def _doc_tokens(self, seg: Segment, row: int) -> int:
         return 1
@@ -272,19 +280,24 @@ class Index:
                 for seg in self._segments for r in np.flatnonzero(seg.live)]
 
     def add(self, ids: list[str], vectors: Any, texts: list[str] | None = None,
-            metadata: list[dict[str, Any]] | None = None) -> int:
+            metadata: list[dict[str, Any]] | None = None, *, delete: list[str] | None = None) -> int:
         """Add documents; an id already in the index is replaced. Returns the number added.
 
-        The call is one transaction: after it returns every document is committed;
-        if the process dies before, none is (re-running it is safe).
+        ``delete``: other ids to remove in the same commit (unknown ones are ignored). The call is
+        one transaction: after it returns every change is committed; if the process dies before,
+        none is (re-running it is safe).
         """
         docs = self._check_docs(ids, vectors, texts, metadata)
+        if isinstance(delete, str):
+            raise InvalidInputError("delete must be a list of ids, not one string")
+        adding = set(ids)
+        gone = [i for i in (delete or ()) if i not in adding]
 
         def op(manifest):
             replaced: dict[int, list[int]] = {}
-            for d in docs:
-                if d.id in self._id_map:
-                    s, row = self._id_map[d.id]
+            for i in [d.id for d in docs] + gone:
+                if i in self._id_map:
+                    s, row = self._id_map[i]
                     replaced.setdefault(s, []).append(row)
             self._tombstone(manifest, replaced)
             self._append(manifest, docs)
@@ -347,8 +360,9 @@ class Index:
                 seg = self._segments[s]
                 if t is not None and not isinstance(t, str):
                     raise InvalidInputError(f"text of {i!r} must be a string")
-                docs.append(DocRef(i, seg.text(row) if t is None else t,
-                                   seg.metadata[row] if m is None else m,
+                if m is None:  # new text or vectors: the entry no longer matches its source's content hash
+                    m = {k: v for k, v in seg.metadata[row].items() if k != SOURCE_KEY}
+                docs.append(DocRef(i, seg.text(row) if t is None else t, m,
                                    vectors=v, segment=None if v is not None else seg, row=row))
                 rows.setdefault(s, []).append(row)
             self._tombstone(manifest, rows)

@@ -1,9 +1,9 @@
-"""The shared LFM2 language backbone: loading, dtype/threads, generation, streaming, int8.
+"""The shared LFM2 language backbone: generation, streaming, stop strings, seeds.
 
-Every generating pipeline (chat, VQA, speech) and the retriever share this
-wrapper. It loads transformers' ``Lfm2ForCausalLM`` (or any causal LM the
-checkpoint names) with its tokenizer, and generates with greedy or sampling
-settings, stop strings, left-padded batches and token streaming.
+Chat and VQA generate through this wrapper around transformers' ``Lfm2ForCausalLM`` (or any
+causal LM the checkpoint names) and its tokenizer: greedy or sampling settings, stop strings,
+left-padded batches, token streaming, mm's fast decode loop. Loading lives in :mod:`mm.models`
+(:func:`mm.models.lfm2.load_lfm2`; ``Backbone.load`` calls it).
 
 >>> import tempfile, mm.testing
 >>> bb = Backbone.load(mm.testing.make_tiny_lfm2(tempfile.mkdtemp()), dtype="float32")
@@ -15,6 +15,7 @@ True
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import threading
 from collections.abc import Iterator, Sequence
@@ -22,14 +23,29 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from mm import hub, runtime
-from mm.errors import CheckpointError, InvalidInputError, choices_text
+from mm import runtime
+from mm.errors import CheckpointError, InvalidInputError
+from mm.models.loading import (  # noqa: F401  (re-exported: the checks every generating pipeline uses)
+    ENGINE_CHOICES,
+    QUANTIZE_CHOICES,
+    check_engine,
+    check_quantize,
+    quantize_int8,
+)
 
 log = logging.getLogger(__name__)
 
-QUANTIZE_CHOICES = ("int8",)
-#: ``auto``: mm's fast decode loop (mm.fast_decode) when the model and settings allow it, else transformers
-ENGINE_CHOICES = ("auto", "fast", "transformers")
+
+
+def _repetition_penalty():
+    from mm.options import Option, optional, positive_float
+
+    return Option("repetition_penalty", None, "forward", optional(positive_float),
+                  "penalise tokens already in the prompt or reply (> 1 discourages repeats)")
+
+
+#: the text models' extra generation option (declared once, used by chat and vqa)
+REPETITION_PENALTY = _repetition_penalty()
 
 
 @dataclass
@@ -52,28 +68,19 @@ class GenerationSettings:
     seed: int | None = None
 
     def validate(self) -> GenerationSettings:
-        if not isinstance(self.max_new_tokens, int) or self.max_new_tokens <= 0:
-            raise InvalidInputError(f"max_new_tokens must be a positive integer, got {self.max_new_tokens!r}")
-        sampling = {"temperature": self.temperature, "top_k": self.top_k, "top_p": self.top_p}
-        if not self.do_sample:
-            given = [k for k, v in sampling.items() if v is not None]
-            if given:
-                raise InvalidInputError(
-                    f"{', '.join(given)} only apply when sampling; pass do_sample=True or drop them"
-                )
-        if self.temperature is not None and self.temperature <= 0:
-            raise InvalidInputError(f"temperature must be > 0, got {self.temperature}")
-        if self.top_k is not None and self.top_k <= 0:
-            raise InvalidInputError(f"top_k must be >= 1, got {self.top_k}")
-        if self.top_p is not None and not 0 < self.top_p <= 1:
-            raise InvalidInputError(f"top_p must be in (0, 1], got {self.top_p}")
-        if self.repetition_penalty is not None and self.repetition_penalty <= 0:
-            raise InvalidInputError(f"repetition_penalty must be > 0, got {self.repetition_penalty}")
-        if isinstance(self.stop, str):
-            self.stop = (self.stop,)
-        if any(not isinstance(s, str) or not s for s in self.stop):
-            raise InvalidInputError("stop must be a list of non-empty strings")
+        """Check every field with its declared option (:data:`mm.options.GENERATION_OPTIONS`)."""
+        from mm import options
+
+        for opt in options.GENERATION_OPTIONS:
+            setattr(self, opt.name, opt.validate(getattr(self, opt.name)))
+        self.repetition_penalty = REPETITION_PENALTY.validate(self.repetition_penalty)
+        options.check_sampling(vars(self))
         return self
+
+    @classmethod
+    def from_options(cls, options: dict[str, Any]) -> GenerationSettings:
+        """The settings among a call's resolved options (other names are left out), validated."""
+        return cls(**{k: v for k, v in options.items() if k in cls.__dataclass_fields__}).validate()
 
     def generate_kwargs(self) -> dict[str, Any]:
         """Keyword arguments for transformers' ``generate``."""
@@ -106,33 +113,12 @@ class Backbone:
 
     # -- loading -------------------------------------------------------------------------------
     @classmethod
-    def load(cls, model: str | Path, *, device: str = "auto", dtype: Any = "auto", quantize: str | None = None,
-             threads: int | None = None) -> Backbone:
-        """Resolve ``model`` and load it, sharing one copy per (path, device, dtype, quantize)."""
-        runtime.configure_torch(threads)
-        path = hub.resolve_model(model)
-        device = runtime.resolve_device(device)
-        torch_dtype = runtime.resolve_dtype(dtype, device)
-        check_quantize(quantize, torch_dtype)
-        key = ("causal-lm", str(path), device, str(torch_dtype), quantize)
-        return runtime.cached_model(key, lambda: cls._load_uncached(path, device, torch_dtype, quantize))
+    def load(cls, model: str | Path, *, device: str = "auto", dtype: Any = "auto",
+             quantize: str | None = None) -> Backbone:
+        """Load ``model`` through :func:`mm.models.lfm2.load_lfm2` (one shared copy per path/device/dtype)."""
+        from mm.models.lfm2 import load_lfm2
 
-    @classmethod
-    def _load_uncached(cls, path: Path, device: str, dtype: Any, quantize: str | None) -> Backbone:
-        from transformers import AutoModelForCausalLM, AutoTokenizer
-
-        try:
-            tokenizer = AutoTokenizer.from_pretrained(str(path))
-            model = AutoModelForCausalLM.from_pretrained(str(path), dtype=dtype)
-        except (OSError, ValueError, KeyError) as exc:
-            raise CheckpointError(f"could not load a causal language model from {str(path)!r}: {exc}") from exc
-        model = model.to(device).eval()
-        if tokenizer.pad_token_id is None:
-            tokenizer.pad_token = tokenizer.eos_token
-        if quantize == "int8":
-            model = quantize_int8(model)
-        log.info("loaded %s on %s as %s%s", path, device, dtype, f" ({quantize})" if quantize else "")
-        return cls(model, tokenizer, path, device, dtype, quantize)
+        return load_lfm2(model, device=device, dtype=dtype, quantize=quantize)
 
     # -- inputs --------------------------------------------------------------------------------
     def encode_chat(self, conversations: Sequence[Sequence[dict[str, Any]]], **template_kwargs: Any) -> dict:
@@ -156,11 +142,8 @@ class Backbone:
 
     # -- generation ----------------------------------------------------------------------------
     def _generate_kwargs(self, inputs: dict, settings: GenerationSettings) -> dict[str, Any]:
-        import torch
 
         settings.validate()
-        if settings.seed is not None:
-            torch.manual_seed(settings.seed)
         kwargs = dict(inputs)
         kwargs.update(settings.generate_kwargs())
         kwargs["pad_token_id"] = self.tokenizer.pad_token_id
@@ -215,11 +198,7 @@ class Backbone:
         return "transformers"
 
     def _fast_generate(self, inputs: dict, settings: GenerationSettings, on_tokens: Any = None) -> Any:
-        import torch
-
         settings.validate()
-        if settings.seed is not None:
-            torch.manual_seed(settings.seed)
         kwargs = settings.generate_kwargs()
         eos = _as_list(self.model.generation_config.eos_token_id)
         stop_check = None
@@ -234,7 +213,7 @@ class Backbone:
             top_p=kwargs.get("top_p", 1.0), repetition_penalty=settings.repetition_penalty
             or self.model.generation_config.repetition_penalty, eos_token_ids=eos,
             pad_token_id=self.tokenizer.pad_token_id, stop_check=stop_check, on_tokens=on_tokens,
-            inputs_embeds=self._fast_inputs_embeds(inputs))
+            inputs_embeds=self._fast_inputs_embeds(inputs), generator=runtime.seeded_generator(settings.seed))
 
     def generate(self, inputs: dict, settings: GenerationSettings | None = None,
                  engine: str | None = None) -> list[list[int]]:
@@ -243,6 +222,11 @@ class Backbone:
         ``engine`` (default: the backbone's, normally ``auto``) picks mm's fast decode loop or
         transformers' ``generate``; both give the same tokens.
         """
+        return [row.token_ids for row in self.generate_rows(inputs, settings, engine)]
+
+    def generate_rows(self, inputs: dict, settings: GenerationSettings | None = None,
+                      engine: str | None = None) -> list[Generated]:
+        """Like :meth:`generate`, and say for each row whether the model ended it (EOS) or not."""
         import torch
 
         settings = settings or GenerationSettings()
@@ -251,18 +235,31 @@ class Backbone:
             if self.resolve_engine(settings, engine) == "fast":
                 new = self._fast_generate(inputs, settings)
             else:
-                out = self.model.generate(**self._generate_kwargs(inputs, settings))
+                with _seeded_global_rng(settings.seed):
+                    out = self.model.generate(**self._generate_kwargs(inputs, settings))
                 new = out[:, inputs["input_ids"].shape[1]:]
         eos = set(_as_list(self.model.generation_config.eos_token_id)) | {self.tokenizer.pad_token_id}
         rows = []
         for row in new.tolist():
-            ids = []
+            ids: list[int] = []
+            ended = False
             for tok in row:
                 if tok in eos:
+                    ended = True
                     break
                 ids.append(tok)
-            rows.append(ids)
+            rows.append(Generated(ids, ended))
         return rows
+
+    def finish(self, row: Generated, settings: GenerationSettings) -> tuple[str, str]:
+        """``(text, stop_reason)`` of a generated row: the text cut at a stop string, and why it ended."""
+        full = self.tokenizer.decode(row.token_ids, skip_special_tokens=True)
+        text = cut_at_stop(full, settings.stop)
+        if len(text) < len(full):
+            return text, "stop"
+        if row.ended or len(row.token_ids) < settings.max_new_tokens:
+            return text, "eos"
+        return text, "max_new_tokens"
 
     def decode(self, ids: Sequence[int], stop: Sequence[str] = ()) -> str:
         """Decode ids to text and cut it at the first stop string."""
@@ -293,7 +290,8 @@ class Backbone:
                         self._fast_generate(inputs, settings, on_tokens=streamer.put)
                         streamer.end()
                     else:
-                        self.model.generate(**kwargs)
+                        with _seeded_global_rng(settings.seed):
+                            self.model.generate(**kwargs)
             except BaseException as exc:  # surfaced in the consumer thread
                 errors.append(exc)
                 streamer.end()
@@ -306,22 +304,29 @@ class Backbone:
             raise errors[0]
 
 
-def check_quantize(quantize: str | None, dtype: Any) -> str | None:
-    """Validate ``quantize`` (None or ``int8``) against the resolved torch ``dtype``, before anything loads."""
+@dataclass
+class Generated:
+    """One generated row: its new token ids (EOS and padding removed) and whether an EOS ended it."""
+
+    token_ids: list[int]
+    ended: bool
+
+
+@contextlib.contextmanager
+def _seeded_global_rng(seed: int | None) -> Iterator[None]:
+    """Seed transformers' ``generate`` (it samples from torch's global RNG) and restore that RNG after.
+
+    transformers' ``generate`` takes no generator, so a seeded call forks the global CPU RNG state:
+    the state after the call is the state before it. mm's fast loop uses its own generator instead.
+    """
+    if seed is None:
+        yield
+        return
     import torch
 
-    if quantize is not None and quantize not in QUANTIZE_CHOICES:
-        raise InvalidInputError(f"quantize={quantize!r} is not supported; valid: {choices_text(QUANTIZE_CHOICES)}")
-    if quantize == "int8" and dtype != torch.float32:
-        raise InvalidInputError("quantize='int8' needs dtype='float32' (dynamic int8 runs fp32 activations)")
-    return quantize
-
-
-def check_engine(engine: str) -> str:
-    """Validate an ``engine`` name (``auto``, ``fast`` or ``transformers``)."""
-    if engine not in ENGINE_CHOICES:
-        raise InvalidInputError(f"engine={engine!r} is not supported; valid: {choices_text(ENGINE_CHOICES)}")
-    return engine
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        yield
 
 
 def _merged_generation_config(model: Any, settings: GenerationSettings) -> Any:
@@ -370,15 +375,3 @@ def _cut_stream(pieces: Iterator[str], stop: Sequence[str]) -> Iterator[str]:
             buffer = buffer[len(buffer) - hold:]
     if buffer:
         yield buffer
-
-
-def quantize_int8(model: Any) -> Any:
-    """Dynamic int8 quantization of every ``nn.Linear`` (weights int8, activations quantized per call)."""
-    import warnings
-
-    import torch
-    from torch.ao.quantization import quantize_dynamic
-
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        return quantize_dynamic(model, {torch.nn.Linear}, dtype=torch.qint8, inplace=False)

@@ -1,6 +1,6 @@
 """A lean CPU decode loop for LFM2 causal LMs (``Lfm2ForCausalLM``), with the same greedy tokens as transformers.
 
-Where transformers' ``generate`` spends a decode step (profiled on LFM2-350M, README "Backbone speed"):
+Where transformers' ``generate`` spends a decode step (profiled on LFM2-350M, docs/backbone.md):
 building masks and cache objects, generic ``forward`` plumbing and logits processors around ~16
 layers of small matrix-vector products. This module keeps the prefill on transformers' own forward
 (so prefill is exactly as fast and as exact as transformers), copies the caches into preallocated
@@ -358,7 +358,8 @@ class FastLfm2:
                  do_sample: bool = False, temperature: float = 1.0, top_k: int = 0, top_p: float = 1.0,
                  repetition_penalty: float | None = None, eos_token_ids: Sequence[int] = (),
                  pad_token_id: int = 0, stop_check: Callable[[Any], Any] | None = None,
-                 on_tokens: Callable[[Any], None] | None = None, inputs_embeds: Any = None) -> Any:
+                 on_tokens: Callable[[Any], None] | None = None, inputs_embeds: Any = None,
+                 generator: Any = None) -> Any:
         """Generate up to ``max_new_tokens`` per row; return ``[B, T]`` new ids (finished rows padded).
 
         ``inputs_embeds`` (``[B, T, H]``, optional) replaces the prompt's token embeddings in the prefill
@@ -367,19 +368,20 @@ class FastLfm2:
         ``torch.multinomial`` on the same probabilities (so a seed reproduces its samples), finished rows
         padded with ``pad_token_id``. ``stop_check(ids [B, L]) -> bool [B]`` ends rows early (stop strings,
         e.g. transformers' ``StopStringCriteria``);
-        ``on_tokens(next_tokens)`` sees each step's ``[B]`` tokens (streaming).
+        ``on_tokens(next_tokens)`` sees each step's ``[B]`` tokens (streaming). ``generator`` (a
+        ``torch.Generator``) drives the sampling, so a seeded call leaves torch's global RNG alone.
         """
         import torch
 
         with torch.inference_mode():
             return self._generate(input_ids, attention_mask, max_new_tokens, do_sample, temperature, top_k, top_p,
                                   repetition_penalty, eos_token_ids, pad_token_id, stop_check, on_tokens,
-                                  inputs_embeds)
+                                  inputs_embeds, generator)
 
     def _generate(self, input_ids: Any, attention_mask: Any, max_new_tokens: int, do_sample: bool,
                   temperature: float, top_k: int, top_p: float, repetition_penalty: float | None,
                   eos_token_ids: Sequence[int], pad_token_id: int, stop_check: Any, on_tokens: Any,
-                  inputs_embeds: Any = None) -> Any:
+                  inputs_embeds: Any = None, generator: Any = None) -> Any:
         import torch
 
         processors = _processors(do_sample, temperature, top_k, top_p, repetition_penalty)
@@ -397,7 +399,8 @@ class FastLfm2:
             for proc in processors:
                 scores = proc(all_ids[:, : prompt_len + step], scores)
             if do_sample:
-                next_tokens = torch.multinomial(torch.softmax(scores, dim=-1), num_samples=1).squeeze(1)
+                next_tokens = torch.multinomial(torch.softmax(scores, dim=-1), num_samples=1,
+                                                generator=generator).squeeze(1)
             else:
                 next_tokens = torch.argmax(scores, dim=-1)
             if len(eos) or stop_check is not None:

@@ -63,6 +63,7 @@ def register_task(
 ) -> TaskSpec:
     """Register a pipeline class (or ``"module:Class"``) under ``name`` and ``aliases``.
 
+    >>> import mm
     >>> from mm.base import Pipeline
     >>> class Echo(Pipeline):
     ...     task = "echo"

@@ -2,7 +2,7 @@
 
 ``dtype="auto"`` picks bfloat16 only where the CPU has native bf16 matrix
 instructions (AVX512-BF16 or AMX); on AVX2-only CPUs bf16 matmuls are emulated
-and slower than fp32 (see README, "Choosing a dtype").
+and slower than fp32 (see docs/backbone.md, "Choosing a setting").
 
 >>> resolve_device("auto")
 'cpu'
@@ -12,12 +12,13 @@ torch.float32
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import logging
 import os
 import threading
 import weakref
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -75,21 +76,86 @@ def resolve_dtype(dtype: Any = "auto", device: str = "cpu"):
     return getattr(torch, name)
 
 
-_configured = False
-
-
 def configure_torch(threads: int | None = None) -> None:
-    """Set process-wide torch settings once: flush denormals, thread count (MM_NUM_THREADS or all cores)."""
-    global _configured
+    """Process-wide torch settings for mm's command line (never called by library code).
+
+    Flushes denormals and sets the thread count to ``threads``, else ``MM_NUM_THREADS``, else all
+    cores. The ``mm`` CLI calls this once at start-up; a library user keeps full control of torch.
+    """
     import torch
 
-    if threads is None and _configured:
-        return
     torch.set_flush_denormal(True)
     wanted = threads or int(os.environ.get("MM_NUM_THREADS", "0")) or (os.cpu_count() or 1)
     if torch.get_num_threads() != wanted:
         torch.set_num_threads(wanted)
-    _configured = True
+
+
+@contextlib.contextmanager
+def scoped_threads(threads: int | None) -> Iterator[None]:
+    """Use ``threads`` torch threads inside the block and restore the previous count after it.
+
+    ``None`` changes nothing. torch's thread count is process-wide: two pipelines with different
+    ``threads=`` running at the same moment in two Python threads see each other's setting.
+
+    >>> import torch
+    >>> before = torch.get_num_threads()
+    >>> with scoped_threads(1):
+    ...     torch.get_num_threads()
+    1
+    >>> torch.get_num_threads() == before
+    True
+    """
+    if threads is None:
+        yield
+        return
+    import torch
+
+    previous = torch.get_num_threads()
+    if previous != threads:
+        torch.set_num_threads(threads)
+    try:
+        yield
+    finally:
+        if torch.get_num_threads() != previous:
+            torch.set_num_threads(previous)
+
+
+def restores_global_rng(fn: Callable) -> Callable:
+    """Decorate a function that seeds torch's global RNG (e.g. to build random weights) so that the
+    caller's global RNG state is the same after the call as before it.
+
+    >>> import torch
+    >>> @restores_global_rng
+    ... def noisy():
+    ...     torch.manual_seed(0)
+    ...     return torch.rand(1)
+    >>> state = torch.get_rng_state(); _ = noisy(); torch.equal(state, torch.get_rng_state())
+    True
+    """
+
+    @functools.wraps(fn)
+    def run(*args: Any, **kwargs: Any) -> Any:
+        import torch
+
+        with torch.random.fork_rng(devices=[]):
+            return fn(*args, **kwargs)
+
+    return run
+
+
+def seeded_generator(seed: int | None, device: str = "cpu") -> Any:
+    """A fresh ``torch.Generator`` seeded with ``seed`` (None: None, i.e. torch's default generator).
+
+    >>> g = seeded_generator(3)
+    >>> import torch
+    >>> torch.rand(2, generator=g).tolist() == torch.rand(2, generator=seeded_generator(3)).tolist()
+    True
+    """
+    if seed is None:
+        return None
+    import torch
+
+    return torch.Generator(device=device).manual_seed(int(seed))
 
 
 def quiet_transformers_loading() -> None:

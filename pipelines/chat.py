@@ -3,38 +3,30 @@
 >>> import tempfile, mm, mm.testing
 >>> chat = mm.pipeline("chat", model=mm.testing.make_tiny_lfm2(tempfile.mkdtemp()), dtype="float32")
 >>> result = chat("Hello", max_new_tokens=5)
->>> isinstance(result.text, str) and result.num_tokens <= 5
-True
+>>> isinstance(result.text, str), len(result.token_ids) <= 5, result.stop_reason in ("eos", "max_new_tokens")
+(True, True, True)
+>>> sorted(result.usage)
+['generated_tokens', 'prompt_tokens']
 """
 
 from __future__ import annotations
 
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
-from mm.backbone import Backbone, GenerationSettings, check_engine
+from mm import options as opts
+from mm.backbone import REPETITION_PENALTY, Backbone, GenerationSettings, check_engine
 from mm.base import Pipeline
 from mm.errors import InvalidInputError
+from mm.results import GenerationResult
 
 ROLES = ("system", "user", "assistant", "tool")
 
-
 @dataclass
-class ChatResult:
-    """One generated reply."""
-
-    text: str
-    token_ids: list[int]
-    timings: dict[str, float] = field(default_factory=dict)
-
-    @property
-    def num_tokens(self) -> int:
-        return len(self.token_ids)
-
-    def __str__(self) -> str:
-        return self.text
+class ChatResult(GenerationResult):
+    """One generated reply (``usage``: ``prompt_tokens``, ``generated_tokens``)."""
 
 
 class ChatPipeline(Pipeline):
@@ -46,16 +38,15 @@ class ChatPipeline(Pipeline):
 
     task = "chat"
     init_options = {"quantize": None, "threads": None, "batch_size": 8, "engine": "auto"}
-    call_options = {
-        "max_new_tokens": 256, "do_sample": False, "temperature": None, "top_k": None, "top_p": None,
-        "repetition_penalty": None, "stop": (), "seed": None, "system_prompt": None,
-    }
+    call_options = opts.options(opts.GENERATION_OPTIONS, (REPETITION_PENALTY, opts.SYSTEM_PROMPT))
 
     def setup(self, quantize=None, threads=None, batch_size=8, engine="auto") -> None:
-        self.batch_size = int(batch_size)
+        self.batch_size = opts.positive_int(batch_size, "batch_size")
         self.engine = check_engine(engine)  # "auto" (mm's fast decode loop where it applies), "fast", "transformers"
-        self.backbone = Backbone.load(self.model_id, device=self.device, dtype=self.dtype, quantize=quantize,
-                                      threads=threads)
+        self.backbone = Backbone.load(self.model_id, device=self.device, dtype=self.dtype, quantize=quantize)
+
+    def check_call(self, options: dict[str, Any]) -> None:
+        opts.check_sampling(options)
 
     def is_batch(self, inputs: Any) -> bool:
         if isinstance(inputs, str):
@@ -64,7 +55,7 @@ class ChatPipeline(Pipeline):
             return False  # one conversation
         return isinstance(inputs, list | tuple)
 
-    def preprocess(self, item: Any, system_prompt: str | None = None, **_: Any) -> list[dict[str, Any]]:
+    def preprocess(self, item: Any, system_prompt: str | None = None) -> list[dict[str, Any]]:
         if isinstance(item, str):
             if not item.strip():
                 raise InvalidInputError("the message is empty; pass some text")
@@ -83,20 +74,23 @@ class ChatPipeline(Pipeline):
             messages.insert(0, {"role": "system", "content": system_prompt})
         return messages
 
-    @staticmethod
-    def _settings(options: dict[str, Any]) -> GenerationSettings:
-        names = GenerationSettings.__dataclass_fields__
-        return GenerationSettings(**{k: v for k, v in options.items() if k in names}).validate()
-
     def _forward(self, batch: list[list[dict]], **options: Any) -> list[ChatResult]:
-        settings = self._settings(options)
+        settings = GenerationSettings.from_options(options)
         t0 = time.perf_counter()
         inputs = self.backbone.encode_chat(batch)
-        rows = self.backbone.generate(inputs, settings, engine=self.engine)
-        elapsed = time.perf_counter() - t0
-        return [ChatResult(self.backbone.decode(ids, settings.stop), ids, {"generate_s": elapsed}) for ids in rows]
+        t1 = time.perf_counter()
+        rows = self.backbone.generate_rows(inputs, settings, engine=self.engine)
+        t2 = time.perf_counter()
+        prompt_tokens = inputs["attention_mask"].sum(1).tolist()
+        results = []
+        for row, n_prompt in zip(rows, prompt_tokens, strict=True):
+            text, reason = self.backbone.finish(row, settings)
+            usage = {"prompt_tokens": n_prompt, "generated_tokens": len(row.token_ids)}
+            results.append(ChatResult(text, row.token_ids, reason, usage,
+                                      {"tokenize_s": t1 - t0, "generate_s": t2 - t1}))
+        return results
 
     def _stream(self, item: Any, **options: Any) -> Iterator[str]:
-        settings = self._settings(options)
-        inputs = self.backbone.encode_chat([self.preprocess(item, **options)])
+        settings = GenerationSettings.from_options(self.stage_options(options, "forward"))
+        inputs = self.backbone.encode_chat([self.preprocess(item, **self.stage_options(options, "preprocess"))])
         yield from self.backbone.stream(inputs, settings, engine=self.engine)

@@ -6,14 +6,16 @@ the text of the best-matching passage and the document's metadata; chunks of a l
 are merged back into one hit per document.
 
 >>> import tempfile, pathlib, mm
->>> from mm.pipelines.indexer import build_index
+>>> from mm.index import build_job
 >>> src = pathlib.Path(tempfile.mkdtemp()) / "c.jsonl"
 >>> _ = src.write_text('{"_id": "fr", "text": "La tour Eiffel est à Paris.", "lang": "fr"}\\n'
 ...                    '{"_id": "de", "text": "Der Kölner Dom steht in Köln.", "lang": "de"}\\n')
->>> path = build_index(src, pathlib.Path(tempfile.mkdtemp()) / "idx", model="minilm").index
+>>> path = pathlib.Path(tempfile.mkdtemp()) / "idx"
+>>> _ = build_job(src, path, encoder="minilm", progress=False)
 >>> search = mm.pipeline("search", index=path)
->>> search("Eiffel Tower", k=1)[0].id
-'fr'
+>>> hits = search("Eiffel Tower", k=1)
+>>> hits[0].id, sorted(hits.timings)
+('fr', ['encode_s', 'search_s'])
 >>> [h.id for h in search("cathedral", k=2, filters={"lang": "de"})]
 ['de']
 """
@@ -24,8 +26,10 @@ import logging
 from dataclasses import dataclass, field
 from typing import Any
 
+from mm import options as opts
 from mm.base import Pipeline
 from mm.errors import InvalidInputError, UnsupportedOptionError
+from mm.results import SearchResults
 
 log = logging.getLogger(__name__)
 
@@ -62,13 +66,22 @@ class SearchPipeline(Pipeline):
 
     task = "search"
     init_options = {"index": None, "threads": None, "batch_size": 32}
-    call_options = {"k": 10, "filters": None, "exact": False, "hybrid": False, "alpha": 0.5, "fusion": "rrf",
-                    "nprobe": None, "ncandidates": None}
+    call_options = (
+        opts.Option("k", 10, "forward", opts.positive_int, "hits per query"),
+        opts.Option("filters", None, "forward", None, "metadata filter (see mm.index.filters)"),
+        opts.Option("exact", False, "forward", opts.boolean, "exhaustive scoring instead of candidates"),
+        opts.Option("hybrid", False, "forward", opts.boolean, "fuse BM25 on the query text"),
+        opts.Option("alpha", 0.5, "forward", opts.fraction, "hybrid weight of the dense score"),
+        opts.Option("fusion", "rrf", "forward", None, "hybrid fusion method"),
+        opts.Option("nprobe", None, "forward", opts.optional(opts.positive_int), "multi-vector: centroids probed"),
+        opts.Option("ncandidates", None, "forward", opts.optional(opts.positive_int),
+                    "multi-vector: candidates scored exactly"),
+    )
 
     def setup(self, index=None, threads=None, batch_size=32) -> None:
         from mm.encoders.loader import load_encoder, load_encoder_for_index
         from mm.index import open_index
-        from mm.pipelines.indexer import check_encoder_matches
+        from mm.index.writer import check_encoder_matches
 
         if index is None:
             raise InvalidInputError("the search pipeline needs an index: mm.pipeline('search', index='path/to/index')"
@@ -102,23 +115,24 @@ class SearchPipeline(Pipeline):
         return item
 
     def resolve_call_options(self, options: dict[str, Any]) -> dict[str, Any]:
-        opts = super().resolve_call_options(options)
-        k = opts["k"]
-        if isinstance(k, bool) or not isinstance(k, int) or k <= 0:
-            raise InvalidInputError(f"k must be a positive integer, got {k!r}")
-        extra = {name: opts[name] for name in ("nprobe", "ncandidates") if opts[name] is not None}
+        resolved = super().resolve_call_options(options)
+        extra = {name: resolved[name] for name in ("nprobe", "ncandidates") if resolved[name] is not None}
         if extra and self.index.kind != "multivector":
             raise UnsupportedOptionError(f"{', '.join(extra)} only apply to multi-vector indexes; this index is "
                                          f"{self.index.kind}")
-        if not opts["hybrid"] and (options.get("alpha") is not None or options.get("fusion") is not None):
+        if not resolved["hybrid"] and (options.get("alpha") is not None or options.get("fusion") is not None):
             raise UnsupportedOptionError("alpha and fusion only apply with hybrid=True")
-        return opts
+        return resolved
 
     def _forward(self, batch: list[str], k=10, filters=None, exact=False, hybrid=False, alpha=0.5, fusion="rrf",
-                 nprobe=None, ncandidates=None) -> list[list[SearchHit]]:
+                 nprobe=None, ncandidates=None) -> list[SearchResults]:
+        import time
+
+        t0 = time.perf_counter()
         self._warn_truncation(batch)
         vectors = self.encoder.encode_queries(batch)
         queries = list(vectors)
+        t1 = time.perf_counter()
         extra = {name: value for name, value in (("nprobe", nprobe), ("ncandidates", ncandidates))
                  if value is not None}
         total = max(len(self.index), 1)
@@ -136,7 +150,8 @@ class SearchPipeline(Pipeline):
                 if len(results[i]) < k and len(hits) >= depth and depth < total:
                     again.append(i)
             todo, depth = again, min(total, depth * 4)
-        return results  # type: ignore[return-value]
+        timings = {"encode_s": t1 - t0, "search_s": time.perf_counter() - t1}
+        return [SearchResults(hits or [], timings) for hits in results]
 
     def _warn_truncation(self, batch: list[str]) -> None:
         limit = getattr(getattr(self.encoder, "settings", None), "query_length", None)
@@ -154,7 +169,7 @@ class SearchPipeline(Pipeline):
 
 def _merge_chunks(hits, k: int) -> list[SearchHit]:
     """One hit per document (its best chunk), best first, at most ``k``."""
-    from mm.pipelines.indexer import CHUNK_KEY, DOC_KEY
+    from mm.encoders.chunking import CHUNK_KEY, DOC_KEY, SOURCE_KEY
 
     merged: list[SearchHit] = []
     seen: set[str] = set()
@@ -162,6 +177,7 @@ def _merge_chunks(hits, k: int) -> list[SearchHit]:
         meta = dict(hit.metadata)
         doc_id = meta.pop(DOC_KEY, hit.id)
         chunk = meta.pop(CHUNK_KEY, None)
+        meta.pop(SOURCE_KEY, None)
         if doc_id in seen:
             continue
         seen.add(doc_id)

@@ -6,6 +6,8 @@
 >>> result = vqa(image, "What is this?", max_new_tokens=4)
 >>> result.image_tokens, vqa(image, "What is this?", image_tokens="fast", max_new_tokens=4).image_tokens
 ([256], [64])
+>>> result.answer == result.text, result.usage["image_tokens"]
+(True, 256)
 >>> [r.image_tokens for r in vqa([(image, "Q1"), (np.zeros((64, 64, 3), np.uint8), "Q2")], max_new_tokens=2)]
 [[256], [64]]
 """
@@ -16,45 +18,54 @@ import logging
 import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
-from mm.encoders.vision import ImagePreprocessor, VisionInputs
+from mm.encoders.vision import VisionInputs
 from mm.encoders.vision_budget import PRESETS, resolve_budget
 from mm.encoders.vision_config import VisionSettings
 from mm.encoders.vision_geometry import marker_tokens
 
-from mm import hub, runtime
-from mm.backbone import Backbone, GenerationSettings, check_engine, check_quantize, quantize_int8
+from mm import options as opts
+from mm.backbone import REPETITION_PENALTY, GenerationSettings, check_engine
 from mm.base import Pipeline
 from mm.errors import CheckpointError, InvalidInputError, choices_text
 from mm.media.image import DEFAULT_MAX_PIXELS, load_image
+from mm.models.lfm2_vl import IMAGE_TOKEN, load_lfm2_vl
+from mm.results import GenerationResult
 
 log = logging.getLogger(__name__)
 
 ROLES = ("system", "user", "assistant")
-IMAGE_TOKEN = "<image>"
-_GENERATION_KEYS = tuple(GenerationSettings.__dataclass_fields__)
 _BUDGET_KEYS = ("image_tokens", "min_image_tokens", "max_image_tokens", "tiling", "max_tiles", "thumbnail")
+
+#: the image-token budget options (preprocess stage; see :mod:`mm.encoders.vision_budget`)
+BUDGET_OPTIONS = (
+    opts.Option("image_tokens", "balanced", "preprocess", opts.one_of(*PRESETS),
+                "image-token budget preset: " + ", ".join(PRESETS)),
+    opts.Option("min_image_tokens", None, "preprocess", opts.optional(opts.positive_int),
+                "fewest image tokens per image"),
+    opts.Option("max_image_tokens", None, "preprocess", opts.optional(opts.positive_int),
+                "most image tokens per image (tile)"),
+    opts.Option("tiling", None, "preprocess", opts.optional(opts.boolean), "split large images into tiles"),
+    opts.Option("max_tiles", None, "preprocess", opts.optional(opts.positive_int), "most tiles per image"),
+    opts.Option("thumbnail", None, "preprocess", opts.optional(opts.boolean),
+                "add a whole-image thumbnail to tiled images"),
+)
 
 
 @dataclass
-class VQAResult:
-    """One answer, what its images cost, and where the time went."""
+class VQAResult(GenerationResult):
+    """One answer, what its images cost (``image_tokens`` per image), and where the time went.
 
-    answer: str
-    image_tokens: list[int]
-    token_ids: list[int] = field(repr=False)
-    prompt_tokens: int = 0
-    timings: dict[str, float] = field(default_factory=dict)
+    ``usage``: ``prompt_tokens`` (image tokens included), ``generated_tokens``, ``image_tokens`` (total).
+    """
+
+    image_tokens: list[int] = field(default_factory=list)
 
     @property
-    def num_tokens(self) -> int:
-        """Generated tokens."""
-        return len(self.token_ids)
-
-    def __str__(self) -> str:
-        return self.answer
+    def answer(self) -> str:
+        """The answer text (an alias of ``text``)."""
+        return self.text
 
 
 @dataclass
@@ -64,102 +75,6 @@ class _Prepared:
     messages: list[dict[str, Any]]
     vision: VisionInputs
     load_s: float
-
-
-class VisionLanguageModel(Backbone):
-    """An ``Lfm2VlForConditionalGeneration`` + tokenizer + the checkpoint's image preprocessing."""
-
-    preprocessor: ImagePreprocessor
-
-    @classmethod
-    def load(cls, model: str | Path, *, device: str = "auto", dtype: Any = "auto", quantize: str | None = None,
-             threads: int | None = None) -> VisionLanguageModel:
-        """Resolve ``model`` and load it once per (path, device, dtype, quantize).
-
-        ``quantize="int8"``: dynamic int8 for the language model's linear layers and its LM head (fp32
-        activations, needs ``dtype="float32"``); the vision tower and projector stay in float.
-        """
-        runtime.configure_torch(threads)
-        path = hub.resolve_model(model)
-        device = runtime.resolve_device(device)
-        torch_dtype = runtime.resolve_dtype(dtype, device)
-        check_quantize(quantize, torch_dtype)
-        key = ("lfm2-vl", str(path), device, str(torch_dtype), quantize)
-        return runtime.cached_model(key, lambda: cls._load_vl(path, device, torch_dtype, quantize))
-
-    @classmethod
-    def _load_vl(cls, path: Path, device: str, dtype: Any, quantize: str | None = None) -> VisionLanguageModel:
-        import torch
-        from transformers import AutoModelForImageTextToText, AutoTokenizer
-
-        preprocessor = ImagePreprocessor.from_pretrained(path)
-        try:
-            tokenizer = AutoTokenizer.from_pretrained(str(path))
-            model = AutoModelForImageTextToText.from_pretrained(str(path), dtype=dtype)
-        except (OSError, ValueError, KeyError) as exc:
-            raise CheckpointError(f"could not load an LFM2-VL model from {str(path)!r}: {exc}") from exc
-        if not hasattr(model, "model") or not hasattr(model.model, "get_image_features"):
-            raise CheckpointError(f"{str(path)!r} is not a vision-language checkpoint ({type(model).__name__})")
-        model = model.to(device).eval()
-        if tokenizer.pad_token_id is None:
-            tokenizer.pad_token = tokenizer.eos_token
-        vocab = tokenizer.get_vocab()
-        image_id = vocab.get(IMAGE_TOKEN)
-        if image_id is not None and getattr(model.config, "image_token_index", None) == image_id:
-            model.config.image_token_id = image_id  # older configs spell it image_token_index
-        if image_id is None or image_id != model.config.image_token_id:
-            raise CheckpointError(f"the tokenizer's {IMAGE_TOKEN} id ({image_id}) does not match the model's "
-                                  f"image_token_id ({model.config.image_token_id})")
-        if getattr(tokenizer, "chat_template", None) is None:
-            raise CheckpointError(f"the tokenizer in {str(path)!r} has no chat template")
-        if quantize == "int8":
-            model.model.language_model = quantize_int8(model.model.language_model)
-            model.lm_head = quantize_int8(torch.nn.Sequential(model.lm_head))[0]  # the root module is not swapped
-        self = cls(model, tokenizer, path, device, dtype, quantize)
-        self.preprocessor = preprocessor
-        self.special_vocab = {tok for tok in vocab if tok.startswith("<|") or tok == IMAGE_TOKEN}
-        log.info("loaded LFM2-VL %s on %s as %s", path, device, dtype)
-        return self
-
-    def _fast_target(self) -> tuple[Any, Any] | None:
-        """The LFM2 language model inside LFM2-VL and its LM head, for mm's fast decode loop."""
-        from mm import fast_decode
-
-        language = getattr(getattr(self.model, "model", None), "language_model", None)
-        if fast_decode.supports_backbone(language) and hasattr(self.model, "lm_head"):
-            return language, self.model.lm_head
-        return None
-
-    def _fast_inputs_embeds(self, inputs: dict) -> Any:
-        """Token embeddings with the image features in the ``<image>`` positions, as LFM2-VL's forward merges them."""
-        import torch
-
-        with torch.inference_mode():
-            embeds = self.model.get_input_embeddings()(inputs["input_ids"])
-            encoded = (inputs.get("mm_encoder_outputs") or {}).get("image")
-            if encoded is None:
-                return embeds
-            features = torch.cat(list(encoded.pooler_output), dim=0).to(embeds.dtype)
-            mask = self.model.model.get_placeholder_mask(inputs["input_ids"], embeds, features)
-            return embeds.masked_scatter(mask, features)
-
-    def image_features(self, vision: VisionInputs) -> Any:
-        """Run the vision tower + projector on all tiles; padding beyond the longest tile is cut first.
-
-        Padded patch rows are masked out in the vision tower, so cutting them changes no valid output
-        (up to float summation order) and saves their compute.
-        """
-        import torch
-
-        longest = int(vision.pixel_attention_mask.sum(1).max())
-        dtype = self.model.dtype
-        with torch.inference_mode():
-            return self.model.model.get_image_features(
-                pixel_values=vision.pixel_values[:, :longest].to(self.device, dtype),
-                spatial_shapes=vision.spatial_shapes.to(self.device),
-                pixel_attention_mask=vision.pixel_attention_mask[:, :longest].to(self.device),
-                return_dict=True,
-            )
 
 
 class VQAPipeline(Pipeline):
@@ -174,26 +89,18 @@ class VQAPipeline(Pipeline):
     """
 
     task = "vqa"
-    init_options = {"threads": None, "batch_size": 8, "max_pixels": DEFAULT_MAX_PIXELS, "image_tokens": "balanced",
-                    "engine": "auto", "quantize": None}
-    call_options = {
-        "max_new_tokens": 256, "do_sample": False, "temperature": None, "top_k": None, "top_p": None,
-        "repetition_penalty": None, "stop": (), "seed": None, "system_prompt": None,
-        "image_tokens": "balanced", "min_image_tokens": None, "max_image_tokens": None, "tiling": None,
-        "max_tiles": None, "thumbnail": None,
-    }
+    init_options = {"threads": None, "batch_size": 8, "max_pixels": DEFAULT_MAX_PIXELS, "engine": "auto",
+                    "quantize": None}
+    call_options = opts.options(opts.GENERATION_OPTIONS, (REPETITION_PENALTY, opts.SYSTEM_PROMPT), BUDGET_OPTIONS)
 
-    def setup(self, threads=None, batch_size=8, max_pixels=DEFAULT_MAX_PIXELS, image_tokens="balanced",
-              engine="auto", quantize=None) -> None:
-        if image_tokens not in PRESETS:
-            raise InvalidInputError(f"image_tokens must be one of {choices_text(PRESETS)}, got {image_tokens!r}")
-        if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
-            raise InvalidInputError(f"batch_size must be a positive integer, got {batch_size!r}")
-        self.batch_size = batch_size
+    def setup(self, threads=None, batch_size=8, max_pixels=DEFAULT_MAX_PIXELS, engine="auto", quantize=None) -> None:
+        self.batch_size = opts.positive_int(batch_size, "batch_size")
         self.max_pixels = max_pixels
         self.engine = check_engine(engine)  # "auto" (mm's fast decode loop where it applies), "fast", "transformers"
-        self.vl = VisionLanguageModel.load(self.model_id, device=self.device, dtype=self.dtype, quantize=quantize,
-                                           threads=threads)
+        self.vl = load_lfm2_vl(self.model_id, device=self.device, dtype=self.dtype, quantize=quantize)
+
+    def check_call(self, options: dict[str, Any]) -> None:
+        opts.check_sampling(options)
 
     @property
     def vision_settings(self) -> VisionSettings:
@@ -287,9 +194,8 @@ class VQAPipeline(Pipeline):
             messages.insert(0, {"role": "system", "content": system_prompt})
         return messages, images
 
-    def preprocess(self, item: Any, system_prompt: str | None = None, **options: Any) -> _Prepared:
-        self._settings(options)  # reject bad generation settings before any image work
-        settings = self.budget(**options)
+    def preprocess(self, item: Any, system_prompt: str | None = None, **budget: Any) -> _Prepared:
+        settings = self.budget(**budget)
         messages, sources = self._conversation(item, system_prompt)
         t0 = time.perf_counter()
         images = [load_image(source, max_pixels=self.max_pixels) for source in sources]
@@ -335,33 +241,32 @@ class VQAPipeline(Pipeline):
         inputs["mm_encoder_outputs"] = {"image": self.vl.image_features(vision)}
         return inputs, vision, time.perf_counter() - t0
 
-    @staticmethod
-    def _settings(options: dict[str, Any]) -> GenerationSettings:
-        return GenerationSettings(**{k: v for k, v in options.items() if k in _GENERATION_KEYS}).validate()
-
     def _forward(self, batch: list[_Prepared], **options: Any) -> list[VQAResult]:
-        settings = self._settings(options)
+        settings = GenerationSettings.from_options(options)
         t0 = time.perf_counter()
         inputs, _, vision_s = self._inputs(batch)
         t1 = time.perf_counter()
-        rows = self.vl.generate(inputs, settings, engine=self.engine)
+        rows = self.vl.generate_rows(inputs, settings, engine=self.engine)
         t2 = time.perf_counter()
         prompt_tokens = inputs["attention_mask"].sum(1).tolist()
         results = []
-        for prepared, ids, n_prompt in zip(batch, rows, prompt_tokens, strict=True):
+        for prepared, row, n_prompt in zip(batch, rows, prompt_tokens, strict=True):
+            text, reason = self.vl.finish(row, settings)
             timings = {"load_preprocess_s": prepared.load_s, "tokenize_s": t1 - t0 - vision_s, "vision_s": vision_s,
-                       "generate_s": t2 - t1, "batch_size": float(len(batch))}
-            results.append(VQAResult(self.vl.decode(ids, settings.stop), prepared.vision.num_image_tokens, ids,
-                                     int(n_prompt), timings))
+                       "generate_s": t2 - t1}
+            image_tokens = prepared.vision.num_image_tokens
+            usage = {"prompt_tokens": n_prompt, "generated_tokens": len(row.token_ids),
+                     "image_tokens": sum(image_tokens)}
+            results.append(VQAResult(text, row.token_ids, reason, usage, timings, image_tokens))
         return results
 
-    def postprocess(self, output: VQAResult, **options: Any) -> VQAResult:
-        output.timings["total_s"] = sum(v for k, v in output.timings.items() if k.endswith("_s"))
+    def postprocess(self, output: VQAResult) -> VQAResult:
+        output.timings["total_s"] = sum(output.timings.values())
         return output
 
     def _stream(self, item: Any, **options: Any) -> Iterator[str]:
-        settings = self._settings(options)
-        inputs, _, _ = self._inputs([self.preprocess(item, **options)])
+        settings = GenerationSettings.from_options(self.stage_options(options, "forward"))
+        inputs, _, _ = self._inputs([self.preprocess(item, **self.stage_options(options, "preprocess"))])
         yield from self.vl.stream(inputs, settings, engine=self.engine)
 
 

@@ -1,4 +1,4 @@
-"""Regenerate the README screenshots of the demo apps (tiny random checkpoints, headless Chromium).
+"""Regenerate the screenshots of the demo apps in docs/apps.md (tiny random checkpoints, headless Chromium).
 
     python docs/screenshots/make_screenshots.py
 

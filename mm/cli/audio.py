@@ -18,9 +18,9 @@ TempOpt = Annotated[float, typer.Option(min=0.0, help="sampling temperature for 
 AudioTempOpt = Annotated[float, typer.Option(min=0.0, help="sampling temperature for audio; 0 = greedy")]
 
 
-def _sampling(text_temperature: float, audio_temperature: float | None, seed: int | None) -> dict:
+def _sampling(temperature: float, audio_temperature: float | None, seed: int | None) -> dict:
     options: dict = {}
-    knobs = {"text_temperature": text_temperature}
+    knobs = {"temperature": temperature}
     if audio_temperature is not None:
         knobs["audio_temperature"] = audio_temperature
     sampled = {k: v for k, v in knobs.items() if v > 0}
@@ -75,7 +75,9 @@ def s2s(
 ) -> None:
     """Answer spoken input with text and speech (LFM2-Audio speech-to-speech)."""
     import mm
+    from mm.runtime import configure_torch
 
+    configure_torch()  # the CLI owns the process: MM_NUM_THREADS or all cores
     pipe = mm.pipeline("speech-to-speech", model=model, dtype=dtype, quantize=quantize, mode=mode)
     options = {"max_new_tokens": max_new_tokens, "system_prompt": system,
                **_sampling(temperature, audio_temperature, seed)}
@@ -92,7 +94,9 @@ def asr(
 ) -> None:
     """Transcribe speech to text (LFM2-Audio ASR)."""
     import mm
+    from mm.runtime import configure_torch
 
+    configure_torch()  # the CLI owns the process: MM_NUM_THREADS or all cores
     pipe = mm.pipeline("asr", model=model, dtype=dtype, quantize=quantize)
     typer.echo(pipe(str(audio), max_new_tokens=max_new_tokens).text)
 
@@ -112,7 +116,9 @@ def tts(
 ) -> None:
     """Synthesise speech from text (LFM2-Audio TTS)."""
     import mm
+    from mm.runtime import configure_torch
 
+    configure_torch()  # the CLI owns the process: MM_NUM_THREADS or all cores
     pipe = mm.pipeline("tts", model=model, dtype=dtype, quantize=quantize)
     options = {"max_new_tokens": max_new_tokens, "voice": voice, **_sampling(0.0, audio_temperature, seed)}
     _speak(pipe, text, options, output, stream)

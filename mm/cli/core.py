@@ -83,7 +83,9 @@ def chat(
 ) -> None:
     """Chat with an LFM2 model (one prompt, or interactive when PROMPT is omitted)."""
     import mm
+    from mm.runtime import configure_torch
 
+    configure_torch()  # the CLI owns the process: MM_NUM_THREADS or all cores
     pipe = mm.pipeline("chat", model=model, dtype=dtype, quantize=quantize)
     options = {"max_new_tokens": max_new_tokens, "do_sample": temperature > 0}
     if temperature > 0:
@@ -129,15 +131,18 @@ def demo(
     from pathlib import Path
 
     import mm
-    from mm.pipelines.indexer import build_index
+    from mm.index import build_job
     from mm.runtime import quiet_transformers_loading
 
     quiet_transformers_loading()
     t0 = time.perf_counter()
     corpus = Path(mm.__file__).resolve().parent / "data" / "sample_corpus.jsonl"
     with tempfile.TemporaryDirectory(prefix="mm-demo-") as tmp:
-        report = build_index(corpus, Path(tmp) / "index", model="minilm", progress=True)
-        typer.echo(f"indexed {report.documents} XQuAD passages in 12 languages (CC BY-SA 4.0) with the "
+        from mm.runtime import configure_torch
+
+        configure_torch()  # the CLI owns the process: MM_NUM_THREADS or all cores
+        report = build_job(corpus, Path(tmp) / "index", encoder="minilm", workers=1)
+        typer.echo(f"indexed {report.docs_encoded} XQuAD passages in 12 languages (CC BY-SA 4.0) with the "
                    f"offline MiniLM model in {report.seconds:.1f} s")
         search = mm.pipeline("search", index=str(Path(tmp) / "index"))
         queries = query or DEMO_QUERIES

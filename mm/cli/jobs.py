@@ -1,8 +1,7 @@
-"""The job side of ``mm index build``: run :func:`mm.index.build_job` and print its summary.
+"""The job side of ``mm index build/add/sync``: run the indexing job and print its summary.
 
-``mm index build`` (in :mod:`mm.cli.search`) takes the corpus/model options shared with the other
-``mm index`` commands and the job options (``--engine``, ``--ray-address``, ``--workers``,
-``--resume``, ``--dry-run``, ``--prune``), and hands everything to :func:`run_build`.
+``mm index build``, ``add`` and ``sync`` (in :mod:`mm.cli.search`) turn their options into one
+:class:`mm.index.IndexOptions` and hand it to :func:`run_job`.
 """
 
 from __future__ import annotations
@@ -14,29 +13,38 @@ from typing import Any
 import typer
 
 
-def run_build(source: Path, index: Path, *, as_json: bool = False, progress: bool = True, **options: Any) -> None:
-    """Run the indexing job and print the summary (a table, or JSON with ``as_json``)."""
+def run_job(verb: str, source: Path, index: Path, options: Any, as_json: bool) -> None:
+    """Run :func:`mm.index.build_job` and print the summary (a table, or JSON with ``as_json``)."""
     from mm.index.jobs import build_job
 
-    report = build_job(source, index, progress=progress and not as_json, **options)
+    report = build_job(source, index, options)
     if as_json:
         typer.echo(json.dumps(report.to_dict(), indent=2, default=str))
         return
-    print_summary(report, index)
+    print_summary(report, index, verb)
 
 
-def print_summary(report: Any, index: Path) -> None:
+def headline(report: Any, index: Path, verb: str) -> str:
+    """The first line of the summary."""
+    skipped = f", {report.skipped} malformed record(s) skipped" if report.skipped else ""
+    if report.dry_run:
+        return (f"dry run: would encode {report.docs_encoded} documents ({report.chunks} chunks, "
+                f"{report.tokens} tokens); {report.docs_unchanged} unchanged, {report.docs_deleted} to delete"
+                f"{skipped} -> {index}")
+    if verb == "build":
+        return f"indexed {report.docs_encoded} documents ({report.chunks} chunks) in {report.seconds:.1f} s{skipped} -> {index}"
+    deleted = f", {report.docs_deleted} deleted" if verb == "sync" else ""
+    return (f"{'added' if verb == 'add' else 'synced'}: {report.docs_new} new, {report.docs_changed} changed "
+            f"({report.chunks} chunks encoded), {report.docs_unchanged} unchanged{deleted} in "
+            f"{report.seconds:.1f} s{skipped} -> {index}")
+
+
+def print_summary(report: Any, index: Path, verb: str = "build") -> None:
     """The end-of-job summary: documents, chunks, tokens, time, throughput, index size."""
     from rich.console import Console
     from rich.table import Table
 
-    skipped = f", {report.skipped} malformed record(s) skipped" if report.skipped else ""
-    if report.dry_run:
-        typer.echo(f"dry run: would encode {report.docs_encoded} documents ({report.chunks} chunks, "
-                   f"{report.tokens} tokens); {report.docs_unchanged} unchanged{skipped} -> {index}")
-    else:
-        typer.echo(f"indexed {report.docs_encoded} documents ({report.chunks} chunks) in {report.seconds:.1f} s"
-                   f"{skipped} -> {index}")
+    typer.echo(headline(report, index, verb))
     for where in report.skipped_where[:20]:
         typer.echo(f"  skipped {where}", err=True)
     if len(report.skipped_where) > 20:

@@ -1,4 +1,4 @@
-"""Search commands: ``mm index build/add/delete/info/compact`` and ``mm search``.
+"""Search commands: ``mm index build/add/sync/delete/info/compact`` and ``mm search``.
 
 Heavy imports (torch, sentence-transformers, faiss) stay inside the command functions.
 """
@@ -26,18 +26,17 @@ ModelOpt = Annotated[str | None, typer.Option(
                           "bundled offline MiniLM. Default: LFM2-ColBERT-350M if available, else MiniLM")]
 
 
+SkipBadOpt = Annotated[bool, typer.Option("--skip-bad", help="Log and skip malformed records")]
+BatchDocsOpt = Annotated[int, typer.Option(min=1, help="Documents encoded and committed per batch (the commit "
+                                                       "interval)")]
+ThreadsOpt = Annotated[int | None, typer.Option(min=1, help="torch threads (per worker)")]
+WorkersOpt = Annotated[int | None, typer.Option(min=1, help="encoder processes / Ray actors (default: one per "
+                                                            "core; one in-process worker for small corpora)")]
+JsonOpt = Annotated[bool, typer.Option("--json", help="Print the report as JSON")]
+
+
 def _echo_json(data) -> None:
     typer.echo(json.dumps(data, ensure_ascii=False, indent=2, default=str))
-
-
-def _summary(report, verb: str) -> None:
-    skipped = f", {report.skipped} malformed record(s) skipped" if report.skipped else ""
-    typer.echo(f"{verb} {report.documents} documents ({report.chunks} chunks) in {report.seconds:.1f} s"
-               f"{skipped} -> {report.index}", err=False)
-    for where in report.skipped_where[:20]:
-        typer.echo(f"  skipped {where}", err=True)
-    if len(report.skipped_where) > 20:
-        typer.echo(f"  ... and {len(report.skipped_where) - 20} more", err=True)
 
 
 @index_app.command("build")
@@ -52,56 +51,74 @@ def build(
     codec: Annotated[str, typer.Option(help="multi-vector residual codes: scalar (fast to train) or pq "
                                             "(best recall per byte; use --nbits 4 --codec pq for recall@10 >= 0.98)")
                      ] = "scalar",
-    skip_bad: Annotated[bool, typer.Option("--skip-bad", help="Log and skip malformed records")] = False,
+    skip_bad: SkipBadOpt = False,
     long_docs: Annotated[str, typer.Option(
         "--long-docs", help="Documents longer than the encoder's window: 'chunk' (overlapping windows, mapped "
                             "back to the document) or 'truncate' (the model's own truncation, logged)")] = "chunk",
-    batch_docs: Annotated[int, typer.Option(min=1, help="Documents encoded and committed per batch")] = 1024,
-    threads: Annotated[int | None, typer.Option(min=1, help="torch threads (per worker)")] = None,
+    batch_docs: BatchDocsOpt = 1024,
+    threads: ThreadsOpt = None,
     engine: Annotated[str, typer.Option(help="local (worker processes on this machine) or ray")] = "local",
     ray_address: Annotated[str | None, typer.Option(help="'auto' or HOST:PORT of a running Ray cluster; "
                                                          "default: a private Ray on 127.0.0.1")] = None,
-    workers: Annotated[int | None, typer.Option(min=1, help="encoder processes / Ray actors "
-                                                            "(default: one per core)")] = None,
-    resume: Annotated[bool, typer.Option("--resume", help="Continue a stopped build, or update the index "
-                                                          "incrementally (changed documents only)")] = False,
+    workers: WorkersOpt = None,
+    resume: Annotated[bool, typer.Option("--resume", help="Continue a stopped build, or update the index: "
+                                                          "encode what the index lacks or holds in another "
+                                                          "version")] = False,
     prune: Annotated[bool, typer.Option("--prune", help="With --resume: delete documents no longer in the "
-                                                        "corpus")] = False,
+                                                        "corpus (= mm index sync)")] = False,
     dry_run: Annotated[bool, typer.Option("--dry-run", help="Report what would be done; write nothing")] = False,
-    as_json: Annotated[bool, typer.Option("--json", help="Print the report as JSON")] = False,
+    as_json: JsonOpt = False,
 ) -> None:
     """Build an index from a corpus (a resumable job: local processes or a Ray cluster)."""
-    from mm.cli.jobs import run_build
+    from mm.cli.jobs import run_job
+    from mm.index.jobs import IndexOptions
 
-    if nbits not in (2, 4):
-        raise InvalidInputError(f"--nbits must be 2 or 4, got {nbits}")
     quiet_transformers_loading()
-    if codec not in ("scalar", "pq"):
-        raise InvalidInputError(f"--codec must be 'scalar' or 'pq', got {codec!r}")
-    run_build(source, index, as_json=as_json, encoder=model, kind=kind, nbits=nbits, codec=codec, skip_bad=skip_bad,
-              long_docs=long_docs, segment_docs=batch_docs, threads=threads, engine=engine, ray_address=ray_address,
-              workers=workers, resume=resume, prune=prune, dry_run=dry_run)
+    options = IndexOptions(encoder=model, kind=kind, nbits=nbits, codec=codec, skip_bad=skip_bad,
+                           long_docs=long_docs, segment_docs=batch_docs, threads=threads, engine=engine,
+                           ray_address=ray_address, workers=workers, resume=resume, prune=prune, dry_run=dry_run,
+                           progress=not as_json)
+    run_job("build", source, index, options, as_json)
 
 
 @index_app.command("add")
 def add(
     source: Annotated[Path, typer.Argument(help="Corpus to add (same formats as `mm index build`)")],
     index: IndexOpt,
-    skip_bad: Annotated[bool, typer.Option("--skip-bad", help="Log and skip malformed records")] = False,
-    batch_docs: Annotated[int, typer.Option(min=1, help="Documents encoded and committed per batch")] = 1024,
-    threads: Annotated[int | None, typer.Option(min=1, help="torch threads")] = None,
-    as_json: Annotated[bool, typer.Option("--json", help="Print the report as JSON")] = False,
+    skip_bad: SkipBadOpt = False,
+    batch_docs: BatchDocsOpt = 1024,
+    threads: ThreadsOpt = None,
+    workers: WorkersOpt = None,
+    as_json: JsonOpt = False,
 ) -> None:
-    """Add documents to an index (an id already present is replaced; re-running is safe)."""
-    from mm.pipelines.indexer import add_documents
+    """Add documents to an index: new ones encoded, changed ones replaced, unchanged ones skipped."""
+    from mm.cli.jobs import run_job
+    from mm.index.jobs import IndexOptions
 
     quiet_transformers_loading()
-    report = add_documents(source, index, skip_bad=skip_bad, batch_docs=batch_docs, threads=threads,
-                           progress=not as_json)
-    if as_json:
-        _echo_json({**report.to_dict(), "info": report.info})
-    else:
-        _summary(report, "added")
+    options = IndexOptions(skip_bad=skip_bad, segment_docs=batch_docs, threads=threads, workers=workers,
+                           resume=True, progress=not as_json)
+    run_job("add", source, index, options, as_json)
+
+
+@index_app.command("sync")
+def sync(
+    source: Annotated[Path, typer.Argument(help="The corpus the index must equal (same formats as build)")],
+    index: IndexOpt,
+    skip_bad: SkipBadOpt = False,
+    batch_docs: BatchDocsOpt = 1024,
+    threads: ThreadsOpt = None,
+    workers: WorkersOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Make an index equal to a corpus: add new, re-encode changed, delete what left it (build --resume --prune)."""
+    from mm.cli.jobs import run_job
+    from mm.index.jobs import IndexOptions
+
+    quiet_transformers_loading()
+    options = IndexOptions(skip_bad=skip_bad, segment_docs=batch_docs, threads=threads, workers=workers,
+                           resume=True, prune=True, progress=not as_json)
+    run_job("sync", source, index, options, as_json)
 
 
 @index_app.command("delete")
@@ -111,21 +128,15 @@ def delete(
 ) -> None:
     """Delete documents by id."""
     from mm.index import open_index
-    from mm.pipelines.indexer import ids_of_documents
+    from mm.index.writer import IndexWriter
 
-    idx = open_index(index)
-    stored = ids_of_documents(idx, ids)
-    missing = sorted(set(ids) - {i if i in ids else _doc(i, idx) for i in stored})
-    deleted = idx.delete(stored) if stored else 0
-    typer.echo(f"deleted {len(ids) - len(missing)} document(s) ({deleted} stored entries) from {index}")
+    writer = IndexWriter.for_index(open_index(index))
+    known = writer.known(ids)
+    deleted, entries = writer.delete_documents(ids)
+    typer.echo(f"deleted {deleted} document(s) ({entries} stored entries) from {index}")
+    missing = [i for i in dict.fromkeys(ids) if i not in known]
     if missing:
         typer.echo(f"not in the index: {', '.join(missing[:20])}", err=True)
-
-
-def _doc(stored_id: str, index) -> str:
-    from mm.pipelines.indexer import document_of
-
-    return document_of(stored_id, index)
 
 
 @index_app.command("info")
@@ -206,6 +217,9 @@ def search(
         raise InvalidInputError(f"-k must be a positive integer, got {k}")
     quiet_transformers_loading()
     options = {"k": k, "filters": _parse_filters(filters), "exact": exact, "hybrid": hybrid}
+    from mm.runtime import configure_torch
+
+    configure_torch()  # the CLI owns the process: MM_NUM_THREADS or all cores
     pipe = mm.pipeline("search", model=model, index=str(index), threads=threads)
     if query is not None:
         hits = pipe(query, **options)

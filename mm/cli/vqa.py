@@ -36,7 +36,9 @@ def vqa(
 ) -> None:
     """Answer QUESTION about IMAGE with LFM2-VL (e.g. mm vqa photo.jpg "What is in it?" --budget fast)."""
     import mm
+    from mm.runtime import configure_torch
 
+    configure_torch()  # the CLI owns the process: MM_NUM_THREADS or all cores
     pipe = mm.pipeline("vqa", model=model, dtype=dtype, quantize=quantize)
     options: dict = {"max_new_tokens": max_new_tokens, "image_tokens": budget.value,
                      "do_sample": temperature > 0}
@@ -56,10 +58,11 @@ def vqa(
             typer.echo(f"image tokens: {tokens}", err=True)
         return
     result = pipe(images, question, **options)
-    typer.echo(result.answer)
+    typer.echo(result.text)
     if verbose:
-        timings = ", ".join(f"{k}={v:.3f}" for k, v in result.timings.items() if k.endswith("_s"))
-        typer.echo(f"image tokens: {result.image_tokens}; generated tokens: {result.num_tokens}; {timings}", err=True)
+        timings = ", ".join(f"{k}={v:.3f}" for k, v in result.timings.items())
+        generated = result.usage["generated_tokens"]
+        typer.echo(f"image tokens: {result.image_tokens}; generated tokens: {generated}; {timings}", err=True)
 
 
 def _size(path: str) -> tuple[int, int]:

@@ -81,8 +81,8 @@ def make_tiny_lfm2_audio(directory: str | Path, *, seed: int = 0, vocab_size: in
     import torch
     from safetensors.torch import save_file
 
-    from mm.encoders.lfm2_audio import LFM2AudioConfig, official_state_dict, random_model
     from mm.encoders.mimi import tiny_mimi_config, write_mimi_checkpoint
+    from mm.models.lfm2_audio import LFM2AudioConfig, official_state_dict, random_model
 
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)

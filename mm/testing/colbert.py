@@ -19,6 +19,7 @@ import json
 import string
 from pathlib import Path
 
+from mm.runtime import restores_global_rng
 from mm.testing.tokenizer import LFM2_SPECIAL_TOKENS, save_fast_tokenizer, train_tokenizer
 
 #: the real LFM2-ColBERT-350M architecture (hidden 1024, 16 layers: 10 conv + 6 attention) for benchmarks
@@ -33,6 +34,7 @@ LFM2_COLBERT_350M_CONFIG = dict(
 )
 
 
+@restores_global_rng
 def make_tiny_colbert(directory: str | Path, *, seed: int = 0, vocab_size: int = 600, hidden_size: int = 64,
                       embedding_size: int = 128, query_length: int = 32, document_length: int = 512,
                       query_prefix: str = "[Q] ", document_prefix: str = "[D] ",

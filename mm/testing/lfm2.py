@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from mm.runtime import restores_global_rng
 from mm.testing.tokenizer import LFM2_SPECIAL_TOKENS, save_fast_tokenizer, train_tokenizer
 
 #: LFM2's chat template (ChatML with BOS, an optional system turn and a tool list)
@@ -50,6 +51,7 @@ def tiny_lfm2_config(vocab_size: int = 512, **overrides):
     return Lfm2Config(**settings)
 
 
+@restores_global_rng
 def make_tiny_lfm2(directory: str | Path, *, seed: int = 0, vocab_size: int = 512, dtype: str = "float32",
                    **config_overrides) -> Path:
     """Write a tiny random ``Lfm2ForCausalLM`` checkpoint with tokenizer and chat template; return its path."""

@@ -18,6 +18,7 @@ import json
 from pathlib import Path
 from typing import Any, Literal
 
+from mm.runtime import restores_global_rng
 from mm.testing.lfm2 import tiny_lfm2_config
 from mm.testing.tokenizer import LFM2_SPECIAL_TOKENS, save_fast_tokenizer, train_tokenizer
 
@@ -110,6 +111,7 @@ def save_vl_tokenizer(tokenizer: Any, directory: str | Path) -> None:
     path.write_text(json.dumps(config, indent=2))
 
 
+@restores_global_rng
 def make_tiny_lfm2_vl(directory: str | Path, *, seed: int = 0, vocab_size: int = 512, dtype: str = "float32",
                       processor: dict[str, Any] | None = None,
                       layout: Literal["transformers5", "split"] = "transformers5") -> Path:

@@ -114,16 +114,19 @@ def test_load_audio(tmp_path):
     limits = AppLimits(max_audio_seconds=2.0)
     stereo = np.stack([np.full(8000, 0.5), np.full(8000, -0.1)], axis=1).astype(np.float32)
     sf.write(tmp_path / "st.wav", stereo, 8000)
-    samples, rate = load_audio(str(tmp_path / "st.wav"), limits)
-    assert rate == 8000 and samples.shape == (8000,) and samples.dtype == np.float32
-    assert np.allclose(samples, 0.2, atol=1e-3)
+    clip = load_audio(str(tmp_path / "st.wav"), limits, target_rate=16000)  # mixed to mono, resampled
+    assert clip.sample_rate == 16000 and clip.samples.shape == (16000,) and clip.samples.dtype == np.float32
+    assert np.allclose(clip.samples[2000:-2000], 0.2, atol=1e-3)
 
     sf.write(tmp_path / "long.wav", np.zeros(8000 * 3, np.float32), 8000)
     with pytest.raises(InputTooLargeError, match="3 s long"):
-        load_audio(str(tmp_path / "long.wav"), limits)
+        load_audio(str(tmp_path / "long.wav"), limits, target_rate=16000)
     (tmp_path / "bad.wav").write_bytes(b"RIFF\0\0\0\0WAVE" + b"junk" * 10)
     with pytest.raises(InvalidInputError, match=r"bad\.wav could not be read as audio"):
-        load_audio(str(tmp_path / "bad.wav"), limits)
+        load_audio(str(tmp_path / "bad.wav"), limits, target_rate=16000)
+    sf.write(tmp_path / "quiet.wav", np.zeros(8000, np.float32), 8000)
+    with pytest.raises(InvalidInputError, match=r"quiet\.wav: the audio is silent"):  # as the pipelines say
+        load_audio(str(tmp_path / "quiet.wav"), limits, target_rate=16000)
 
 
 def test_check_text_and_tokens():

@@ -43,7 +43,7 @@ def goldens_json(audio_fixture_dir: Path) -> dict:
 @pytest.fixture(scope="session")
 def bundle(fixture_checkpoint: Path):
     """The golden checkpoint loaded in float32 (shared by the golden and pipeline tests)."""
-    from mm.encoders.lfm2_audio import LFM2Audio
+    from mm.models.lfm2_audio import LFM2Audio
 
     return LFM2Audio.load(fixture_checkpoint, dtype="float32")
 

@@ -6,10 +6,10 @@ import json
 
 import pytest
 import torch
-from mm.encoders.lfm2_audio import load_lfm2_audio, official_state_dict
 from safetensors.torch import load_file, save_file
 
 from mm.errors import CheckpointError
+from mm.models.lfm2_audio import load_lfm2_audio, official_state_dict
 
 
 def rewrite(ckpt, change):

@@ -28,17 +28,20 @@ def test_pipelines_share_one_model(s2s_seq, s2s_inter):
 def test_s2s_reproduces_goldens(request, goldens, input_wav, name, prefix, steps):
     pipe = request.getfixturevalue(f"s2s_{name}")
     result = pipe(str(input_wav), max_new_tokens=steps)
-    assert result.text_token_ids == goldens[f"{prefix}.text_tokens"].tolist()
+    assert result.token_ids == goldens[f"{prefix}.text_tokens"].tolist()
     assert result.audio_codes.tolist() == goldens[f"{prefix}.mimi_codes"].T.tolist()
     assert result.sample_rate == 24000 and result.audio.dtype == np.float32 and result.audio.ndim == 1
     golden_wave = goldens[f"{prefix}.mimi_wave_full"].numpy()
     assert result.audio.shape == golden_wave.shape
     assert float(np.abs(result.audio - golden_wave).max()) < 1e-4  # streamed frame by frame vs official full
-    assert result.stop_reason == ("im_end" if name == "seq" else "max_new_tokens")
+    assert result.stop_reason == ("eos" if name == "seq" else "max_new_tokens")
     assert result.timings["first_audio_s"] > 0
-    assert result.timings["steps"] == len(goldens[f"{prefix}.modality"])  # every yield is one step
+    assert result.usage["generated_tokens"] == len(goldens[f"{prefix}.modality"])  # every yield is one step
+    assert result.usage["text_tokens"] == len(result.token_ids)
+    assert result.usage["audio_input_tokens"] > 0 and result.usage["prompt_tokens"] > result.usage["audio_input_tokens"]
+    assert all(isinstance(v, float) and k.endswith("_s") for k, v in result.timings.items())
     special = {7, 128, 130}
-    visible = [t for t in result.text_token_ids if t not in special]
+    visible = [t for t in result.token_ids if t not in special]
     assert result.text == pipe.bundle.tokenizer.decode(visible, skip_special_tokens=True)
 
 
@@ -58,7 +61,7 @@ def test_stream_matches_call(s2s_inter, goldens, input_wav):
 def test_multi_turn_conversation(s2s_inter, goldens, goldens_json, input_wav):
     conv = s2s_inter.conversation()
     first = s2s_inter(str(input_wav), max_new_tokens=100, conversation=conv)
-    assert first.text_token_ids == goldens["inter.text_tokens"].tolist()
+    assert first.token_ids == goldens["inter.text_tokens"].tolist()
     h = conv.history
     h.add_turn("user", text=goldens_json["turn2"]["user2_text"])  # a text turn, as in the golden recipe
     h.new_turn("assistant")
@@ -81,22 +84,24 @@ def test_conversation_grows(s2s_inter, input_wav):
 
 
 def test_sampling_is_seeded(s2s_inter, input_wav):
-    opts = {"max_new_tokens": 24, "do_sample": True, "text_temperature": 1.2, "audio_temperature": 1.0,
+    opts = {"max_new_tokens": 24, "do_sample": True, "temperature": 1.2, "audio_temperature": 1.0,
             "audio_top_k": 8}
     a = s2s_inter(str(input_wav), seed=1, **opts)
     b = s2s_inter(str(input_wav), seed=1, **opts)
-    assert a.text_token_ids == b.text_token_ids and a.audio_codes.tolist() == b.audio_codes.tolist()
+    assert a.token_ids == b.token_ids and a.audio_codes.tolist() == b.audio_codes.tolist()
     greedy = s2s_inter(str(input_wav), max_new_tokens=24)
     c = s2s_inter(str(input_wav), seed=2, **opts)
-    assert (a.text_token_ids, a.audio_codes.tolist()) != (greedy.text_token_ids, greedy.audio_codes.tolist()) or \
-        (c.text_token_ids, c.audio_codes.tolist()) != (a.text_token_ids, a.audio_codes.tolist())
+    assert (a.token_ids, a.audio_codes.tolist()) != (greedy.token_ids, greedy.audio_codes.tolist()) or \
+        (c.token_ids, c.audio_codes.tolist()) != (a.token_ids, a.audio_codes.tolist())
 
 
 def test_options_are_checked(s2s_inter, input_wav, fixture_checkpoint):
     with pytest.raises(InvalidInputError, match="only apply when sampling"):
         s2s_inter(str(input_wav), audio_temperature=0.7)
-    with pytest.raises(UnsupportedOptionError):
+    with pytest.raises(InvalidInputError, match="only apply when sampling"):
         s2s_inter(str(input_wav), temperature=0.7)
+    with pytest.raises(UnsupportedOptionError):
+        s2s_inter(str(input_wav), text_temperature=0.7)
     with pytest.raises(InvalidInputError, match="max_new_tokens"):
         s2s_inter(str(input_wav), max_new_tokens=0)
     with pytest.raises(InvalidInputError, match="top_k"):
@@ -125,7 +130,7 @@ def test_s2s_bad_input(s2s_inter, tmp_path):
 def test_s2s_batch_and_array(s2s_inter, input_wav, goldens):
     wave = goldens["input_waveform_16k"].numpy()
     results = s2s_inter([str(input_wav), (wave, 16000)], max_new_tokens=12)
-    assert len(results) == 2 and results[0].text_token_ids == results[1].text_token_ids
+    assert len(results) == 2 and results[0].token_ids == results[1].token_ids
     one = s2s_inter(wave, sampling_rate=16000, max_new_tokens=12)
     assert one.audio_codes.tolist() == results[0].audio_codes.tolist()
     assert len(s2s_inter([str(input_wav), str(input_wav)], max_new_tokens=3)) == 2  # a list of paths is a batch
@@ -142,7 +147,7 @@ def test_int8_runs(fixture_checkpoint, input_wav):
 def test_bfloat16_runs(fixture_checkpoint, input_wav):
     pipe = mm.pipeline("s2s", model=fixture_checkpoint, dtype="bfloat16")
     result = pipe(str(input_wav), max_new_tokens=20)
-    assert result.audio.dtype == np.float32 and len(result.text_token_ids) + len(result.audio_codes) <= 20
+    assert result.audio.dtype == np.float32 and len(result.token_ids) + len(result.audio_codes) <= 20
 
 
 # -- ASR / TTS on the factory checkpoint -----------------------------------------------------------
@@ -160,7 +165,7 @@ def tts(tiny_audio):
 
 def test_asr_prompt_and_output(asr, input_wav):
     result = asr(str(input_wav), max_new_tokens=16)
-    assert isinstance(result.text, str) and 0 < len(result.text_token_ids) <= 16
+    assert isinstance(result.text, str) and 0 < len(result.token_ids) <= 16
     assert len(result.segments) == 1 and result.segments[0].start == 0.0
     streamed = "".join(asr.stream(str(input_wav), max_new_tokens=16))
     assert streamed.strip() == result.text
@@ -187,7 +192,7 @@ def test_tts(tts):
     assert len(tts(["One.", "Two."], max_new_tokens=3)) == 2
     assert result.sample_rate == 24000 and result.audio.dtype == np.float32
     assert len(result.audio) == 1920 * len(result.audio_codes)
-    assert result.stop_reason in {"end_of_audio", "im_end", "max_new_tokens"}
+    assert result.stop_reason in {"eos", "max_new_tokens"}
     with pytest.raises(InvalidInputError, match="empty"):
         tts("   ")
     with pytest.raises(InvalidInputError, match="voice"):
@@ -219,8 +224,8 @@ def test_tts_stops_at_end_of_audio(tiny_audio):
     finally:
         model.text_logits = saved
         del head.sample_frame
-    assert result.stop_reason == "end_of_audio"
-    assert result.text_token_ids == [128]
+    assert result.stop_reason == "eos"
+    assert result.token_ids == [128]
     assert len(calls) == 5 and len(result.audio) <= 4 * 1920
 
 
@@ -270,7 +275,7 @@ def test_engine_option(fixture_checkpoint, goldens, input_wav):
     plain = mm.pipeline("s2s", model=fixture_checkpoint, dtype="float32", engine="transformers")
     assert plain.engine == "transformers"
     result = plain(str(input_wav), max_new_tokens=100)
-    assert result.text_token_ids == goldens["inter.text_tokens"].tolist()
+    assert result.token_ids == goldens["inter.text_tokens"].tolist()
     assert result.audio_codes.tolist() == goldens["inter.mimi_codes"].T.tolist()
     with pytest.raises(InvalidInputError, match="engine"):
         mm.pipeline("asr", model=fixture_checkpoint, dtype="float32", engine="warp")

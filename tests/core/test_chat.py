@@ -19,7 +19,9 @@ def chat(tiny_lfm2):
 def test_hello_returns_text(chat):
     result = chat("Hello", max_new_tokens=8)
     assert isinstance(result.text, str) and result.text
-    assert 1 <= result.num_tokens <= 8
+    assert 1 <= len(result.token_ids) == result.usage["generated_tokens"] <= 8
+    assert result.stop_reason in ("eos", "max_new_tokens") and result.usage["prompt_tokens"] > 0
+    assert all(isinstance(v, float) and k.endswith("_s") for k, v in result.timings.items())
 
 
 def test_greedy_matches_plain_transformers(chat, tiny_lfm2):
@@ -89,7 +91,7 @@ def test_generation_settings_neutralise_checkpoint_sampling_defaults():
 def test_int8_quantization_runs_and_reports_tokens(tiny_lfm2):
     q = mm.pipeline("chat", model=tiny_lfm2, dtype="float32", quantize="int8")
     assert "DynamicQuantizedLinear" in repr(q.backbone.model)
-    assert q("Hello", max_new_tokens=5).num_tokens >= 1
+    assert len(q("Hello", max_new_tokens=5).token_ids) >= 1
 
 
 def test_bad_quantize_and_dtype_values(tiny_lfm2):

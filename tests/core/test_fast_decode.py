@@ -19,7 +19,7 @@ PROMPTS = [
 
 @pytest.fixture(scope="module", params=["float32", "bfloat16"])
 def backbone(request, tiny_lfm2) -> Backbone:
-    return Backbone.load(tiny_lfm2, dtype=request.param, threads=1)
+    return Backbone.load(tiny_lfm2, dtype=request.param)
 
 
 def _both(bb: Backbone, inputs: dict, settings: GenerationSettings) -> tuple[list, list]:
@@ -140,8 +140,8 @@ def test_fast_rejects_other_models():
 
 def test_int8_agreement_is_reported(tiny_lfm2, record_property):
     """Dynamic int8 changes the numbers: measure the greedy agreement with fp32 rather than assume it."""
-    ref_bb = Backbone.load(tiny_lfm2, dtype="float32", threads=1)
-    q_bb = Backbone.load(tiny_lfm2, dtype="float32", quantize="int8", threads=1)
+    ref_bb = Backbone.load(tiny_lfm2, dtype="float32")
+    q_bb = Backbone.load(tiny_lfm2, dtype="float32", quantize="int8")
     inputs = ref_bb.encode_chat(PROMPTS)
     settings = GenerationSettings(max_new_tokens=16)
     ref = ref_bb.generate(inputs, settings, engine="fast")

@@ -7,7 +7,7 @@ import random
 from pathlib import Path
 
 import pytest
-from mm.index.job_types import EncoderSpec
+from mm.index.jobs import EncoderSpec
 
 WORDS = [f"w{i}" for i in range(400)] + ["protein", "cell", "gene", "cancer", "brain", "virus"]
 QUERIES = ["protein cell", "gene cancer w1 w2", "brain virus", "w10 w20 w30", "cell gene w5"]

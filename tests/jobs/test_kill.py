@@ -13,9 +13,6 @@ from pathlib import Path
 
 import psutil
 import pytest
-from mm.index.job_state import JobState
-from mm.index.job_types import content_hash
-from mm.index.jobs import STATE_DIR
 
 from tests.jobs.conftest import index_ids, index_meta, write_corpus
 from tests.jobs.test_local import expected_ids
@@ -31,14 +28,13 @@ def start(corpus: Path, index: Path, delay: float, workers: int) -> subprocess.P
 
 
 def committed(index: Path) -> int:
-    path = index / STATE_DIR / "state.sqlite"
-    if not path.exists():
+    """Documents the index holds now (the index is the job's checkpoint)."""
+    from mm.index import open_index
+    from mm.index.writer import IndexWriter
+
+    if not (index / "manifest.json").exists():
         return 0
-    state = JobState(path)
-    try:
-        return state.count()
-    finally:
-        state.close()
+    return IndexWriter.for_index(open_index(index)).totals()[0]
 
 
 def wait_for_progress(proc: subprocess.Popen, index: Path, done: int, timeout: float = 120) -> None:
@@ -49,20 +45,19 @@ def wait_for_progress(proc: subprocess.Popen, index: Path, done: int, timeout: f
 
 
 def check_exactly_once(corpus: Path, index: Path) -> None:
-    from mm.index.job_source import FileSource
+    from mm.index import open_index
+    from mm.index.jobs.source import FileSource
+    from mm.index.writer import IndexWriter
 
     assert index_ids(index) == expected_ids(corpus)  # every chunk of every doc, nothing stale or extra
     meta = index_meta(index)
     owner = {cid: m.get("_doc", cid) for cid, m in meta.items()}
-    hashes = {d.id: content_hash(d) for d in FileSource(corpus)}
+    writer = IndexWriter.for_index(open_index(index))
+    hashes = {d.id: writer.hash(d) for d in FileSource(corpus)}
     assert set(owner.values()) == set(hashes)
-    state = JobState(index / STATE_DIR / "state.sqlite")
-    try:  # the checkpoint holds each document once, with its current content and chunk count
-        assert state.lookup(sorted(hashes)) == {
-            d: (h, sum(1 for o in owner.values() if o == d)) for d, h in hashes.items()}
-        assert state.count() == len(hashes)
-    finally:
-        state.close()
+    # the index holds each document once, with its current content hash on every chunk
+    assert writer.known(sorted(hashes)) == {d: (h, sum(1 for o in owner.values() if o == d)) for d, h in hashes.items()}
+    assert writer.totals()[0] == len(hashes)
 
 
 @pytest.mark.slow

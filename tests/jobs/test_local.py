@@ -5,22 +5,22 @@ from __future__ import annotations
 import json
 
 import pytest
-from mm.index.job_types import Document, chunk_ids
+from mm.encoders.chunking import ChunkPolicy, chunk_ids
 from mm.index.jobs import STATE_DIR, build_job
 
+from mm.corpus import Document
 from mm.errors import IndexLockedError, InvalidInputError
 from tests.jobs.conftest import QUERIES, encoder, index_ids, index_meta, index_target, top_hits, write_corpus
 
 
 def expected_ids(corpus, max_tokens=48):
-    from mm.index.job_encode import Chunking
-    from mm.index.job_source import FileSource
+    from mm.index.jobs.source import FileSource
 
     from mm.testing.hash_encoder import HashEncoder
 
     enc = HashEncoder(dim=16, max_tokens=max_tokens)
-    chunking = Chunking(max_tokens=max_tokens, overlap=max_tokens // 8)  # build_job's default overlap
-    return sorted(cid for d in FileSource(corpus) for cid in chunk_ids(d.id, len(chunking.split(d, enc))))
+    policy = ChunkPolicy().resolve(enc)  # build_job's default window and overlap
+    return sorted(cid for d in FileSource(corpus) for cid in chunk_ids(d.id, len(policy.split(d.text, enc))))
 
 
 def test_single_process_and_worker_processes_build_the_same_index(tmp_path):
@@ -92,7 +92,8 @@ def test_python_iterables_are_sources(tmp_path):
     docs = [Document(f"x{i}", f"text number {i}", metadata={"lang": "en"}) for i in range(10)]
     report = build_job(docs, index_target(tmp_path / "i"), encoder=encoder(), workers=1, progress=False, resume=True)
     assert report.docs_new == 10
-    assert index_meta(tmp_path / "i")["x3"] == {"lang": "en"}
+    meta = index_meta(tmp_path / "i")["x3"]
+    assert meta["lang"] == "en" and set(meta) == {"lang", "_src"}
 
 
 def test_duplicate_ids_and_other_encoders_are_rejected(tmp_path):

@@ -21,7 +21,7 @@ pytestmark = pytest.mark.slow
 @pytest.fixture(scope="module")
 def ray_cluster():
     ray = pytest.importorskip("ray")
-    from mm.index.job_engines import start_local_ray
+    from mm.index.jobs.engines import start_local_ray
 
     start_local_ray(num_cpus=2)
     yield ray

@@ -59,14 +59,18 @@ def small_corpus(tmp_path_factory) -> Path:
 @pytest.fixture(scope="session")
 def minilm_index(small_corpus, tmp_path_factory) -> Path:
     """``small_corpus`` indexed with the offline MiniLM (dense)."""
-    from mm.pipelines.indexer import build_index
+    from mm.index import build_job
 
-    return Path(build_index(small_corpus, tmp_path_factory.mktemp("mi") / "index", model="minilm").index)
+    path = tmp_path_factory.mktemp("mi") / "index"
+    build_job(small_corpus, path, encoder="minilm", progress=False)
+    return path
 
 
 @pytest.fixture(scope="session")
 def colbert_index(small_corpus, tiny_colbert, tmp_path_factory) -> Path:
     """``small_corpus`` indexed with the tiny random ColBERT (multi-vector)."""
-    from mm.pipelines.indexer import build_index
+    from mm.index import build_job
 
-    return Path(build_index(small_corpus, tmp_path_factory.mktemp("ci") / "index", model=str(tiny_colbert)).index)
+    path = tmp_path_factory.mktemp("ci") / "index"
+    build_job(small_corpus, path, encoder=str(tiny_colbert), progress=False)
+    return path

@@ -94,7 +94,7 @@ def test_add_replace_delete_compact(writable, tmp_path, capsys):
     extra.write_text('{"_id": "sushi", "text": "Sushi is a Japanese dish of rice and fish.", "lang": "ja"}\n'
                      '{"_id": "eiffel", "text": "La tour Eiffel mesure 330 mètres.", "lang": "fr"}\n')
     code, out, _ = run_cli(capsys, "index", "add", extra, "--index", writable)
-    assert code == 0 and "added 2 documents" in out
+    assert code == 0 and "added: 1 new, 1 changed (2 chunks encoded), 0 unchanged" in out
     code, out, _ = run_cli(capsys, "search", "--index", writable, "Japanese rice and fish", "-k", "1", "--json")
     assert json.loads(out)["hits"][0]["id"] == "sushi"
     code, out, _ = run_cli(capsys, "search", "--index", writable, "tour Eiffel", "-k", "6", "--json")
@@ -175,6 +175,6 @@ def test_truncate_policy_is_explicit_logged_and_remembered(small_corpus, tmp_pat
     extra = tmp_path / "extra.jsonl"
     extra.write_text(json.dumps({"_id": "long2", "text": "lava " * 400}) + "\n")
     code, out, _ = run_cli(capsys, "index", "add", extra, "--index", target)
-    assert code == 0 and "added 1 documents (1 chunks)" in out
+    assert code == 0 and "added: 1 new, 0 changed (1 chunks encoded)" in out
     code, _, err = run_cli(capsys, "index", "build", small_corpus, "--index", tmp_path / "x", "--long-docs", "drop")
     assert code == 2 and "long_docs must be one of" in err

@@ -69,9 +69,11 @@ def test_multivector_pipeline(multi, colbert_index):
 
 
 def test_multivector_exact_scores_are_maxsim(multi, small_corpus):
-    from mm.pipelines.indexer import chunk_for, read_corpus
+    from mm.encoders.chunking import ChunkPolicy
 
-    docs, _ = read_corpus(small_corpus)
+    from mm.corpus import CorpusReader
+
+    docs = CorpusReader(small_corpus).read_all()
     enc = multi.encoder
     short = [d for d in docs if d.id != "long"]
     d_vecs = {d.id: v for d, v in zip(short, enc.encode_documents([d.text for d in short]), strict=True)}
@@ -80,7 +82,8 @@ def test_multivector_exact_scores_are_maxsim(multi, small_corpus):
     for hit in multi("Eiffel Tower 1889", k=5, exact=True):
         if hit.id in expected:
             assert hit.score == pytest.approx(expected[hit.id], abs=0.05)  # stored vectors are float16
-    assert len(chunk_for(enc, docs)) > len(docs)  # 64-token windows: the long document is chunked
+    policy = ChunkPolicy().resolve(enc)
+    assert sum(len(policy.split(d.text, enc)) for d in docs) > len(docs)  # the long document is chunked
 
 
 def test_hybrid_search(dense):

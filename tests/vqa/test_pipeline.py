@@ -15,8 +15,9 @@ def test_answer_and_default_budget(vqa, img_512):
     result = vqa(img_512, "What is this?", max_new_tokens=6)
     assert isinstance(result.answer, str) and result.answer.strip()
     assert result.image_tokens == [256]
-    assert 1 <= result.num_tokens <= 6
-    assert result.prompt_tokens > 256
+    assert 1 <= len(result.token_ids) == result.usage["generated_tokens"] <= 6
+    assert result.usage["prompt_tokens"] > 256 and result.usage["image_tokens"] == 256
+    assert result.text == result.answer and result.stop_reason in ("eos", "max_new_tokens")
     for key in ("load_preprocess_s", "vision_s", "generate_s", "total_s"):
         assert result.timings[key] >= 0
     assert str(result) == result.answer
@@ -52,11 +53,11 @@ def test_budget_options(vqa, options, tokens):
     result = vqa(image, "Describe.", max_new_tokens=1, **options)
     assert result.image_tokens == tokens
     assert vqa.image_tokens_for(1024, 768, **options) == tokens[0]
-    assert result.prompt_tokens > tokens[0]
+    assert result.usage["prompt_tokens"] > tokens[0]
 
 
 @pytest.mark.parametrize(("options", "message"), [
-    ({"image_tokens": "huge"}, "not a preset"),
+    ({"image_tokens": "huge"}, "image_tokens must be one of"),
     ({"image_tokens": 64}, "image_tokens must be one of"),
     ({"max_image_tokens": 0}, "positive integer"),
     ({"max_image_tokens": 5000}, "limit"),
@@ -92,7 +93,7 @@ def test_batch_mixed_sizes_matches_single(vqa, img_512):
         alone = vqa(*item, max_new_tokens=6)
         assert alone.token_ids == got.token_ids
         assert alone.answer == got.answer
-    assert all(r.timings["batch_size"] == 3 for r in batch)
+    assert len({r.timings["generate_s"] for r in batch}) == 1  # one generate call for the whole batch
 
 
 def test_dict_and_conversation_items(vqa, img_512):
@@ -108,7 +109,7 @@ def test_dict_and_conversation_items(vqa, img_512):
     result = vqa(conversation, max_new_tokens=4)
     assert result.image_tokens == [256, 64]
     with_system = vqa(conversation, max_new_tokens=4, system_prompt="Be brief.")
-    assert with_system.prompt_tokens > result.prompt_tokens
+    assert with_system.usage["prompt_tokens"] > result.usage["prompt_tokens"]
 
 
 def test_stream_matches_call(vqa, img_512):
@@ -182,7 +183,9 @@ def test_fast_engine_equals_transformers_generate(tiny_vl, img_512, dtype):
     items = [(img_512, "What is this?"), ([tall, img_512], "Compare the two pictures.")]
     fast = mm.pipeline("vqa", model=tiny_vl, dtype=dtype, engine="fast")
     plain = mm.pipeline("vqa", model=tiny_vl, dtype=dtype, engine="transformers")
-    assert fast.vl.resolve_engine(fast._settings({}), "fast") == "fast"
+    from mm.backbone import GenerationSettings
+
+    assert fast.vl.resolve_engine(GenerationSettings(), "fast") == "fast"
     got, want = fast(items, max_new_tokens=12), plain(items, max_new_tokens=12)
     assert [r.token_ids for r in got] == [r.token_ids for r in want]
     assert all(len(r.token_ids) > 0 for r in got)

@@ -1,4 +1,4 @@
-"""Corpus sources for indexing jobs, read the same way locally (streaming) and by Ray Data.
+"""Stage 0 of a job: the corpus source, read the same way locally (streaming) and by Ray Data.
 
 Formats are those of :class:`mm.corpus.CorpusReader` (BEIR ``corpus.jsonl``; jsonl/csv/tsv/parquet
 with id and text columns; a folder of ``.txt``/``.md`` files), and every raw record goes through
@@ -21,7 +21,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from mm.index.job_types import Document
+from mm.corpus import Document
 
 log = logging.getLogger(__name__)
 
@@ -56,7 +56,7 @@ class FileSource:
         self.skipped = reader.skipped  # malformed records skipped under skip_bad (where, reason)
         for doc in reader:
             self.skipped = reader.skipped
-            yield Document(doc.id, doc.text, "", doc.metadata)
+            yield doc
         self.skipped = reader.skipped
 
     def count(self) -> int:
@@ -118,7 +118,7 @@ class FileSource:
             row = {k: _plain(batch[k][i]) for k in names}
             doc = self._record(reader, row)
             if doc is not None:
-                docs.append(Document(doc.id, doc.text, "", doc.metadata))
+                docs.append(doc)
         return docs, [f"{s.where}: {s.reason}" for s in reader.skipped]
 
     def _record(self, reader: Any, row: dict[str, Any]) -> Any:

@@ -1,8 +1,8 @@
-"""Execution engines of indexing jobs: local worker processes, or Ray Data on a cluster.
+"""Stage 2 of a job, driver side: where encoding runs (local worker processes, or Ray Data on a cluster).
 
-Both run the same :class:`~mm.index.job_encode.DocEncoder` on units of documents and hand
+Both run the same :class:`~mm.index.jobs.encode.DocEncoder` on units of documents and hand
 the encoded documents back, in source order, to the job driver
-(:func:`mm.index.jobs.build_job`), which merges them into the index and checkpoints.
+(:func:`mm.index.jobs.build_job`), which merges them into the index (:mod:`mm.index.jobs.merge`).
 
 * :class:`LocalEngine` — ``workers=1`` encodes in the job's own process; ``workers=N`` starts
   N spawned processes (each with ``threads`` torch threads) and keeps ``2 N`` units in flight.
@@ -25,23 +25,47 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
-from mm.index.job_encode import Chunking, DocEncoder
-from mm.index.job_source import FileSource
-from mm.index.job_state import doc_key
-from mm.index.job_types import Document, EncodedDoc, EncoderSpec, JobEncoder, SkippedDoc, content_hash
+from mm.encoders.chunking import ChunkPolicy
+from mm.index.jobs.encode import DocEncoder
+from mm.index.jobs.options import ENGINES, EncoderSpec
+from mm.index.jobs.source import FileSource
+from mm.index.writer import EncodedDoc
 
+from mm.corpus import Document
 from mm.errors import InvalidInputError, MMError
 
 log = logging.getLogger(__name__)
 
-ENGINES = ("local", "ray")
+__all__ = ["ENGINES", "BadRecord", "LocalEngine", "RayEngine", "SkippedDoc", "doc_key", "start_local_ray"]
+
+
+@dataclass(frozen=True)
+class SkippedDoc:
+    """A document a Ray worker found unchanged (its content hash is already indexed)."""
+
+    doc_id: str
+    content_hash: str
+
+
+def doc_key(doc_id: str, digest: str) -> bytes:
+    """16-byte key of one (document, content) pair (what Ray workers compare against the index)."""
+    import hashlib
+
+    return hashlib.blake2b(f"{doc_id}\x1f{digest}".encode(), digest_size=16).digest()
+
+
+def done_keys(table: dict[str, tuple[str, int]]) -> np.ndarray:
+    """Sorted keys of every ``(document, content hash)`` the index holds (shipped to Ray workers)."""
+    keys = [doc_key(d, h) for d, (h, _) in table.items() if h]
+    return np.sort(np.array(keys, dtype="S16")) if keys else np.zeros(0, dtype="S16")
 
 
 # ---------------------------------------------------------------------------------- local engine
 _WORKER: DocEncoder | None = None
 
 
-def _init_worker(spec: EncoderSpec, chunking: Chunking, batch_size: int, threads: int | None, parent: int) -> None:
+def _init_worker(spec: EncoderSpec, policy: ChunkPolicy, fingerprint: str, batch_size: int, threads: int | None,
+                 parent: int) -> None:
     global _WORKER
 
     def watch_parent() -> None:  # a SIGKILLed job must not leave encoder processes behind
@@ -50,7 +74,7 @@ def _init_worker(spec: EncoderSpec, chunking: Chunking, batch_size: int, threads
         os._exit(1)
 
     threading.Thread(target=watch_parent, daemon=True, name="mm-parent-watch").start()
-    _WORKER = DocEncoder.from_spec(spec, chunking, batch_size, threads)
+    _WORKER = DocEncoder.from_spec(spec, policy, fingerprint, batch_size, threads)
 
 
 def _process(docs: list[Document]) -> list[EncodedDoc]:
@@ -63,11 +87,16 @@ class LocalEngine:
 
     name = "local"
 
-    def __init__(self, spec: EncoderSpec, chunking: Chunking, *, workers: int = 1, threads: int | None = None,
-                 batch_size: int = 32, encoder: JobEncoder | None = None) -> None:
+    def __init__(self, spec: EncoderSpec | None, policy: ChunkPolicy, fingerprint: str, *, workers: int = 1,
+                 threads: int | None = None, batch_size: int = 32, encoder: Any = None) -> None:
         if workers < 1:
             raise InvalidInputError(f"workers must be >= 1, got {workers}")
-        self.spec, self.chunking, self.workers, self.encoder = spec, chunking, workers, encoder
+        if spec is None and workers > 1:
+            raise InvalidInputError("an encoder object runs in this process only: use workers=1, or pass a model "
+                                    "name / EncoderSpec that worker processes can load")
+        self.spec, self.policy, self.workers, self.encoder = spec, policy, workers, encoder
+        self.fingerprint = fingerprint
+        self.worker: DocEncoder | None = None  # the in-process worker (workers=1), for its stage timings
         self.threads = threads or max(1, (os.cpu_count() or 1) // workers)
         self.batch_size = batch_size
 
@@ -78,9 +107,10 @@ class LocalEngine:
         """Encode each unit of documents; results come back in the order of ``units``."""
         if self.workers == 1:
             if self.encoder is not None:  # already loaded by the caller
-                worker = DocEncoder(self.encoder, self.chunking, self.batch_size)
+                worker = DocEncoder(self.encoder, self.policy, self.fingerprint, self.batch_size)
             else:
-                worker = DocEncoder.from_spec(self.spec, self.chunking, self.batch_size, self.threads)
+                worker = DocEncoder.from_spec(self.spec, self.policy, self.fingerprint, self.batch_size, self.threads)
+            self.worker = worker
             for unit in units:
                 yield worker.process(unit)
             return
@@ -90,7 +120,8 @@ class LocalEngine:
 
         ctx = multiprocessing.get_context("spawn")  # fork after torch threads started is unsafe
         with ProcessPoolExecutor(self.workers, mp_context=ctx, initializer=_init_worker,
-                                 initargs=(self.spec, self.chunking, self.batch_size, self.threads, os.getpid())) as pool:
+                                 initargs=(self.spec, self.policy, self.fingerprint, self.batch_size, self.threads,
+                                           os.getpid())) as pool:
             pending: deque = deque()
             try:
                 for unit in units:
@@ -147,7 +178,7 @@ def start_local_ray(num_cpus: int) -> None:
 class _RayDocEncoder:
     """The callable class Ray Data runs in each pool actor."""
 
-    def __init__(self, spec: EncoderSpec, chunking: Chunking, batch_size: int, threads: int,
+    def __init__(self, spec: EncoderSpec, policy: ChunkPolicy, fingerprint: str, batch_size: int, threads: int,
                  source: FileSource, done_keys: Any) -> None:
         import ray
 
@@ -155,19 +186,19 @@ class _RayDocEncoder:
             done_keys = ray.get(done_keys)
         self.done = done_keys
         self.source = source
-        self.worker = DocEncoder.from_spec(spec, chunking, batch_size, threads)
+        self.worker = DocEncoder.from_spec(spec, policy, fingerprint, batch_size, threads)
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         try:
             return self._call(batch)
         except MMError as exc:  # a data error: not retried; travels in-band (Ray drops the exception's cause)
             cols: dict[str, list] = {c: [] for c in _RAY_COLUMNS}
-            _append_row(cols, "", "", True, -1, 0, "", 0, "", "{}", b"", 0, "", pickle.dumps(exc))
+            _append_row(cols, "", "", True, -1, 0, "", 0, "{}", b"", 0, "", pickle.dumps(exc))
             return _to_arrays(cols)
 
     def _call(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         docs, bad = self.source.ray_documents(batch)
-        hashes = [content_hash(d) for d in docs]
+        hashes = [self.worker.hash(d) for d in docs]
         keys = np.array([doc_key(d.id, h) for d, h in zip(docs, hashes, strict=True)], dtype="S16")
         if len(self.done):
             pos = np.searchsorted(self.done, keys).clip(max=len(self.done) - 1)
@@ -179,21 +210,20 @@ class _RayDocEncoder:
         cols: dict[str, list] = {c: [] for c in _RAY_COLUMNS}
         for doc, digest, skipped in zip(docs, hashes, skip, strict=True):
             if skipped:
-                _append_row(cols, doc.id, digest, True, -1, 0, "", 0, "", "{}", b"", 0, "", b"")
+                _append_row(cols, doc.id, digest, True, -1, 0, "", 0, "{}", b"", 0, "", b"")
                 continue
             enc = next(encoded)
             meta = json.dumps(enc.metadata, sort_keys=True, ensure_ascii=False, default=str)
             for i, (text, vec) in enumerate(zip(enc.chunk_texts, enc.vectors, strict=True)):
-                _append_row(cols, enc.doc_id, digest, False, i, enc.n_chunks, text, enc.n_tokens, enc.title, meta,
+                _append_row(cols, enc.doc_id, digest, False, i, enc.n_chunks, text, enc.n_tokens, meta,
                             np.ascontiguousarray(vec, dtype=np.float32).tobytes(), vec.shape[0] if vec.ndim == 2 else 0,
                             "", b"")
         for where in bad:  # malformed records skipped under skip_bad: reported to the driver
-            _append_row(cols, "", "", True, -1, 0, "", 0, "", "{}", b"", 0, where, b"")
+            _append_row(cols, "", "", True, -1, 0, "", 0, "{}", b"", 0, where, b"")
         return _to_arrays(cols)
 
 
-_RAY_COLUMNS = ("doc_id", "content_hash", "skip", "chunk_index", "n_chunks", "text", "n_tokens", "title",
-                "metadata", "vec", "vec_rows", "bad", "error")
+_RAY_COLUMNS = ("doc_id", "content_hash", "skip", "chunk_index", "n_chunks", "text", "n_tokens", "metadata", "vec", "vec_rows", "bad", "error")
 
 
 def _to_arrays(cols: dict[str, list]) -> dict[str, np.ndarray]:
@@ -231,14 +261,18 @@ class RayEngine:
 
     name = "ray"
 
-    def __init__(self, spec: EncoderSpec, chunking: Chunking, *, workers: int = 2, threads: int = 1,
-                 batch_size: int = 32, docs_per_call: int = 64, address: str | None = None,
-                 max_restarts: int = 4, kind: str = "multivector", dim: int = 0) -> None:
+    def __init__(self, spec: EncoderSpec, policy: ChunkPolicy, fingerprint: str, *, workers: int = 2,
+                 threads: int = 1, batch_size: int = 32, docs_per_call: int = 64, address: str | None = None,
+                 max_restarts: int = 4) -> None:
         if workers < 1:
             raise InvalidInputError(f"workers must be >= 1, got {workers}")
-        self.spec, self.chunking, self.workers, self.threads = spec, chunking, workers, threads
+        if spec is None:
+            raise InvalidInputError("engine='ray' loads the encoder in each actor: pass a model name or an "
+                                    "EncoderSpec, not an encoder object")
+        self.spec, self.policy, self.workers, self.threads = spec, policy, workers, threads
+        self.fingerprint = fingerprint
         self.batch_size, self.docs_per_call, self.address = batch_size, docs_per_call, address
-        self.max_restarts, self.kind, self.dim = max_restarts, kind, dim
+        self.max_restarts = max_restarts
         self._started = False
 
     def describe(self) -> dict:
@@ -271,7 +305,8 @@ class RayEngine:
         ds = source.ray_dataset()
         ds = ds.map_batches(
             _RayDocEncoder,
-            fn_constructor_kwargs={"spec": self.spec, "chunking": self.chunking, "batch_size": self.batch_size,
+            fn_constructor_kwargs={"spec": self.spec, "policy": self.policy, "fingerprint": self.fingerprint,
+                                   "batch_size": self.batch_size,
                                    "threads": self.threads, "source": source, "done_keys": ray.put(done_keys)},
             batch_size=self.docs_per_call,
             batch_format="numpy",
@@ -314,5 +349,4 @@ class RayEngine:
                 del pending[doc_id]
                 chunks = [entry["chunks"][k] for k in range(n_chunks)]
                 yield EncodedDoc(doc_id, digest, [c[0] for c in chunks], [c[1] for c in chunks],
-                                 int(batch["n_tokens"][i]), str(batch["title"][i]),
-                                 json.loads(str(batch["metadata"][i])))
+                                 int(batch["n_tokens"][i]), json.loads(str(batch["metadata"][i])))

@@ -1,5 +1,8 @@
 """The LFM2-Audio model on transformers parts, and its strict loader for the official checkpoint.
 
+Built from the modality encoders in ``mm.encoders`` (``audio_in``: FastConformer + adapter,
+``audio_out``: depth transformer; the Mimi codec is loaded on first use).
+
 The official directory (``config.json``, ``model.safetensors`` with the ``lfm.*``, ``conformer.*``,
 ``audio_adapter.*``, ``audio_embedding.*``, ``depthformer.*``, ``depth_linear.*`` and
 ``depth_embeddings.*`` keys, the Mimi file and the tokenizer) loads unchanged. Unlike the
@@ -23,11 +26,12 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from mm.encoders.audio_in import AudioAdapter, build_conformer, conformer_key, encode_mel
-from mm.encoders.audio_out import AUDIO_VOCAB, AudioHead
 from torch import nn
 
+from mm.encoders.audio_in import AudioAdapter, build_conformer, conformer_key, encode_mel
+from mm.encoders.audio_out import AUDIO_VOCAB, AudioHead
 from mm.errors import CheckpointError
+from mm.runtime import restores_global_rng
 
 log = logging.getLogger(__name__)
 
@@ -336,6 +340,7 @@ def load_lfm2_audio(path: str | Path, *, dtype: torch.dtype = torch.float32) -> 
     return model
 
 
+@restores_global_rng
 def random_model(config: LFM2AudioConfig, *, dtype: torch.dtype = torch.float32, seed: int = 0) -> LFM2AudioModel:
     """A randomly initialised model (benchmarks and tests): unit-scale-ish weights, BatchNorm stats set."""
     torch.manual_seed(seed)
@@ -384,36 +389,37 @@ class LFM2Audio:
         self._codec = None
 
     @classmethod
-    def load(cls, model: str | Path, *, device: str = "auto", dtype: Any = "auto", quantize: str | None = None,
-             threads: int | None = None) -> LFM2Audio:
-        """Resolve ``model`` (directory, HF-cache id or hub id) and load it once per (path, dtype, quantize)."""
-        from mm import hub, runtime
-        from mm.backbone import check_quantize
-        from mm.errors import InvalidInputError
+    def load(cls, model: str | Path, *, device: str = "auto", dtype: Any = "auto",
+             quantize: str | None = None) -> LFM2Audio:
+        """Resolve ``model`` (directory, HF-cache id or hub id) and load it once per (path, dtype, quantize).
 
-        runtime.configure_torch(threads)
-        path = hub.resolve_model(model, required=(CONFIG_FILE, WEIGHTS_FILE))
-        device = runtime.resolve_device(device)
-        if device != "cpu":
-            raise InvalidInputError(f"LFM2-Audio runs on the CPU in mm; got device={device!r}")
-        torch_dtype = runtime.resolve_dtype(dtype, device)
-        check_quantize(quantize, torch_dtype)
-        key = ("lfm2-audio", str(path), device, str(torch_dtype), quantize)
-        return runtime.cached_model(key, lambda: cls._load_uncached(path, torch_dtype, quantize))
+        The sequence of :func:`mm.models.loading.load_model`; ``quantize="int8"``: every linear layer
+        and the tied text head (:func:`quantize_linears`).
+        """
+        from mm.models.loading import load_model
+
+        return load_model("lfm2-audio", model, load=cls._load_uncached, quantize_int8=cls._quantized,
+                          device=device, dtype=dtype, quantize=quantize, required=(CONFIG_FILE, WEIGHTS_FILE),
+                          cpu_only=True)
 
     @classmethod
-    def _load_uncached(cls, path: Path, dtype: torch.dtype, quantize: str | None) -> LFM2Audio:
-        from mm.encoders.audio_in import build_feature_extractor
+    def _load_uncached(cls, path: Path, device: str, dtype: torch.dtype) -> LFM2Audio:
         from transformers import AutoTokenizer
 
+        from mm.encoders.audio_in import build_feature_extractor
+
         model = load_lfm2_audio(path, dtype=dtype)
-        if quantize == "int8":
-            model = quantize_linears(model)
         try:
-            tokenizer = AutoTokenizer.from_pretrained(str(path))
+            tokenizer = AutoTokenizer.from_pretrained(str(path), local_files_only=True)
         except (OSError, ValueError, KeyError) as exc:
             raise CheckpointError(f"could not load the tokenizer of {str(path)!r}: {exc}") from exc
-        return cls(model, tokenizer, build_feature_extractor(model.config.preprocessor), path, dtype, quantize)
+        return cls(model, tokenizer, build_feature_extractor(model.config.preprocessor), path, dtype, None)
+
+    @staticmethod
+    def _quantized(bundle: LFM2Audio) -> LFM2Audio:
+        bundle.model = quantize_linears(bundle.model)
+        bundle.quantize = "int8"
+        return bundle
 
     @property
     def codec(self):
