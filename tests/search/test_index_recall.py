@@ -3,8 +3,8 @@
 The compressed index (candidate generation, then MaxSim on decompressed vectors of half
 the corpus) is held to the recall@10 (vs. exhaustive float32 MaxSim's top 10) measured on
 this small setting (200 documents cut to 128 tokens, centroids trained on 60% of them) with
-the first codec (layout 1): 4-bit PQ 0.9675, 2-bit scalar 0.92; the thresholds below still
-hold with the rotated codec and PLAID stages (layout 2). Full-corpus figures:
+the first codec (layout 1): 4-bit PQ 0.9675, 2-bit scalar 0.92; the thresholds below are
+unchanged for the rotated codec and PLAID stages (layout 2). Full-corpus figures:
 docs/search-index.md (benchmarks/search_index.py).
 """
 
