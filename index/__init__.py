@@ -37,15 +37,16 @@ KINDS: dict[str, type[Index]] = {"multivector": MultiVectorIndex, "dense": Dense
 
 
 def create_index(path: str | os.PathLike, *, kind: str = "multivector", dim: int, encoder_info: dict[str, Any],
-                 nbits: int = 2, codec: str = "scalar", keep_originals: bool = False,
+                 nbits: float = 2, codec: str = "scalar", keep_originals: bool = False,
                  train_tokens: int = DEFAULT_TRAIN_TOKENS,
                  centroids_factor: float = 4.0, seed: int = 0, lock_timeout: float = 10.0) -> Index:
     """Create an empty index at ``path`` (a new or empty folder) and open it.
 
     ``kind``: ``"multivector"`` (token vectors, MaxSim) or ``"dense"`` (one vector per document).
-    Multi-vector only: ``nbits`` (2 or 4) residual bits per dimension; ``codec``: ``"scalar"``
-    (PLAID's per-dimension buckets, default) or ``"pq"`` (product-quantised residuals: lower
-    error, much slower to train), both ``dim * nbits / 8`` bytes per token (see :mod:`mm.index.codec`); ``keep_originals`` also
+    Multi-vector only: ``nbits`` average residual bits per dimension (1 to 4, fractions allowed:
+    ``dim * nbits / 8`` code bytes per token, rounded down); ``codec``: ``"scalar"`` (per-dimension
+    buckets on principal axes, 4/2/1/0 bits each, default) or ``"pq"`` (product-quantised residuals,
+    nbits 2 or 4, slower to train); see :mod:`mm.index.codec`; ``keep_originals`` also
     stores float16 vectors (exact mode and retraining use them; ~8x the bytes at 2 bits);
     ``train_tokens``: vectors stay uncompressed until this many tokens are added, then
     centroids are trained on all of them; ``centroids_factor``: #centroids ~ factor * sqrt(#tokens).
@@ -56,10 +57,13 @@ def create_index(path: str | os.PathLike, *, kind: str = "multivector", dim: int
         raise InvalidInputError(f"dim must be a positive integer, got {dim!r}")
     if not isinstance(encoder_info, dict):
         raise InvalidInputError("encoder_info must be a dict describing the encoder")
-    if nbits not in (2, 4):
-        raise InvalidInputError(f"nbits must be 2 or 4, got {nbits!r}")
+    if isinstance(nbits, bool) or not isinstance(nbits, (int, float)) or not 1 <= nbits <= 4:
+        raise InvalidInputError(f"nbits must be a number from 1 to 4 (average residual bits per dimension), "
+                                f"got {nbits!r}")
     if codec not in SCHEMES:
         raise InvalidInputError(f"codec must be one of {', '.join(SCHEMES)}, got {codec!r}")
+    if codec == "pq" and nbits not in (2, 4):
+        raise InvalidInputError(f"codec 'pq' needs nbits 2 or 4, got {nbits!r}")
     if not isinstance(train_tokens, int) or train_tokens < 16:
         raise InvalidInputError(f"train_tokens must be an integer >= 16, got {train_tokens!r}")
     if not centroids_factor > 0:

@@ -461,9 +461,9 @@ class Index:
         self.refresh()
         allowed = self._allowed(filters)
         results = []
-        for i, q in enumerate(qs):
-            depth = k if hybrid_texts is None else max(k, 100)
-            scored = finite_unique(self._search_one(q, depth, allowed, exact, settings))
+        depth = k if hybrid_texts is None else max(k, 100)
+        for i, raw in enumerate(self._search_many(qs, depth, allowed, exact, settings)):
+            scored = finite_unique(raw)
             if hybrid_texts is not None:
                 from mm.index.hybrid import fuse
 
@@ -475,6 +475,11 @@ class Index:
                     settings: dict[str, Any]) -> list[tuple[int, int, float]]:
         """Top ``k`` (segment, row, score) for one validated query."""
         raise NotImplementedError
+
+    def _search_many(self, queries: list[np.ndarray], k: int, allowed: list[np.ndarray], exact: bool,
+                     settings: dict[str, Any]) -> list[list[tuple[int, int, float]]]:
+        """:meth:`_search_one` for a batch of validated queries (kinds may share work across the batch)."""
+        return [self._search_one(q, k, allowed, exact, settings) for q in queries]
 
     # ------------------------------------------------------------------ info
     def info(self) -> dict[str, Any]:

@@ -1,35 +1,40 @@
-"""Residual codec of the multi-vector index: k-means centroids plus 2- or 4-bit residual codes.
+"""Residual codec of the multi-vector index: k-means centroids plus residual codes of ~1-4 bits per dimension.
 
-A token vector ``x`` is stored as the id of its nearest centroid ``c`` and a code
-of its residual ``r = x - c`` taking ``dim * nbits / 8`` bytes. Two code schemes:
+A token vector ``x`` is stored as the id of its nearest centroid ``c`` and a code of
+its residual ``r = x - c`` (ColBERTv2's residual compression). Before quantising,
+everything lives in a *rotated* space: ``rotation`` holds the principal axes of the
+training residuals, sorted by variance, so rotated residual dimensions are
+uncorrelated and their variances fall off. Rotations keep inner products, so a query
+is rotated once (``rotate``) and scored against rotated centroids and residuals.
 
-* ``"scalar"`` (PLAID's, the default): each dimension ``d`` has ``2**nbits - 1`` cutoffs (quantiles of
-  the training residuals in that dimension) splitting it into ``2**nbits`` buckets, each
-  decoded to the mean training residual in it; codes are bit-packed.
-* ``"pq"``: faiss product quantisation of the residual with one byte per group of
-  ``8 / nbits`` dimensions (256 learned codewords per group). The same bytes per token and
-  lower error (it is a superset of the scalar grid): on SciFact MiniLM token vectors at 2 bits,
-  recall@10 of exhaustive search on decoded vectors was 0.956 vs. 0.934 for scalar; but
-  training the codebooks with faiss is slow on 2 cores (minutes), hence not the default.
+Two code schemes:
 
-Both decode through one lookup table: byte ``j`` of a code with value ``b`` decodes the
-``8 / nbits`` dimensions of group ``j`` to ``lut[j * 256 + b]``. When the training
-vectors are unit-norm (ColBERT), decoded vectors are renormalised; the norm of each
-decoded vector is stored with the codes (``norms``) so search can score
-``(q·c + q·r) / |c + r|`` without materialising ``c``.
+* ``"scalar"`` (default): each rotated dimension gets 4, 2, 1 or 0 bits; the split is
+  chosen on the training residuals to minimise the measured squared error within a
+  budget of ``nbits * dim`` bits (transform coding: high-variance axes get more
+  bits). A dimension with ``b`` bits has ``2**b - 1`` cutoffs (quantiles) and decodes
+  to the mean training residual of its bucket. With a uniform split (every dimension
+  2 bits) this is PLAID's 2-bit code; fractional ``nbits`` (e.g. 1.75) are allowed.
+* ``"pq"``: faiss product quantisation of the (unrotated) residual, one byte per group
+  of ``8 / nbits`` dimensions (``nbits`` 2 or 4); slower to train.
 
-Centroid count: ``2 ** round(log2(centroids_factor * sqrt(n_tokens)))`` clipped to
-``[8, n_tokens / 8]`` (PLAID uses a factor of 16; 4 is the default here: k-means on
-2 CPU cores is the build's bottleneck, see ``benchmarks/search_index.py``).
+Codes decode through lookup tables, one per group of dimensions sharing a bit width:
+byte ``j`` with value ``v`` decodes to ``lut[j, v]`` (the ``8 / bits`` dimensions it
+packs). No per-token norm is stored: when the training vectors are unit-norm
+(ColBERT), decoded vectors are renormalised as they are decoded.
+
+Centroid count: ``2 ** round(log2(factor * sqrt(n_tokens)))`` clipped to
+``[8, n_tokens / 8]`` and to :data:`MAX_CENTROIDS`; k-means runs on a sample of at
+most :data:`MAX_POINTS_PER_CENTROID` points per centroid.
 
 >>> rng = np.random.default_rng(0)
->>> x = rng.normal(size=(2000, 16)).astype(np.float32)
->>> codec = ResidualCodec.train(x, nbits=4, n_centroids=16, seed=0)
->>> cids, codes, norms = codec.encode(x)
+>>> x = rng.normal(size=(4000, 16)).astype(np.float32)
+>>> codec = ResidualCodec.train(x, nbits=2, n_centroids=16, seed=0)
+>>> cids, codes = codec.encode(x)
 >>> codes.shape, codes.dtype
-((2000, 8), dtype('uint8'))
->>> err = np.linalg.norm(codec.decode(cids, codes) - x, axis=1).mean() / np.linalg.norm(x, axis=1).mean()
->>> bool(err < 0.3)
+((4000, 4), dtype('uint8'))
+>>> err = np.linalg.norm(codec.decode(cids, codes) - codec.rotate(x), axis=1).mean()
+>>> bool(err / np.linalg.norm(x, axis=1).mean() < 0.5)
 True
 """
 
@@ -48,14 +53,18 @@ log = logging.getLogger(__name__)
 #: k-means training uses at most this many points per centroid (a random sample)
 MAX_POINTS_PER_CENTROID = 32
 KMEANS_ITERATIONS = 10
-#: residual statistics are learned on at most this many residuals, PQ codebooks on fewer (32 per codeword)
-RESIDUAL_SAMPLE = 65_536
+#: at most this many centroids (ids fit in uint16)
+MAX_CENTROIDS = 65_536
+#: residual statistics (rotation, bit split, buckets) are learned on at most this many residuals
+RESIDUAL_SAMPLE = 32_768
 PQ_SAMPLE = 8_192
 SCHEMES = ("pq", "scalar")
+#: bit widths a scalar-coded dimension may get (each divides 8, so a byte packs whole dimensions)
+LEVELS = (4, 2, 1, 0)
 
 
 def choose_n_centroids(n_tokens: int, factor: float = 4.0) -> int:
-    """Number of centroids for ``n_tokens`` training vectors.
+    """Number of centroids for a corpus of ``n_tokens`` token vectors.
 
     >>> choose_n_centroids(1_000_000)
     4096
@@ -65,7 +74,7 @@ def choose_n_centroids(n_tokens: int, factor: float = 4.0) -> int:
     if n_tokens <= 0:
         raise InvalidInputError("cannot train centroids on zero vectors")
     target = 2 ** round(math.log2(max(factor * math.sqrt(n_tokens), 1.0)))
-    return int(max(8, min(target, max(8, n_tokens // 8))))
+    return int(max(8, min(target, max(8, n_tokens // 8), MAX_CENTROIDS)))
 
 
 def kmeans(x: np.ndarray, k: int, seed: int = 0) -> np.ndarray:
@@ -92,33 +101,94 @@ def assign(x: np.ndarray, centroids: np.ndarray, batch: int = 65536) -> np.ndarr
     return out
 
 
+def quantiser(sorted_values: np.ndarray, bits: int, csum: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """Per-column cutoffs ``(dims, 2**bits - 1)`` (quantiles) and bucket means ``(dims, 2**bits)``.
+
+    ``sorted_values``: training values sorted along axis 0 (one column per dimension);
+    ``csum``: their cumulative sums with a leading zero row (computed when not given).
+
+    >>> cut, w = quantiser(np.array([[0.0], [1.0], [2.0], [3.0]], np.float32), 1)
+    >>> cut.tolist(), w.tolist()
+    ([[2.0]], [[0.5, 2.5]])
+    """
+    n = len(sorted_values)
+    n_buckets = 2 ** bits
+    pos = np.round(np.arange(n_buckets + 1) * n / n_buckets).astype(np.int64)
+    cutoffs = np.ascontiguousarray(sorted_values[np.minimum(pos[1:-1], n - 1)].T, dtype=np.float32)
+    if csum is None:
+        csum = np.zeros((n + 1, sorted_values.shape[1]), dtype=np.float64)
+        np.cumsum(sorted_values, axis=0, out=csum[1:])
+    counts = np.maximum(np.diff(pos), 1)[:, None]
+    weights = ((csum[pos[1:]] - csum[pos[:-1]]) / counts).T.astype(np.float32)
+    return cutoffs, weights
+
+
+def bucketize(values: np.ndarray, cutoffs: np.ndarray) -> np.ndarray:
+    """Bucket of every value (uint8): how many of its column's cutoffs it reaches."""
+    out = np.zeros(values.shape, dtype=np.uint8)
+    for j in range(cutoffs.shape[1]):
+        out += values >= cutoffs[:, j]
+    return out
+
+
+def split_bits(mse: np.ndarray, budget: int) -> np.ndarray:
+    """Bits per dimension (4/2/1/0, non-increasing) minimising total error within ``budget`` bits.
+
+    ``mse[d, i]``: measured error of dimension ``d`` coded with ``LEVELS[i]`` bits; dimensions
+    are in decreasing-variance order. Whole bytes: the counts of 4-, 2- and 1-bit dimensions
+    are multiples of 2, 4 and 8.
+
+    >>> mse = np.array([[0.1, 0.3, 0.6, 1.0]] * 8)
+    >>> split_bits(mse, 16).tolist()
+    [2, 2, 2, 2, 2, 2, 2, 2]
+    """
+    dim = len(mse)
+    cum = np.vstack([np.zeros((1, len(LEVELS))), np.cumsum(mse, axis=0)])  # cum[n, i] = sum of first n dims at level i
+    best, choice = np.inf, (0, 0, 0)
+    for n4 in range(0, dim + 1, 2):
+        for n2 in range(0, dim - n4 + 1, 4):
+            left = budget - 4 * n4 - 2 * n2
+            if left < 0:
+                break
+            n1 = min((dim - n4 - n2) // 8 * 8, left // 8 * 8)
+            a, b, c = n4, n4 + n2, n4 + n2 + n1
+            err = cum[a, 0] + (cum[b, 1] - cum[a, 1]) + (cum[c, 2] - cum[b, 2]) + (cum[dim, 3] - cum[c, 3])
+            if err < best - 1e-12:
+                best, choice = err, (n4, n2, n1)
+    n4, n2, n1 = choice
+    return np.array([4] * n4 + [2] * n2 + [1] * n1 + [0] * (dim - n4 - n2 - n1), dtype=np.uint8)
+
+
 @dataclass
 class ResidualCodec:
-    """Centroids + residual code tables; see the module docstring.
+    """Rotation, centroids (rotated) and residual code tables; see the module docstring.
 
-    ``tables``: scalar scheme: ``cutoffs`` (dim, 2**nbits - 1) and ``weights`` (dim, 2**nbits);
-    pq scheme: ``codebook`` (n_bytes, 256, 8 / nbits).
+    ``tables``: ``rotation`` (dim, dim); scalar: ``bits`` (dim,), ``cutoffs`` (dim, 15) and
+    ``weights`` (dim, 16), padded; pq: ``codebook`` (n_bytes, 256, 8 / nbits).
     """
 
     centroids: np.ndarray
     tables: dict[str, np.ndarray]
-    nbits: int
     normalize: bool
     scheme: str = "scalar"
-    _lut: np.ndarray | None = field(default=None, repr=False)
+    _groups: list = field(default_factory=list, repr=False)
     _pq: object = field(default=None, repr=False)
 
     def __post_init__(self) -> None:
-        if self.nbits not in (2, 4):
-            raise InvalidInputError(f"nbits must be 2 or 4, got {self.nbits!r}")
         if self.scheme not in SCHEMES:
             raise InvalidInputError(f"codec scheme must be one of {SCHEMES}, got {self.scheme!r}")
-        self.per_byte = 8 // self.nbits
+        self.centroids = np.ascontiguousarray(self.centroids, dtype=np.float32)
+        self.rotation = np.ascontiguousarray(self.tables["rotation"], dtype=np.float32)
         self.dim = int(self.centroids.shape[1])
-        self.n_bytes = -(-self.dim // self.per_byte)
-        if self.scheme == "pq" and self.dim % self.per_byte:
-            raise InvalidInputError(f"pq codes need dim divisible by {self.per_byte}; use scheme='scalar'")
+        if self.scheme == "pq":
+            book = self.tables["codebook"]
+            self.n_bytes = int(book.shape[0])
+            self._groups = [(0, self.dim, 8 // book.shape[2], np.ascontiguousarray(book, np.float32))]
+        else:
+            self._groups = self._scalar_groups()
+            self.n_bytes = sum(lut.shape[0] for *_, lut in self._groups)
 
+    # ------------------------------------------------------------------ properties
     @property
     def n_centroids(self) -> int:
         return int(self.centroids.shape[0])
@@ -127,42 +197,104 @@ class ResidualCodec:
     def cid_dtype(self) -> np.dtype:
         return np.dtype(np.uint16) if self.n_centroids <= 65536 else np.dtype(np.int32)
 
+    @property
+    def bits(self) -> np.ndarray:
+        """Bits of each rotated dimension."""
+        if self.scheme == "pq":
+            return np.full(self.dim, 8 * self.n_bytes // self.dim, dtype=np.uint8)
+        return np.asarray(self.tables["bits"], dtype=np.uint8)
+
+    @property
+    def nbits(self) -> float:
+        """Average residual bits per dimension."""
+        return 8 * self.n_bytes / self.dim
+
+    def arrays(self) -> dict[str, np.ndarray]:
+        """Everything to store (centroids as float16: they only seed the decoded vectors and centroid scores)."""
+        return {"centroids": self.centroids.astype(np.float16), **self.tables}
+
+    @classmethod
+    def from_arrays(cls, arrays: dict[str, np.ndarray], normalize: bool, scheme: str) -> ResidualCodec:
+        arrays = dict(arrays)
+        centroids = np.asarray(arrays.pop("centroids"), dtype=np.float32)
+        return cls(centroids, arrays, normalize, scheme)
+
+    def _scalar_groups(self) -> list[tuple[int, int, int, np.ndarray]]:
+        """(first dim, end dim, bits, lut (n_bytes, 256, dims per byte)) per run of equal bit width."""
+        bits = self.bits
+        weights = self.tables["weights"]
+        values = np.arange(256)
+        groups = []
+        a = 0
+        while a < self.dim:
+            w = int(bits[a])
+            b = a + int(np.argmax(bits[a:] != w)) if np.any(bits[a:] != w) else self.dim
+            if w > 0:
+                per = 8 // w
+                n = (b - a) // per
+                lut = np.empty((n, 256, per), dtype=np.float32)
+                for i in range(per):
+                    bucket = (values >> (w * (per - 1 - i))) & ((1 << w) - 1)
+                    lut[:, :, i] = weights[a + np.arange(n) * per + i][:, bucket]
+                groups.append((a, b, w, lut))
+            a = b
+        return groups
+
     # ------------------------------------------------------------------ training
     @classmethod
-    def train(cls, x: np.ndarray, *, nbits: int, n_centroids: int | None = None, factor: float = 4.0,
-              seed: int = 0, scheme: str = "scalar") -> ResidualCodec:
-        """Learn centroids and residual code tables from token vectors ``x`` (n x dim)."""
+    def train(cls, x: np.ndarray, *, nbits: float, n_centroids: int | None = None, factor: float = 4.0,
+              seed: int = 0, scheme: str = "scalar", n_tokens: int | None = None) -> ResidualCodec:
+        """Learn centroids and code tables from a sample ``x`` (n x dim) of a corpus of ``n_tokens`` vectors."""
         x = np.ascontiguousarray(x, dtype=np.float32)
         n, dim = x.shape
-        if scheme == "pq" and dim % (8 // nbits):
-            scheme = "scalar"
-        k = min(n_centroids or choose_n_centroids(n, factor), n)
+        if scheme == "pq" and (nbits not in (2, 4) or dim % (8 // int(nbits))):
+            raise InvalidInputError(f"pq codes need nbits 2 or 4 and dim divisible by 8 / nbits; got nbits={nbits}, "
+                                    f"dim={dim} (use codec='scalar')")
+        k = min(n_centroids or choose_n_centroids(n_tokens or n, factor), n)
         centroids = kmeans(x, k, seed=seed)
         rng = np.random.default_rng(seed)
         sample = x if n <= RESIDUAL_SAMPLE else x[np.sort(rng.choice(n, RESIDUAL_SAMPLE, replace=False))]
         residuals = np.ascontiguousarray(sample - centroids[assign(sample, centroids)])
+        normalize = bool(np.all(np.abs(np.linalg.norm(sample, axis=1) - 1.0) < 1e-3))
         if scheme == "pq":
-            tables = {"codebook": cls._train_pq(residuals, nbits, seed)}
+            tables = {"rotation": np.eye(dim, dtype=np.float32), "codebook": cls._train_pq(residuals, int(nbits), seed)}
         else:
             tables = cls._train_scalar(residuals, nbits)
-        norms = np.linalg.norm(sample, axis=1)
-        normalize = bool(np.all(np.abs(norms - 1.0) < 1e-3))
-        log.info("trained %s codec: %d centroids, %d bits, on %d vectors (normalised=%s)", scheme, k, nbits, n,
-                 normalize)
-        return cls(centroids, tables, nbits, normalize, scheme)
+        codec = cls(centroids @ tables["rotation"], tables, normalize, scheme)
+        log.info("trained %s codec: %d centroids, %.2f bits/dim, on %d vectors (normalised=%s)", scheme, k,
+                 codec.nbits, n, normalize)
+        return codec
 
     @staticmethod
-    def _train_scalar(residuals: np.ndarray, nbits: int) -> dict[str, np.ndarray]:
-        n_buckets = 2 ** nbits
-        cutoffs = np.quantile(residuals, np.arange(1, n_buckets) / n_buckets, axis=0).T.astype(np.float32)
-        weights = np.zeros((residuals.shape[1], n_buckets), dtype=np.float32)
-        for d in range(residuals.shape[1]):
-            buckets = np.searchsorted(cutoffs[d], residuals[:, d], side="right")
-            sums = np.bincount(buckets, weights=residuals[:, d], minlength=n_buckets)
-            counts = np.bincount(buckets, minlength=n_buckets)
-            mids = np.quantile(residuals[:, d], (np.arange(n_buckets) + 0.5) / n_buckets)
-            weights[d] = np.where(counts > 0, sums / np.maximum(counts, 1), mids)
-        return {"cutoffs": cutoffs, "weights": weights}
+    def _train_scalar(residuals: np.ndarray, nbits: float) -> dict[str, np.ndarray]:
+        dim = residuals.shape[1]
+        cov = residuals.T @ residuals / len(residuals)
+        eigval, eigvec = np.linalg.eigh(cov.astype(np.float64))
+        rotation = np.ascontiguousarray(eigvec[:, np.argsort(-eigval)], dtype=np.float32)
+        rotated = residuals @ rotation
+        ordered = np.sort(rotated, axis=0)
+        csum = np.zeros((len(ordered) + 1, dim), dtype=np.float64)
+        np.cumsum(ordered, axis=0, out=csum[1:])
+        cutoffs = np.full((dim, 15), np.inf, dtype=np.float32)
+        weights = np.zeros((dim, 16), dtype=np.float32)
+        tables = {}
+        mse = np.empty((dim, len(LEVELS)))
+        for i, level in enumerate(LEVELS):
+            if level == 0:
+                mean = rotated.mean(axis=0)
+                mse[:, i] = ((rotated - mean) ** 2).mean(axis=0)
+                tables[0] = (np.zeros((dim, 0), np.float32), mean[:, None].astype(np.float32))
+                continue
+            cut, w = quantiser(ordered, level, csum)
+            decoded = w[np.arange(dim), bucketize(rotated, cut).astype(np.intp)]
+            mse[:, i] = ((rotated - decoded) ** 2).mean(axis=0)
+            tables[level] = (cut, w)
+        bits = split_bits(mse, int(nbits * dim) // 8 * 8)
+        for d in range(dim):
+            cut, w = tables[int(bits[d])]
+            cutoffs[d, : cut.shape[1]] = cut[d]
+            weights[d, : w.shape[1]] = w[d]
+        return {"rotation": rotation, "bits": bits, "cutoffs": cutoffs, "weights": weights}
 
     @staticmethod
     def _train_pq(residuals: np.ndarray, nbits: int, seed: int) -> np.ndarray:
@@ -185,6 +317,10 @@ class ResidualCodec:
         return faiss.vector_to_array(pq.centroids).reshape(m, 256, dim // m).astype(np.float32)
 
     # ------------------------------------------------------------------ encode / decode
+    def rotate(self, x: np.ndarray) -> np.ndarray:
+        """Vectors (n x dim) in the codec's rotated space (inner products unchanged)."""
+        return np.asarray(x, dtype=np.float32) @ self.rotation
+
     def _faiss_pq(self):
         if self._pq is None:
             import faiss
@@ -194,79 +330,60 @@ class ResidualCodec:
             self._pq = pq
         return self._pq
 
-    def encode(self, x: np.ndarray, batch: int = 65536) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """Centroid ids, residual codes and decoded-vector norms of token vectors ``x`` (n x dim)."""
-        x = np.ascontiguousarray(x, dtype=np.float32)
+    def encode(self, x: np.ndarray, batch: int = 65536) -> tuple[np.ndarray, np.ndarray]:
+        """Centroid ids and residual codes of token vectors ``x`` (n x dim, unrotated)."""
+        x = np.asarray(x)
         if x.ndim != 2 or x.shape[1] != self.dim:
             raise InvalidInputError(f"expected vectors of shape (n, {self.dim}), got {x.shape}")
-        cids = assign(x, self.centroids).astype(self.cid_dtype)
+        cids = np.empty(len(x), dtype=self.cid_dtype)
         codes = np.empty((len(x), self.n_bytes), dtype=np.uint8)
-        norms = np.empty(len(x), dtype=np.float32)
         for start in range(0, len(x), batch):
-            part_c = cids[start:start + batch]
-            residual = np.ascontiguousarray(x[start:start + batch] - self.centroids[part_c])
-            if self.scheme == "pq":
-                codes[start:start + batch] = self._faiss_pq().compute_codes(residual)
-            else:
-                codes[start:start + batch] = self._pack(self._bucketize(residual))
-            decoded = self.decode_residuals(codes[start:start + batch]) + self.centroids[part_c]
-            norms[start:start + batch] = np.linalg.norm(decoded, axis=1)
-        return cids, codes, norms
+            part = self.rotate(x[start:start + batch])
+            c = assign(part, self.centroids)
+            cids[start:start + batch] = c
+            residual = np.ascontiguousarray(part - self.centroids[c])
+            codes[start:start + batch] = self._codes(residual)
+        return cids, codes
 
-    def _bucketize(self, residuals: np.ndarray) -> np.ndarray:
+    def _codes(self, residual: np.ndarray) -> np.ndarray:
+        if self.scheme == "pq":
+            return self._faiss_pq().compute_codes(residual)
+        out = []
         cutoffs = self.tables["cutoffs"]
-        out = np.zeros(residuals.shape, dtype=np.uint8)
-        for j in range(cutoffs.shape[1]):
-            out += residuals >= cutoffs[:, j]
-        return out
-
-    def _pack(self, buckets: np.ndarray) -> np.ndarray:
-        n = len(buckets)
-        pad = self.n_bytes * self.per_byte - self.dim
-        if pad:
-            buckets = np.concatenate([buckets, np.zeros((n, pad), dtype=np.uint8)], axis=1)
-        b = buckets.reshape(n, self.n_bytes, self.per_byte)
-        packed = np.zeros((n, self.n_bytes), dtype=np.uint8)
-        for i in range(self.per_byte):
-            packed |= b[:, :, i] << (self.nbits * (self.per_byte - 1 - i))
-        return packed
-
-    @property
-    def lut(self) -> np.ndarray:
-        """(n_bytes * 256, per_byte) table: decoded residual values of every byte value at every byte position."""
-        if self._lut is None:
-            if self.scheme == "pq":
-                lut = self.tables["codebook"]
-            else:
-                mask = (1 << self.nbits) - 1
-                values = np.arange(256)
-                w = np.zeros((self.n_bytes * self.per_byte, 2 ** self.nbits), dtype=np.float32)
-                w[: self.dim] = self.tables["weights"]
-                lut = np.empty((self.n_bytes, 256, self.per_byte), dtype=np.float32)
-                for i in range(self.per_byte):
-                    bucket = (values >> (self.nbits * (self.per_byte - 1 - i))) & mask
-                    dims = np.arange(self.n_bytes) * self.per_byte + i
-                    lut[:, :, i] = w[dims][:, bucket]
-            self._lut = np.ascontiguousarray(lut, dtype=np.float32).reshape(self.n_bytes * 256, self.per_byte)
-        return self._lut
+        for a, b, w, _ in self._groups:
+            buckets = bucketize(residual[:, a:b], cutoffs[a:b, : 2 ** w - 1])
+            per = 8 // w
+            grouped = buckets.reshape(len(residual), (b - a) // per, per)
+            packed = np.zeros(grouped.shape[:2], dtype=np.uint8)
+            for i in range(per):
+                packed |= grouped[:, :, i] << (w * (per - 1 - i))
+            out.append(packed)
+        return np.concatenate(out, axis=1) if out else np.zeros((len(residual), 0), np.uint8)
 
     def decode_residuals(self, codes: np.ndarray) -> np.ndarray:
-        """Decoded residuals (n x dim float32) of ``codes``."""
+        """Decoded rotated residuals (n x dim float32) of ``codes``."""
         codes = np.asarray(codes)
         n = len(codes)
-        index = codes.astype(np.int32)
-        index += np.arange(0, self.n_bytes * 256, 256, dtype=np.int32)
-        out = np.take(self.lut, index, axis=0).reshape(n, self.n_bytes * self.per_byte)
-        return out if out.shape[1] == self.dim else out[:, : self.dim]
+        out = np.empty((n, self.dim), dtype=np.float32)
+        if self.scheme != "pq":
+            out[:] = self.tables["weights"][:, 0]  # zero-bit dimensions decode to their mean
+        j = 0
+        for a, b, _, lut in self._groups:
+            nb = lut.shape[0]
+            index = codes[:, j:j + nb].astype(np.intp)
+            index += np.arange(0, nb * 256, 256)
+            out[:, a:b] = np.take(lut.reshape(nb * 256, -1), index, axis=0).reshape(n, b - a)
+            j += nb
+        return out
 
     def decode(self, cids: np.ndarray, codes: np.ndarray) -> np.ndarray:
-        """Reconstruct token vectors (n x dim float32) from centroid ids and codes (renormalised if unit-norm)."""
+        """Rotated token vectors (n x dim float32) from centroid ids and codes (renormalised if unit-norm)."""
         out = self.decode_residuals(codes)
         out += self.centroids[np.asarray(cids, dtype=np.intp)]
         if self.normalize:
-            out /= np.maximum(np.linalg.norm(out, axis=1, keepdims=True), 1e-12)
+            out /= np.maximum(np.sqrt(np.einsum("ij,ij->i", out, out)), 1e-12)[:, None]
         return out
 
     def residual_norms(self, x: np.ndarray, cids: np.ndarray) -> np.ndarray:
-        """‖x - centroid‖ per token (the drift statistic)."""
-        return np.linalg.norm(np.asarray(x, np.float32) - self.centroids[np.asarray(cids, np.intp)], axis=1)
+        """‖x - centroid‖ per token (the drift statistic); ``x`` unrotated."""
+        return np.linalg.norm(self.rotate(x) - self.centroids[np.asarray(cids, np.intp)], axis=1)

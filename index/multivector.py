@@ -5,42 +5,42 @@ Life cycle
 * **Untrained** (fewer than ``train_tokens`` token vectors added so far): documents
   are kept uncompressed (float16) in *raw* segments and searched exhaustively.
 * **Training** happens inside the ``add`` that brings the index to ``train_tokens``
-  tokens: k-means centroids and residual buckets (:mod:`mm.index.codec`) are learned
-  from all vectors added so far, which are then compressed into one segment; the same
-  commit replaces the raw segments.
+  tokens: k-means centroids (``centroids_factor * sqrt(tokens)`` of them) and the
+  residual codec (:mod:`mm.index.codec`) are learned from a random *sample* of the
+  vectors added so far, which are then encoded in streaming batches into one
+  compressed segment (memory: the codes, never all float vectors); the same commit
+  replaces the raw segments. For a bulk build, set ``train_tokens`` near the corpus
+  size: the centroids then fit the whole corpus.
 * **Trained**: each ``add`` encodes its documents with the existing codec into a new
-  compressed segment. ``info()`` measures drift (mean residual norm of documents added
-  after training vs. the training set, growth since training) and advises a
-  ``retrain()`` when it would pay off.
+  compressed segment; segments of similar size are merged (:data:`MERGE_FANOUT` per
+  size tier) by copying codes, so a growing index keeps a few segments. ``info()``
+  measures drift and advises a ``retrain()`` when it would pay off.
 
-Search (``exact=False``)
-------------------------
-1. query-token x centroid scores ``S`` (q x n_centroids);
-2. candidate documents: those owning a token in one of the ``nprobe`` best centroids
-   of any query token (inverted lists per segment);
-3. approximate score per candidate = centroid-only MaxSim ``sum_i max_{c in doc} S[i, c]``;
-4. the best ``ncandidates`` are re-ranked by exact MaxSim on decompressed vectors.
-When the filters leave at most ``ncandidates`` documents, all of them are re-ranked.
-
-``exact=True`` scores every document by MaxSim exhaustively over the most precise
-vectors stored: the float16 originals when the index keeps them
-(``keep_originals=True``, and always for raw segments), else the decompressed ones.
+Layout and search: :mod:`mm.index.layout` (contiguous codes, per-document bags of
+centroid ids, inverted lists) and :mod:`mm.index.plaid` (candidates, pruned centroid
+interaction, centroid interaction, decompression of the last ``nrerank`` documents).
+``exact=True`` scores every document by MaxSim over the most precise vectors stored:
+float16 originals when kept (``keep_originals=True``, always for raw segments), else
+the decompressed ones.
 """
 
 from __future__ import annotations
 
+import itertools
 import logging
+import math
 import time
 from typing import Any, ClassVar
 
 import numpy as np
-from mm.index.base import DocRef, Index
-from mm.index.codec import ResidualCodec
-from mm.index.maxsim import maxsim_ragged, ranges_index, top_k
-from mm.index.segments import Segment
-from mm.index.storage import load_array, new_uid, save_array
+from mm.index import layout, plaid
+from mm.index.base import DocRef, Hit, Index
+from mm.index.codec import MAX_POINTS_PER_CENTROID, RESIDUAL_SAMPLE, ResidualCodec, choose_n_centroids
+from mm.index.maxsim import maxsim_ragged, top_k
+from mm.index.segments import Segment, open_segment, read_rows
+from mm.index.storage import new_uid, save_array
 
-from mm.errors import InvalidInputError
+from mm.errors import IndexFormatError, InvalidInputError
 
 log = logging.getLogger(__name__)
 
@@ -50,13 +50,26 @@ MAX_DOC_TOKENS = 65_536
 #: drift thresholds for the retrain advice
 RESIDUAL_GROWTH_LIMIT = 1.15
 TOKEN_GROWTH_LIMIT = 8.0
+#: version of the compressed layout (rotated codec, bags, no per-token norms)
+LAYOUT_VERSION = 2
+#: segments of one size tier (powers of MERGE_FANOUT times MERGE_BASE tokens) are merged when this many exist
+MERGE_FANOUT = 4
+MERGE_BASE = 65_536
+#: token vectors encoded per batch while writing a compressed segment
+ENCODE_BATCH = 65_536
 
 
 class MultiVectorIndex(Index):
-    """Multi-vector index; see the module docstring."""
+    """Multi-vector index; see the module docstring.
+
+    Search options: ``nprobe`` centroids probed per query token; ``ncandidates`` documents
+    kept by the pruned centroid interaction; ``nrerank`` documents decompressed and scored
+    exactly; ``threshold``: centroids whose best query-token score is below it are pruned
+    in the first interaction stage.
+    """
 
     kind: ClassVar[str] = "multivector"
-    search_options: ClassVar[dict[str, Any]] = {"nprobe": 4, "ncandidates": 256}
+    search_options: ClassVar[dict[str, Any]] = {"nprobe": 4, "ncandidates": 1024, "nrerank": 256, "threshold": 0.4}
 
     codec: ResidualCodec | None = None
 
@@ -66,17 +79,20 @@ class MultiVectorIndex(Index):
         if entry is None:
             self.codec = None
             return
+        if entry.get("layout") != LAYOUT_VERSION:
+            raise IndexFormatError(f"{self.path}: the multi-vector index was written by an older mm (layout "
+                                   f"{entry.get('layout', 1)}, this mm reads {LAYOUT_VERSION}); rebuild it "
+                                   "with this version of mm")
+        from mm.index.storage import load_array
+
         arrays = {key: np.asarray(load_array(self.path / name, mmap=False)) for key, name in entry["files"].items()}
-        centroids = arrays.pop("centroids")
-        self.codec = ResidualCodec(centroids, arrays, int(entry["nbits"]), bool(entry["normalize"]),
-                                   entry.get("scheme", "scalar"))
+        self.codec = ResidualCodec.from_arrays(arrays, bool(entry["normalize"]), entry.get("scheme", "scalar"))
 
     @staticmethod
     def _offsets(seg: Segment) -> np.ndarray:
         off = seg.arrays.get("_off")
         if off is None:
-            off = np.zeros(seg.n_docs + 1, dtype=np.int64)
-            np.cumsum(seg.arrays["doclens"], out=off[1:])
+            off = layout.offsets(np.asarray(seg.arrays["doclens"]))
             seg.arrays["_off"] = off
         return off
 
@@ -119,25 +135,28 @@ class MultiVectorIndex(Index):
 
     # ------------------------------------------------------------------ vectors of stored rows
     def _ref_vectors(self, ref: DocRef) -> np.ndarray:
-        """float32 token vectors of a document (new, or copied from a segment: originals if kept, else decoded)."""
+        """float32 token vectors (unrotated) of a document: new, originals if kept, else decoded."""
         if ref.vectors is not None:
             return ref.vectors
         seg, off = ref.segment, self._offsets(ref.segment)
         a, b = int(off[ref.row]), int(off[ref.row + 1])
         if "vectors" in seg.arrays:
-            return np.asarray(seg.arrays["vectors"][a:b], dtype=np.float32)
-        return self.codec.decode(seg.arrays["cids"][a:b], seg.arrays["codes"][a:b])
+            return read_rows(seg.arrays["vectors"], a, b).astype(np.float32)
+        return self.codec.decode(seg.arrays["cids"][a:b], seg.arrays["codes"][a:b]) @ self.codec.rotation.T
+
+    def _ref_tokens(self, ref: DocRef) -> int:
+        return len(ref.vectors) if ref.vectors is not None else int(ref.segment.arrays["doclens"][ref.row])
 
     # ------------------------------------------------------------------ writing
     def _append(self, manifest: dict[str, Any], docs: list[DocRef]) -> None:
         if self.codec is not None:
             manifest["segments"].append(self._compressed_segment(manifest, docs, self.codec, post=True))
+            self._merge_tiers(manifest)
             return
         # untrained: keep raw unless this add reaches train_tokens
         taken = {d.id for d in docs}
         survivors = [r for r in self._live_refs() if r.id not in taken]
-        n_tokens = sum(len(self._ref_vectors(d)) if d.vectors is None else len(d.vectors) for d in docs)
-        n_tokens += sum(int(r.segment.arrays["doclens"][r.row]) for r in survivors)
+        n_tokens = sum(self._ref_tokens(d) for d in docs) + sum(self._ref_tokens(r) for r in survivors)
         if n_tokens >= int(manifest["config"]["train_tokens"]):
             self._train_into(manifest, survivors + docs)
         else:
@@ -155,111 +174,138 @@ class MultiVectorIndex(Index):
                   "vectors": np.concatenate(vecs).astype(np.float16)}
         return self._new_segment(manifest, docs, arrays, {"compressed": False, "n_tokens": int(sum(map(len, vecs)))})
 
+    def _training_sample(self, refs: list[DocRef], n_tokens: int, n_centroids: int, seed: int) -> np.ndarray:
+        """A random sample of the token vectors of ``refs`` (k-means and residual statistics need no more)."""
+        want = min(n_tokens, max(n_centroids * MAX_POINTS_PER_CENTROID, RESIDUAL_SAMPLE))
+        rng = np.random.default_rng(seed)
+        share = want / n_tokens
+        picked, have = [], 0
+        for i in rng.permutation(len(refs)):
+            v = self._ref_vectors(refs[i])
+            take = v if share >= 1 else v[rng.random(len(v)) < share * 1.05]
+            picked.append(take)
+            have += len(take)
+            if have >= want:
+                break
+        sample = np.concatenate(picked)
+        return sample if len(sample) <= want else sample[np.sort(rng.choice(len(sample), want, replace=False))]
+
     def _train_into(self, manifest: dict[str, Any], refs: list[DocRef]) -> None:
-        """Train a codec on ``refs`` and replace every segment by one compressed segment holding them."""
+        """Train a codec on a sample of ``refs`` and replace every segment by one compressed segment of them."""
         t0 = time.perf_counter()
-        vecs = [self._ref_vectors(r) for r in refs]
         cfg = manifest["config"]
-        flat = np.concatenate(vecs)
-        if len(flat) < 16:
-            raise InvalidInputError(f"cannot train on {len(flat)} token vectors; add more documents first")
-        codec = ResidualCodec.train(flat, nbits=int(cfg["nbits"]), factor=float(cfg["centroids_factor"]),
+        n_tokens = sum(self._ref_tokens(r) for r in refs)
+        if n_tokens < 16:
+            raise InvalidInputError(f"cannot train on {n_tokens} token vectors; add more documents first")
+        n_centroids = choose_n_centroids(n_tokens, float(cfg["centroids_factor"]))
+        sample = self._training_sample(refs, n_tokens, n_centroids, int(cfg["seed"]))
+        codec = ResidualCodec.train(sample, nbits=float(cfg["nbits"]), n_centroids=n_centroids,
                                     seed=int(cfg["seed"]), scheme=cfg.get("codec", "scalar"))
-        del flat
+        del sample
         uid = new_uid()
         files = {}
-        for key, array in {"centroids": codec.centroids, **codec.tables}.items():
+        for key, array in codec.arrays().items():
             files[key] = f"codec-{uid}.{key}.npy"
             save_array(self.path / files[key], array)
-        refs = [DocRef(r.id, r.text, r.metadata, vectors=v) for r, v in zip(refs, vecs, strict=True)]
+        # rows of the old codec must be decoded with it: copy them as vectors (see _compressed_segment)
         entry = self._compressed_segment(manifest, refs, codec, post=False)
         manifest["codec"] = {
-            "files": files, "nbits": codec.nbits, "normalize": codec.normalize, "n_centroids": codec.n_centroids,
-            "scheme": codec.scheme,
+            "files": files, "layout": LAYOUT_VERSION, "nbits": codec.nbits, "normalize": codec.normalize,
+            "n_centroids": codec.n_centroids, "scheme": codec.scheme,
             "trained_tokens": entry["n_tokens"], "trained_docs": entry["n_docs"],
             "train_residual_mean": entry["residual_sum"] / max(entry["n_tokens"], 1), "trained_at": time.time(),
         }
         manifest["segments"] = [entry]
-        log.info("trained %d centroids on %d tokens of %d documents in %.1f s", codec.n_centroids,
+        log.info("trained %d centroids on a sample for %d tokens of %d documents in %.1f s", codec.n_centroids,
                  entry["n_tokens"], entry["n_docs"], time.perf_counter() - t0)
 
     def _compressed_segment(self, manifest: dict[str, Any], docs: list[DocRef], codec: ResidualCodec,
                             post: bool | None) -> dict[str, Any]:
-        """Encode new documents / copy compressed rows; ``post=None`` keeps copied rows' flags."""
+        """Write ``docs`` as one compressed segment: rows of compressed segments of ``codec`` are copied
+        (``post=None`` keeps their flags), everything else is encoded in batches of :data:`ENCODE_BATCH` tokens."""
         keep = bool(manifest["config"]["keep_originals"])
-        doclens, cids, codes, norms, rnorm, flags, originals = [], [], [], [], [], [], []
-        pending: list[int] = []  # indices of docs needing encoding
-
-        def flush() -> None:
-            if not pending:
-                return
-            vecs = [docs[i].vectors if docs[i].vectors is not None else self._ref_vectors(docs[i]) for i in pending]
-            flat = np.concatenate(vecs)
-            c, k, dn = codec.encode(flat)
-            resid = codec.residual_norms(flat, c)
-            bounds = np.cumsum([0] + [len(v) for v in vecs])
-            for j, i in enumerate(pending):
-                a, b = bounds[j], bounds[j + 1]
-                slots[i] = (c[a:b], k[a:b], dn[a:b], float(resid[a:b].sum()), 1 if post is None else int(post),
-                            flat[a:b].astype(np.float16) if keep else None)
-            pending.clear()
-
-        slots: list[Any] = [None] * len(docs)
+        same_codec = codec is self.codec
+        copies: dict[int, list[int]] = {}  # id(segment) -> positions in docs
+        segs: dict[int, Segment] = {}
+        fresh: list[int] = []
         for i, d in enumerate(docs):
             seg = d.segment
-            if d.vectors is None and seg is not None and seg.entry.get("compressed") and \
+            if d.vectors is None and same_codec and seg is not None and seg.entry.get("compressed") and \
                     (not keep or "vectors" in seg.arrays):
-                off = self._offsets(seg)
-                a, b = int(off[d.row]), int(off[d.row + 1])
-                flag = int(seg.arrays["post"][d.row]) if post is None else int(post)
-                slots[i] = (np.asarray(seg.arrays["cids"][a:b]), np.asarray(seg.arrays["codes"][a:b]),
-                            np.asarray(seg.arrays["norms"][a:b]), float(seg.arrays["rnorm"][d.row]), flag,
-                            np.asarray(seg.arrays["vectors"][a:b]) if keep else None)
+                copies.setdefault(id(seg), []).append(i)
+                segs[id(seg)] = seg
             else:
-                pending.append(i)
-                if len(pending) >= 512:
-                    flush()
-        flush()
-        for c, k, dn, rn, fl, orig in slots:
-            doclens.append(len(c))
-            cids.append(c)
-            codes.append(k)
-            norms.append(dn)
-            rnorm.append(rn)
-            flags.append(fl)
-            if keep:
-                originals.append(orig)
-        cid_all = np.concatenate(cids).astype(codec.cid_dtype)
-        arrays = {"doclens": np.array(doclens, dtype=np.int32), "cids": cid_all, "codes": np.concatenate(codes),
-                  "norms": np.concatenate(norms).astype(np.float16),
-                  "rnorm": np.array(rnorm, dtype=np.float32), "post": np.array(flags, dtype=np.uint8)}
-        arrays.update(self._inverted_lists(arrays["doclens"], cid_all, codec.n_centroids))
-        if keep:
-            arrays["vectors"] = np.concatenate(originals)
+                fresh.append(i)
+        parts, order = [], []
+        for key, positions in copies.items():
+            seg = segs[key]
+            rows = np.array([docs[i].row for i in positions], dtype=np.int64)
+            arrays = seg.arrays
+            if post is not None:
+                arrays = {**arrays, "post": np.full(seg.n_docs, int(post), dtype=np.uint8)}
+            parts.append((arrays, rows))
+            order += positions
+        if fresh:
+            parts.append((self._encode_docs([docs[i] for i in fresh], codec, keep, 1 if post is None else int(post)),
+                          np.arange(len(fresh))))
+            order += fresh
+        arrays = layout.gather_rows(parts, codec.n_centroids, extra_token=("vectors",) if keep else ())
         n_tokens = int(arrays["doclens"].sum())
-        return self._new_segment(manifest, docs, arrays, {
+        return self._new_segment(manifest, [docs[i] for i in order], arrays, {
             "compressed": True, "n_tokens": n_tokens, "residual_sum": float(arrays["rnorm"].sum())})
 
-    @staticmethod
-    def _inverted_lists(doclens: np.ndarray, cids: np.ndarray, n_centroids: int) -> dict[str, np.ndarray]:
-        """Unique (doc, centroid) pairs, both by document (doc_cids) and by centroid (ivf)."""
-        doc_of_token = np.repeat(np.arange(len(doclens), dtype=np.int64), doclens)
-        pairs = np.unique(doc_of_token * n_centroids + cids.astype(np.int64))
-        docs, cents = pairs // n_centroids, pairs % n_centroids
-        doc_cid_off = np.zeros(len(doclens) + 1, dtype=np.int64)
-        np.cumsum(np.bincount(docs, minlength=len(doclens)), out=doc_cid_off[1:])
-        order = np.argsort(cents, kind="stable")
-        ivf_off = np.zeros(n_centroids + 1, dtype=np.int64)
-        np.cumsum(np.bincount(cents, minlength=n_centroids), out=ivf_off[1:])
-        return {"doc_cids": cents.astype(cids.dtype), "doc_cid_off": doc_cid_off,
-                "ivf": docs[order].astype(np.int32), "ivf_off": ivf_off}
+    def _encode_docs(self, docs: list[DocRef], codec: ResidualCodec, keep: bool, post: int) -> dict[str, np.ndarray]:
+        """Encode documents in streaming batches; the arrays of a compressed segment holding them."""
+        doclens = np.array([self._ref_tokens(d) for d in docs], dtype=np.int32)
+        cids, codes, rnorm, originals = [], [], np.zeros(len(docs), dtype=np.float32), []
+        i = 0
+        while i < len(docs):
+            j = i + max(1, int(np.searchsorted(np.cumsum(doclens[i:]), ENCODE_BATCH, side="right")))
+            flat = np.concatenate([self._ref_vectors(d) for d in docs[i:j]])
+            c, k = codec.encode(flat)
+            cids.append(c)
+            codes.append(k)
+            resid = codec.residual_norms(flat, c)
+            rnorm[i:j] = np.add.reduceat(resid, layout.offsets(doclens[i:j])[:-1])
+            if keep:
+                originals.append(flat.astype(np.float16))
+            i = j
+        cid_all = np.concatenate(cids)
+        arrays = {"doclens": doclens, "cids": cid_all, "codes": np.concatenate(codes), "rnorm": rnorm,
+                  "post": np.full(len(docs), post, dtype=np.uint8),
+                  **layout.bags_and_lists(doclens, cid_all, codec.n_centroids)}
+        if keep:
+            arrays["vectors"] = np.concatenate(originals)
+        return arrays
+
+    def _merge_tiers(self, manifest: dict[str, Any]) -> None:
+        """Merge compressed segments of one size tier once :data:`MERGE_FANOUT` of them exist (live rows only)."""
+        while True:
+            tiers: dict[int, list[int]] = {}
+            for i, entry in enumerate(manifest["segments"]):
+                if entry.get("compressed"):
+                    live = max(int(entry["n_tokens"]), 1)
+                    tiers.setdefault(max(0, int(math.log(live / MERGE_BASE, MERGE_FANOUT))), []).append(i)
+            full = [members for members in tiers.values() if len(members) >= MERGE_FANOUT]
+            if not full:
+                return
+            members = full[0]
+            entries = [manifest["segments"][i] for i in members]
+            segments = [open_segment(self.path, e) for e in entries]
+            refs = [DocRef(seg.ids[r], seg.text(r), seg.metadata[r], segment=seg, row=int(r))
+                    for seg in segments for r in np.flatnonzero(seg.live)]
+            merged = self._compressed_segment(manifest, refs, self.codec, post=None) if refs else None
+            manifest["segments"] = [e for i, e in enumerate(manifest["segments"]) if i not in set(members)]
+            if merged is not None:
+                manifest["segments"].append(merged)
+            log.debug("merged %d segments (%d documents)", len(members), len(refs))
 
     def retrain(self) -> dict[str, Any]:
-        """Re-learn centroids and buckets from all live documents and re-encode them into one segment.
+        """Re-learn centroids and codec from a sample of all live documents and re-encode them into one segment.
 
-        Trains from the float16 originals when the index keeps them, otherwise from the
-        decompressed vectors (then precision stays bounded by the old codes; rebuilding from
-        the source documents is better). On an untrained index it trains now.
+        Reads the float16 originals when the index keeps them, otherwise the decompressed
+        vectors (precision then stays bounded by the old codes; rebuilding from the source
+        documents is better). On an untrained index it trains now.
         """
 
         def op(manifest):
@@ -274,82 +320,88 @@ class MultiVectorIndex(Index):
         return self._write(op)
 
     # ------------------------------------------------------------------ search
-    def _similarities(self, seg: Segment, exact: bool, query: np.ndarray, scores_t: np.ndarray | None):
-        """Function mapping token indices of ``seg`` to query-token similarities (q x n)."""
+    def _plaid_view(self, seg: Segment, allowed: np.ndarray) -> dict[str, Any]:
+        codec, cids, codes = self.codec, seg.arrays["cids"], seg.arrays["codes"]
+        return {"bags": seg.arrays["bags"], "bag_off": seg.arrays["bag_off"], "ivf": seg.arrays["ivf"],
+                "ivf_off": seg.arrays["ivf_off"], "tok_off": self._offsets(seg), "allowed": allowed,
+                "decode": lambda idx: codec.decode(cids[idx], codes[idx])}
+
+    def _exhaustive(self, seg: Segment, rows: np.ndarray, query: np.ndarray, rotated: np.ndarray | None,
+                    exact: bool) -> np.ndarray:
+        """MaxSim of ``rows`` over stored originals (raw segments, or exact with originals) or decoded vectors."""
         if "vectors" in seg.arrays and (exact or not seg.entry.get("compressed")):
             vec = seg.arrays["vectors"]
-            return lambda idx: query @ np.asarray(vec[idx], dtype=np.float32).T
-        cids, codes, norms, codec = seg.arrays["cids"], seg.arrays["codes"], seg.arrays["norms"], self.codec
+            return maxsim_ragged(self._offsets(seg), rows, lambda idx: query @ np.asarray(vec[idx], np.float32).T)
+        cids, codes = seg.arrays["cids"], seg.arrays["codes"]
+        return maxsim_ragged(self._offsets(seg), rows, lambda idx: rotated @ self.codec.decode(cids[idx], codes[idx]).T)
 
-        def sims(idx):
-            # <q, c + r> = <q, c> (precomputed per centroid) + <q, r>, divided by |c + r| when renormalising
-            out = query @ codec.decode_residuals(codes[idx]).T
-            out += scores_t[np.asarray(cids[idx], dtype=np.intp)].T
-            if codec.normalize:
-                out /= np.asarray(norms[idx], dtype=np.float32)
-            return out
+    def _settings(self, settings: dict[str, Any]) -> dict[str, Any]:
+        out = {}
+        for name in ("nprobe", "ncandidates", "nrerank"):
+            value = settings[name]
+            if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value <= 0:
+                raise InvalidInputError(f"{name} must be a positive integer, got {value!r}")
+            out[name] = int(value)
+        threshold = settings["threshold"]
+        if isinstance(threshold, bool) or not isinstance(threshold, (int, float)) or not math.isfinite(threshold):
+            raise InvalidInputError(f"threshold must be a finite number, got {threshold!r}")
+        out["threshold"] = float(threshold)
+        return out
 
-        return sims
+    def _search_many(self, queries: list[np.ndarray], k: int, allowed: list[np.ndarray], exact: bool,
+                     settings: dict[str, Any], timings: dict[str, float] | None = None
+                     ) -> list[list[tuple[int, int, float]]]:
+        opts = self._settings(settings)
+        opts["ncandidates"] = max(opts["ncandidates"], k)
+        opts["nrerank"] = min(max(opts["nrerank"], k), opts["ncandidates"])
+        rotated, scores_t = [None] * len(queries), [None] * len(queries)
+        if self.codec is not None:
+            with plaid.stage(timings, "centroid_scores"):
+                lens = np.cumsum([0] + [len(q) for q in queries])
+                all_rot = self.codec.rotate(np.concatenate(queries))
+                all_st = self.codec.centroids @ all_rot.T  # (n_centroids, all query tokens): one GEMM per batch
+                rotated = [all_rot[a:b] for a, b in itertools.pairwise(lens)]
+                scores_t = [np.ascontiguousarray(all_st[:, a:b]) for a, b in itertools.pairwise(lens)]
+        views = {s: self._plaid_view(seg, allowed[s]) for s, seg in enumerate(self._segments)
+                 if seg.entry.get("compressed") and not exact}
+        out = []
+        for q, rot, st in zip(queries, rotated, scores_t, strict=True):
+            parts = []
+            rest = [s for s in range(len(self._segments)) if s not in views]
+            for s in rest:
+                rows = np.flatnonzero(allowed[s])
+                if len(rows):
+                    with plaid.stage(timings, "rerank"):
+                        parts.append((s, rows, self._exhaustive(self._segments[s], rows, q, rot, exact)))
+            if views:
+                order = list(views)
+                found = plaid.search([views[s] for s in order], rot, st, k, timings=timings, **opts)
+                parts += [(order[i], rows, scores) for i, rows, scores in found]
+            best = plaid.select(parts, k)
+            if not best:
+                out.append([])
+                continue
+            seg = np.concatenate([np.full(len(r), s) for s, r, _ in best])
+            rows = np.concatenate([r for _, r, _ in best])
+            scores = np.concatenate([v for *_, v in best])
+            out.append([(int(seg[i]), int(rows[i]), float(scores[i])) for i in top_k(scores, k)])
+        return out
 
     def _search_one(self, query: np.ndarray, k: int, allowed: list[np.ndarray], exact: bool,
                     settings: dict[str, Any]) -> list[tuple[int, int, float]]:
-        nprobe, ncand = int(settings["nprobe"]), int(settings["ncandidates"])
-        if nprobe <= 0 or ncand <= 0:
-            raise InvalidInputError(f"nprobe and ncandidates must be positive, got {nprobe}, {ncand}")
-        ncand = max(ncand, k)
-        n_allowed = sum(int(m.sum()) for m in allowed)
-        exhaustive = exact or self.codec is None or n_allowed <= ncand
-        pool: list[tuple[int, np.ndarray]] = []  # (segment, rows) to score exactly
-        scores_t = None
-        if self.codec is not None:
-            scores_t = np.ascontiguousarray((query @ self.codec.centroids.T).T)  # (n_centroids, q)
-        if exhaustive:
-            pool = [(s, np.flatnonzero(m)) for s, m in enumerate(allowed)]
-        else:
-            nprobe = min(nprobe, self.codec.n_centroids)
-            probe = np.argpartition(-scores_t, nprobe - 1, axis=0)[:nprobe].ravel()
-            probe = np.unique(probe)
-            approx_s, approx_r, approx_v = [], [], []
-            for s, seg in enumerate(self._segments):
-                if not seg.entry.get("compressed"):
-                    pool.append((s, np.flatnonzero(allowed[s])))
-                    continue
-                rows = self._candidates(seg, probe, allowed[s])
-                if len(rows):
-                    approx_s.append(np.full(len(rows), s))
-                    approx_r.append(rows)
-                    approx_v.append(self._approx_scores(seg, rows, scores_t))
-            if approx_v:
-                s_all, r_all, v_all = map(np.concatenate, (approx_s, approx_r, approx_v))
-                best = top_k(v_all, ncand)
-                for s in np.unique(s_all[best]):
-                    pool.append((int(s), np.sort(r_all[best][s_all[best] == s])))
-        out_s, out_r, out_v = [], [], []
-        for s, rows in pool:
-            if len(rows) == 0:
-                continue
-            seg = self._segments[s]
-            out_s.append(np.full(len(rows), s))
-            out_r.append(rows)
-            out_v.append(maxsim_ragged(self._offsets(seg), rows, self._similarities(seg, exact, query, scores_t)))
-        if not out_v:
-            return []
-        s_all, r_all, v_all = map(np.concatenate, (out_s, out_r, out_v))
-        return [(int(s_all[i]), int(r_all[i]), float(v_all[i])) for i in top_k(v_all, k)]
+        return self._search_many([query], k, allowed, exact, settings)[0]
 
-    @staticmethod
-    def _candidates(seg: Segment, probe: np.ndarray, allowed: np.ndarray) -> np.ndarray:
-        off = seg.arrays["ivf_off"]
-        idx, _ = ranges_index(off[probe], off[probe + 1])
-        rows = np.unique(seg.arrays["ivf"][idx])
-        return rows[allowed[rows]]
+    def search_timed(self, queries: list[Any], k: int = 10, **options: Any) -> tuple[list[list[Hit]], dict[str, float]]:
+        """:meth:`search_batch` (no filters) plus the seconds spent in each stage (:data:`mm.index.plaid.STAGES`)."""
+        from mm.errors import check_options
 
-    @staticmethod
-    def _approx_scores(seg: Segment, rows: np.ndarray, scores_t: np.ndarray) -> np.ndarray:
-        off = seg.arrays["doc_cid_off"]
-        idx, starts = ranges_index(off[rows], off[rows + 1])
-        vals = scores_t[np.asarray(seg.arrays["doc_cids"][idx], dtype=np.intp)]  # (P, q)
-        return np.maximum.reduceat(vals, starts, axis=0).sum(axis=1)
+        check_options(options, self.search_options, f"{type(self).__name__}.search_timed()")
+        k = self._check_k(k)
+        qs = [self._check_query(q) for q in queries]
+        self.refresh()
+        timings: dict[str, float] = {}
+        scored = self._search_many(qs, k, self._allowed(None), False, {**self.search_options, **options}, timings)
+        return [[self._hit(s, r, sc) for s, r, sc in hits] for hits in scored], timings
 
     # ------------------------------------------------------------------ info
     def info(self) -> dict[str, Any]:

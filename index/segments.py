@@ -101,3 +101,24 @@ def with_tombstones(folder: Path, entry: dict[str, Any], deleted: np.ndarray) ->
     save_array(folder / name, rows)
     entry["files"]["deleted"] = name
     return entry
+
+
+def read_rows(array: np.ndarray, start: int, stop: int) -> np.ndarray:
+    """Rows ``start:stop`` of a (memory-mapped) array, read with a plain file read.
+
+    Streaming passes over a large index (training, re-encoding) read this way so the
+    pages they touch do not stay mapped into the process (its resident memory stays small).
+
+    >>> import tempfile, pathlib
+    >>> path = pathlib.Path(tempfile.mkdtemp()) / "a.npy"
+    >>> save_array(path, np.arange(12, dtype=np.float16).reshape(6, 2))
+    >>> read_rows(load_array(path), 2, 4).tolist()
+    [[4.0, 5.0], [6.0, 7.0]]
+    """
+    if not isinstance(array, np.memmap) or array.filename is None or not array.flags.c_contiguous:
+        return np.asarray(array[start:stop])
+    row = int(np.prod(array.shape[1:], dtype=np.int64))
+    count = max(0, min(stop, len(array)) - start) * row
+    out = np.fromfile(array.filename, dtype=array.dtype, count=count,
+                      offset=array.offset + start * row * array.dtype.itemsize)
+    return out.reshape(-1, *array.shape[1:])

@@ -308,6 +308,6 @@ def test_create_validation(tmp_path):
     with pytest.raises(InvalidInputError, match="kind"):
         create_index(tmp_path / "a", kind="sparse", dim=4, encoder_info={})
     with pytest.raises(InvalidInputError, match="nbits"):
-        create_index(tmp_path / "b", kind="multivector", dim=4, encoder_info={}, nbits=3)
+        create_index(tmp_path / "b", kind="multivector", dim=4, encoder_info={}, nbits=5)
     with pytest.raises(InvalidInputError, match="dim"):
         create_index(tmp_path / "c", kind="dense", dim=0, encoder_info={})

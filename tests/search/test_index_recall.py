@@ -2,9 +2,10 @@
 
 The compressed index (candidate generation, then MaxSim on decompressed vectors of half
 the corpus) is held to the recall@10 (vs. exhaustive float32 MaxSim's top 10) measured on
-this small setting (200 documents cut to 128 tokens, 512 centroids trained on 60% of them):
-4-bit PQ 0.9675, 4-bit scalar 0.9575, 2-bit scalar 0.92. With more data per centroid
-(benchmarks/search_index.py, 512 full-length documents) 4-bit PQ reaches 0.983.
+this small setting (200 documents cut to 128 tokens, centroids trained on 60% of them) with
+the first codec (layout 1): 4-bit PQ 0.9675, 2-bit scalar 0.92; the thresholds below are
+unchanged for the rotated codec and PLAID stages (layout 2). Full-corpus figures:
+docs/search-index.md (benchmarks/search_index.py).
 """
 
 from __future__ import annotations

@@ -1,0 +1,163 @@
+"""PLAID's staged search over compressed segments (Santhanam et al., 2022), vectorised in numpy.
+
+For a query ``Q`` (rotated into the codec's space, ``q`` tokens) and the centroid
+scores ``S = C Q^T`` (``n_centroids x q``):
+
+1. **candidates** - documents in the inverted lists of the ``nprobe`` best centroids
+   of every query token;
+2. **pruned centroid interaction** - each candidate scored as
+   ``sum_i max_{c in bag(d), c kept} S[c, i]`` over its bag of distinct centroid ids,
+   keeping only centroids whose best query-token score reaches ``threshold``; the
+   best ``ncandidates`` go on;
+3. **centroid interaction** - the same without pruning; the best ``nrerank`` go on;
+4. **decompression + exact MaxSim** on their decoded token vectors; the top ``k`` are returned.
+
+Stage seconds are added to an optional ``timings`` dict under the names in :data:`STAGES`.
+
+>>> st = np.array([[0.9, 0.1], [0.2, 0.8], [0.1, 0.1]], np.float32)  # 3 centroids x 2 query tokens
+>>> bags, bag_off = np.array([0, 2, 1, 2]), np.array([0, 2, 4])  # doc 0 holds centroids 0 and 2, doc 1 holds 1 and 2
+>>> centroid_interaction(bags, bag_off, np.array([0, 1]), st).tolist()
+[1.0, 1.0]
+>>> centroid_interaction(bags, bag_off, np.array([0, 1]), st, keep=st.max(axis=1) >= 0.85).round(2).tolist()
+[1.0, 0.0]
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from contextlib import contextmanager
+from typing import Any
+
+import numpy as np
+from mm.index.maxsim import ranges_index, top_k
+
+STAGES = ("centroid_scores", "candidates", "pruned_interaction", "interaction", "decompression", "rerank")
+
+
+@contextmanager
+def stage(timings: dict[str, float] | None, name: str):
+    """Add the seconds spent in the block to ``timings[name]``."""
+    if timings is None:
+        yield
+        return
+    t = time.perf_counter()
+    try:
+        yield
+    finally:
+        timings[name] = timings.get(name, 0.0) + time.perf_counter() - t
+
+
+def probe(st: np.ndarray, nprobe: int) -> np.ndarray:
+    """Distinct ids of the ``nprobe`` best centroids of each query token (columns of ``st``)."""
+    nprobe = min(nprobe, len(st))
+    best = np.argpartition(-st, nprobe - 1, axis=0)[:nprobe] if nprobe < len(st) else np.arange(len(st))
+    return np.unique(best)
+
+
+def candidates(ivf: np.ndarray, ivf_off: np.ndarray, centroids: np.ndarray, allowed: np.ndarray) -> np.ndarray:
+    """Rows (ascending) of allowed documents in the inverted lists of ``centroids``."""
+    idx, _ = ranges_index(ivf_off[centroids], ivf_off[centroids + 1])
+    mask = np.zeros(len(allowed), dtype=bool)
+    mask[ivf[idx]] = True
+    mask &= allowed
+    return np.flatnonzero(mask)
+
+
+def centroid_interaction(bags: np.ndarray, bag_off: np.ndarray, rows: np.ndarray, st: np.ndarray,
+                         keep: np.ndarray | None = None) -> np.ndarray:
+    """Approximate MaxSim of documents ``rows`` from their bags of centroid ids.
+
+    ``keep`` (bool per centroid) prunes bag entries; a query token with no kept centroid
+    in a document contributes 0.
+    """
+    if len(rows) == 0:
+        return np.zeros(0, dtype=np.float32)
+    bag_off = np.asarray(bag_off)
+    if len(rows) == len(bag_off) - 1:  # every document: the bags are one contiguous slice
+        cents = np.asarray(bags, dtype=np.intp)
+        starts = np.asarray(bag_off[:-1], dtype=np.int64)
+    else:
+        idx, starts = ranges_index(bag_off[rows], bag_off[rows + 1])
+        cents = np.asarray(bags[idx], dtype=np.intp)
+    empty = None
+    if keep is not None:
+        kept = keep[cents]
+        counts = np.add.reduceat(kept.astype(np.int32), starts) if len(kept) else np.zeros(len(rows), np.int32)
+        cents = cents[kept]
+        starts = np.zeros(len(rows), dtype=np.int64)
+        np.cumsum(counts[:-1], out=starts[1:])
+        empty = counts == 0
+        if len(cents) == 0:
+            return np.zeros(len(rows), dtype=np.float32)
+        np.minimum(starts, len(cents) - 1, out=starts)
+    best = np.maximum.reduceat(st[cents], starts, axis=0)  # (rows, q)
+    if empty is not None:
+        best[empty] = 0.0
+    return best.sum(axis=1)
+
+
+def decompressed_maxsim(query: np.ndarray, tok_off: np.ndarray, rows: np.ndarray,
+                        decode: Callable[[np.ndarray], np.ndarray], timings: dict[str, float] | None = None,
+                        max_tokens: int = 65536) -> np.ndarray:
+    """Exact MaxSim of ``query`` (rotated) against decoded token vectors of documents ``rows``.
+
+    ``decode(token_indices) -> (n, dim)`` decompresses; work goes in chunks of about ``max_tokens`` tokens.
+    """
+    rows = np.asarray(rows, dtype=np.int64)
+    out = np.empty(len(rows), dtype=np.float32)
+    lens = tok_off[rows + 1] - tok_off[rows]
+    i = 0
+    while i < len(rows):
+        cum = np.cumsum(lens[i:])
+        j = i + max(1, int(np.searchsorted(cum, max_tokens, side="right")))
+        with stage(timings, "decompression"):
+            idx, starts = ranges_index(tok_off[rows[i:j]], tok_off[rows[i:j] + 1])
+            vectors = decode(idx)
+        with stage(timings, "rerank"):
+            sims = query @ vectors.T
+            out[i:j] = np.maximum.reduceat(sims, starts, axis=1).sum(axis=0)
+        i = j
+    return out
+
+
+def select(parts: list[tuple[int, np.ndarray, np.ndarray]], n: int) -> list[tuple[int, np.ndarray, np.ndarray]]:
+    """The ``n`` best of per-segment (segment, rows, scores), again per segment (rows ascending)."""
+    parts = [p for p in parts if len(p[1])]
+    if sum(len(p[1]) for p in parts) <= n:
+        return parts
+    seg = np.concatenate([np.full(len(r), s) for s, r, _ in parts])
+    rows = np.concatenate([r for _, r, _ in parts])
+    scores = np.concatenate([v for *_, v in parts])
+    best = top_k(scores, n)
+    out = []
+    for s in np.unique(seg[best]):
+        pick = best[seg[best] == s]
+        order = np.argsort(rows[pick])
+        out.append((int(s), rows[pick][order], scores[pick][order]))
+    return out
+
+
+def search(segments: list[dict[str, Any]], query: np.ndarray, st: np.ndarray, k: int, *, nprobe: int,
+           ncandidates: int, nrerank: int, threshold: float,
+           timings: dict[str, float] | None = None) -> list[tuple[int, np.ndarray, np.ndarray]]:
+    """Top ``k`` as per-segment (segment, rows, scores) through the four stages.
+
+    ``segments``: per compressed segment a dict with ``bags``, ``bag_off``, ``ivf``, ``ivf_off``,
+    ``tok_off``, ``allowed`` (bool per row) and ``decode`` (token indices -> rotated vectors).
+    """
+    with stage(timings, "candidates"):
+        probed = probe(st, nprobe)
+        pool = [(s, candidates(g["ivf"], g["ivf_off"], probed, g["allowed"]), None) for s, g in enumerate(segments)]
+    if sum(len(r) for _, r, _ in pool) > ncandidates:
+        with stage(timings, "pruned_interaction"):
+            keep = st.max(axis=1) >= threshold
+            pool = select([(s, r, centroid_interaction(segments[s]["bags"], segments[s]["bag_off"], r, st, keep))
+                           for s, r, _ in pool], ncandidates)
+    if sum(len(r) for _, r, _ in pool) > nrerank:
+        with stage(timings, "interaction"):
+            pool = select([(s, r, centroid_interaction(segments[s]["bags"], segments[s]["bag_off"], r, st))
+                           for s, r, _ in pool], nrerank)
+    scored = [(s, r, decompressed_maxsim(query, segments[s]["tok_off"], r, segments[s]["decode"], timings))
+              for s, r, _ in pool]
+    return select(scored, k)

@@ -1,0 +1,166 @@
+"""PLAID stages of the multi-vector index: layout round trips, codec, pruning vs exhaustive, merges, open time."""
+
+from __future__ import annotations
+
+import time
+
+import numpy as np
+import pytest
+from mm.index import create_index, layout, open_index, plaid
+from mm.index.codec import ResidualCodec, split_bits
+
+from tests.search.test_index_basic import DIM, clustered_docs
+
+
+def brute_interaction(bags: list[set[int]], st: np.ndarray, keep: np.ndarray | None) -> np.ndarray:
+    out = []
+    for bag in bags:
+        cents = [c for c in bag if keep is None or keep[c]]
+        out.append(sum(max([st[c, i] for c in cents], default=0.0) for i in range(st.shape[1])))
+    return np.array(out)
+
+
+def test_centroid_interaction_matches_brute_force():
+    rng = np.random.default_rng(0)
+    n_docs, n_cent = 60, 40
+    doclens = rng.integers(1, 30, n_docs)
+    cids = rng.integers(0, n_cent, doclens.sum()).astype(np.uint16)
+    lay = layout.bags_and_lists(doclens, cids, n_cent)
+    off = layout.offsets(doclens)
+    bags = [set(cids[off[d]:off[d + 1]].tolist()) for d in range(n_docs)]
+    st = rng.normal(size=(n_cent, 7)).astype(np.float32)
+    keep = st.max(axis=1) >= 0.8
+    rows = np.sort(rng.choice(n_docs, 25, replace=False))
+    for k in (None, keep):
+        got = plaid.centroid_interaction(lay["bags"], lay["bag_off"], rows, st, k)
+        np.testing.assert_allclose(got, brute_interaction([bags[r] for r in rows], st, k), rtol=1e-5)
+        every = plaid.centroid_interaction(lay["bags"], lay["bag_off"], np.arange(n_docs), st, k)
+        np.testing.assert_allclose(every, brute_interaction(bags, st, k), rtol=1e-5)
+    # inverted lists hold exactly the documents whose bag has the centroid
+    allowed = np.ones(n_docs, dtype=bool)
+    allowed[::5] = False
+    probe = np.array([3, 17])
+    want = [d for d in range(n_docs) if allowed[d] and bags[d] & {3, 17}]
+    assert plaid.candidates(lay["ivf"], lay["ivf_off"], probe, allowed).tolist() == want
+
+
+def test_merged_layout_equals_layout_of_concatenation():
+    rng = np.random.default_rng(1)
+    parts, whole_lens, whole_cids, whole_codes = [], [], [], []
+    for n_docs in (7, 11):
+        doclens = rng.integers(1, 9, n_docs).astype(np.int32)
+        cids = rng.integers(0, 16, doclens.sum()).astype(np.uint16)
+        codes = rng.integers(0, 256, (doclens.sum(), 3)).astype(np.uint8)
+        arrays = {"doclens": doclens, "cids": cids, "codes": codes, "rnorm": rng.random(n_docs).astype(np.float32),
+                  "post": np.zeros(n_docs, np.uint8), **layout.bags_and_lists(doclens, cids, 16)}
+        rows = np.array([r for r in range(n_docs) if r % 3 != 1])  # drop some rows (deleted)
+        parts.append((arrays, rows))
+        off = layout.offsets(doclens)
+        for r in rows:
+            whole_lens.append(doclens[r])
+            whole_cids.append(cids[off[r]:off[r + 1]])
+            whole_codes.append(codes[off[r]:off[r + 1]])
+    merged = layout.gather_rows(parts, 16)
+    expect = layout.bags_and_lists(np.array(whole_lens), np.concatenate(whole_cids), 16)
+    assert merged["doclens"].tolist() == [int(x) for x in whole_lens]
+    np.testing.assert_array_equal(merged["codes"], np.concatenate(whole_codes))
+    for key in ("bags", "bag_off", "ivf", "ivf_off"):
+        np.testing.assert_array_equal(merged[key], expect[key], err_msg=key)
+
+
+def test_split_bits_stays_within_budget_and_prefers_high_variance():
+    rng = np.random.default_rng(2)
+    var = np.sort(rng.random(64) * 3)[::-1]
+    mse = var[:, None] * np.array([2.0 ** -8, 2.0 ** -4, 2.0 ** -2, 1.0])[None]
+    for budget in (64, 96, 128, 200):
+        bits = split_bits(mse, budget)
+        assert bits.sum() <= budget and np.all(np.diff(bits.astype(int)) <= 0)
+        assert {int(b) for b in bits} <= {0, 1, 2, 4}
+
+
+def test_codec_rotation_keeps_inner_products_and_more_bits_cut_error():
+    docs = clustered_docs(300, seed=3)
+    x = np.concatenate(docs)
+    errors = []
+    for nbits in (1, 2, 4):
+        codec = ResidualCodec.train(x, nbits=nbits, n_centroids=32, seed=0)
+        assert codec.n_bytes == DIM * nbits // 8
+        np.testing.assert_allclose(codec.rotation @ codec.rotation.T, np.eye(DIM), atol=1e-4)
+        q = x[:5]
+        np.testing.assert_allclose(codec.rotate(q) @ codec.rotate(x[5:50]).T, q @ x[5:50].T, atol=1e-4)
+        cids, codes = codec.encode(x)
+        restored = ResidualCodec.from_arrays(codec.arrays(), codec.normalize, codec.scheme)
+        np.testing.assert_allclose(restored.decode(cids, codes), codec.decode(cids, codes), atol=2e-3)
+        errors.append(float(np.linalg.norm(codec.decode(cids, codes) - codec.rotate(x), axis=1).mean()))
+    assert errors[0] > errors[1] > errors[2]
+
+
+def test_fractional_bits_split_dimensions():
+    x = np.concatenate(clustered_docs(300, seed=4))
+    codec = ResidualCodec.train(x, nbits=1.5, n_centroids=32, seed=0)
+    assert codec.n_bytes == DIM * 3 // 16 and int(codec.bits.sum()) <= DIM * 1.5
+    assert codec.bits[0] >= codec.bits[-1]
+
+
+def build(path, docs, batch=40, **kw):
+    index = create_index(path, kind="multivector", dim=DIM, encoder_info={}, nbits=2,
+                         train_tokens=kw.pop("train_tokens", 2000), **kw)
+    for s in range(0, len(docs), batch):
+        index.add([f"d{i}" for i in range(s, min(s + batch, len(docs)))], docs[s:s + batch])
+    return index
+
+
+def test_unpruned_stages_equal_exhaustive_search_on_decoded_vectors(tmp_path):
+    docs = clustered_docs(300, seed=5)
+    index = build(tmp_path / "ix", docs)
+    n = len(index)
+    for i in range(0, 300, 37):
+        q = docs[i][:5]
+        full = index.search(q, k=10, nprobe=10**6, ncandidates=n, nrerank=n, threshold=-1e9)
+        exact = index.search(q, k=10, exact=True)  # decoded vectors, every document
+        assert [h.id for h in full] == [h.id for h in exact]
+        np.testing.assert_allclose([h.score for h in full], [h.score for h in exact], rtol=1e-5)
+        # pruning and shortlists only drop documents: every score returned is the exact decoded score
+        fast = index.search(q, k=10, ncandidates=40, nrerank=12)
+        scores = {h.id: h.score for h in index.search(q, k=n, exact=True)}
+        for h in fast:
+            assert h.score == pytest.approx(scores[h.id], rel=1e-5)
+
+
+def test_segments_are_merged_and_results_unchanged(tmp_path):
+    docs = clustered_docs(400, seed=6)
+    many = build(tmp_path / "many", docs, batch=10, train_tokens=800)
+    info = many.info()
+    assert info["trained"] and info["segments"] < 8  # 37 adds after training, merged in tiers of 4
+    one = build(tmp_path / "one", docs, batch=400, train_tokens=800)
+    one.compact()
+    for i in range(0, 400, 50):
+        q = docs[i][:6]
+        a = many.search(q, k=10, exact=True)
+        assert [h.id for h in a][:1] == [f"d{i}"]
+    many.delete([f"d{i}" for i in range(0, 400, 2)])
+    many.compact()
+    assert many.info()["segments"] == 1 and len(many) == 200
+    assert all(int(h.id[1:]) % 2 == 1 for h in many.search(docs[4][:6], k=20))
+
+
+def test_open_is_memory_mapped_and_fast(tmp_path):
+    index = build(tmp_path / "ix", clustered_docs(300, seed=7))
+    del index
+    t = time.perf_counter()
+    index = open_index(tmp_path / "ix")
+    assert time.perf_counter() - t < 1.0
+    seg = index._segments[0]
+    assert seg.entry["compressed"]
+    for key in ("codes", "cids", "bags", "ivf"):
+        assert isinstance(seg.arrays[key], np.memmap), key
+    assert not any(name.endswith("norms.npy") for name in index._files())  # no per-token norms
+
+
+def test_bad_search_options(tmp_path):
+    from mm.errors import InvalidInputError
+
+    index = build(tmp_path / "ix", clustered_docs(100, seed=8))
+    for bad in ({"nrerank": 0}, {"ncandidates": -1}, {"nprobe": 1.5}, {"threshold": float("nan")}):
+        with pytest.raises(InvalidInputError):
+            index.search(np.ones((2, DIM), np.float32), k=3, **bad)
