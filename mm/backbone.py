@@ -27,7 +27,7 @@ from mm.errors import CheckpointError, InvalidInputError, choices_text
 
 log = logging.getLogger(__name__)
 
-QUANTIZE_CHOICES = ("int8",)
+QUANTIZE_CHOICES = ("int8", "int4")
 #: ``auto``: mm's fast decode loop (mm.fast_decode) when the model and settings allow it, else transformers
 ENGINE_CHOICES = ("auto", "fast", "transformers")
 
@@ -113,7 +113,7 @@ class Backbone:
         path = hub.resolve_model(model)
         device = runtime.resolve_device(device)
         torch_dtype = runtime.resolve_dtype(dtype, device)
-        check_quantize(quantize, torch_dtype)
+        check_quantize(quantize, torch_dtype, QUANTIZE_CHOICES)
         key = ("causal-lm", str(path), device, str(torch_dtype), quantize)
         return runtime.cached_model(key, lambda: cls._load_uncached(path, device, torch_dtype, quantize))
 
@@ -131,6 +131,10 @@ class Backbone:
             tokenizer.pad_token = tokenizer.eos_token
         if quantize == "int8":
             model = quantize_int8(model)
+        elif quantize == "int4":
+            from mm.quant import quantize_int4
+
+            model = quantize_int4(model)
         log.info("loaded %s on %s as %s%s", path, device, dtype, f" ({quantize})" if quantize else "")
         return cls(model, tokenizer, path, device, dtype, quantize)
 
@@ -306,14 +310,20 @@ class Backbone:
             raise errors[0]
 
 
-def check_quantize(quantize: str | None, dtype: Any) -> str | None:
-    """Validate ``quantize`` (None or ``int8``) against the resolved torch ``dtype``, before anything loads."""
+def check_quantize(quantize: str | None, dtype: Any, choices: Sequence[str] = ("int8",)) -> str | None:
+    """Validate ``quantize`` (None or one of ``choices``) against the resolved torch ``dtype``, before anything loads.
+
+    ``int8`` (dynamic, fp32 activations) needs float32; ``int4`` (group-wise weight-only, :mod:`mm.quant`) runs
+    bfloat16 or float32 activations. Loaders pass the ``choices`` they implement.
+    """
     import torch
 
-    if quantize is not None and quantize not in QUANTIZE_CHOICES:
-        raise InvalidInputError(f"quantize={quantize!r} is not supported; valid: {choices_text(QUANTIZE_CHOICES)}")
+    if quantize is not None and quantize not in choices:
+        raise InvalidInputError(f"quantize={quantize!r} is not supported here; valid: {choices_text(choices)}")
     if quantize == "int8" and dtype != torch.float32:
         raise InvalidInputError("quantize='int8' needs dtype='float32' (dynamic int8 runs fp32 activations)")
+    if quantize == "int4" and dtype not in (torch.bfloat16, torch.float32):
+        raise InvalidInputError(f"quantize='int4' needs dtype='bfloat16' or 'float32', got {dtype}")
     return quantize
 
 
