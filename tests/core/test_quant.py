@@ -85,3 +85,11 @@ def test_int4_logits_stay_close_to_float32(tiny_lfm2):
     cosine = torch.nn.functional.cosine_similarity(a, b, dim=-1)
     assert float(cosine.min()) > 0.95
     assert not torch.equal(a, b)  # the weights really are quantized
+
+
+def test_chat_pipeline_int4(tiny_lfm2):
+    import mm
+
+    chat = mm.pipeline("chat", model=tiny_lfm2, dtype="bfloat16", quantize="int4", threads=1)
+    assert isinstance(chat.backbone.model.lm_head, Int4Linear)
+    assert 1 <= chat("Hello there", max_new_tokens=4).num_tokens <= 4
