@@ -327,6 +327,32 @@ def streams_speed(path: Path, dtype: str, quantize: str | None, new_tokens: int,
     return out
 
 
+def step_cpu_time(path: Path, dtype: str, quantize: str | None, steps: int = 20) -> dict[str, float]:
+    """CPU time of one decode step (backbone + LM head + argmax) in the calling thread, best of ``steps``.
+
+    With ``--threads 1`` this is the work per token independent of other processes on a shared machine
+    (wall time there measures the scheduler); bytes / CPU time is what one core streams.
+    """
+    import torch
+
+    from mm.backbone import Backbone
+
+    bb = Backbone.load(path, dtype=dtype, quantize=quantize)
+    fast = bb.fast()
+    state = fast.prefill(torch.randint(20, 2000, (1, DECODE_PROMPT_TOKENS)), max_new_tokens=steps + 4)
+    tokens = fast.logits(state.hidden).argmax(-1)
+    best = float("inf")
+    for _ in range(steps):
+        start = time.thread_time()
+        tokens = fast.logits(fast.step(state, tokens)).argmax(-1)
+        best = min(best, time.thread_time() - start)
+    nbytes = decode_bytes(bb.model)
+    out = {"cpu_ms_per_token": round(best * 1e3, 1), "weight_mb_per_token": round(nbytes / 1e6, 1),
+           "gb_s_per_cpu_second": round(nbytes / best / 1e9, 2)}
+    print(f"progress: step {dtype} {quantize} {out}", file=sys.stderr, flush=True)
+    return out
+
+
 def prefill_speed(path: Path, dtype: str, quantize: str | None, ids: Any, repeats: int,
                   threads: int) -> dict[str, float]:
     """Prefill tokens/s of transformers' ``generate`` (1 new token) against mm's fast engine, alternating."""
@@ -361,6 +387,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--new-tokens", type=int, default=64)
     parser.add_argument("--repeats", type=int, default=3, help="best of N timings per figure")
     parser.add_argument("--settings", default=",".join(MM_SETTINGS), help="mm settings to time: bf16,int8,int4")
+    parser.add_argument("--step-cpu-time", action="store_true",
+                        help="only the CPU time per decode step of each mm setting (use with --threads 1)")
     parser.add_argument("--no-llama-cpp", action="store_true", help="skip llama.cpp even when installed")
     parser.add_argument("--llama-cpp-source", default=None,
                         help="unpacked llama-cpp-python sdist (default: pip download of the installed version)")
@@ -399,6 +427,12 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             return tokenizer.apply_chat_template([{"role": "user", "content": text}], add_generation_prompt=True,
                                                  return_tensors="pt", return_dict=True)["input_ids"]
 
+        if args.step_cpu_time:
+            result["decode_step_cpu_time"] = {label: step_cpu_time(path, *MM_SETTINGS[label]) for label in labels}
+            result["load_average_end"] = os.getloadavg()
+            json.dump(result, sys.stdout, indent=1)
+            print()
+            return result
         short_ids = encode(long_prompt(tokenizer, DECODE_PROMPT_TOKENS))[0].tolist()
         result["decode_prompt_tokens"] = len(short_ids)
         engines: dict[str, Any] = {}
