@@ -198,7 +198,7 @@ def llama_cpp_source(explicit: str | None, workdir: Path) -> Path:
         root = cache / f"llama_cpp_python-{ver}"
         if not root.exists():
             cache.mkdir(parents=True, exist_ok=True)
-            subprocess.run([sys.executable, "-m", "pip", "download", "--no-deps", "--no-build-isolation",
+            subprocess.run([sys.executable, "-m", "pip", "download", "--no-deps",
                             "--no-binary", ":all:", f"llama-cpp-python=={ver}", "-d", str(cache)], check=True,
                            capture_output=True)
             with tarfile.open(next(cache.glob("llama_cpp_python-*.tar.gz"))) as tar:
