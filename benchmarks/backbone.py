@@ -1,16 +1,20 @@
-"""Backbone speed: prefill and decode tokens/s of mm's engines against transformers ``generate``, same run.
+"""Backbone speed: mm's decode against llama.cpp (and prefill against transformers), same run, same CPU.
 
 Full-size LFM2-350M with random weights (speed does not depend on weight values), written to a temp
-directory with a tokenizer and loaded through ``mm.pipeline("chat", model=DIR, ...)`` like a real
-checkpoint. Prints ONE JSON object::
+directory with a tokenizer like a real checkpoint. When ``llama-cpp-python`` is installed (``pip install
+'mm[bench]'``, built from source with ``CMAKE_ARGS="-DGGML_NATIVE=ON"``), the checkpoint is converted with
+llama.cpp's own ``convert_hf_to_gguf.py`` from that package's source distribution (bf16, q8_0; q4_0 through
+``llama_model_quantize``) and both engines are timed alternating, best of N, on the same token ids. Prints
+ONE JSON object::
 
-    python benchmarks/backbone.py            # 512-token prompt, 64 new tokens, + LFM2-1.2B streams
-    python benchmarks/backbone.py --quick    # shorter prompt/decode, no 1.2B part
+    python benchmarks/backbone.py                      # everything (llama.cpp when installed)
+    python benchmarks/backbone.py --llama-cpp-source DIR   # an unpacked llama-cpp-python sdist (else downloaded)
+    python benchmarks/backbone.py --quick              # fewer repeats, no greedy-agreement part
 
-Figures: transformers bf16/fp32 (baseline), mm's chat pipeline on transformers' engine (wrapper
-overhead), mm's fast engine in bf16/fp32/int8, ratios against transformers bf16 and fp32, greedy-token
-agreement of the fast engine with transformers (same dtype) and of int8 with fp32, and LFM2-1.2B decode
-for 1, 2 and 4 streams.
+Decode tokens/s = (N - 1) / (t(N new) - t(1 new)) after a 16-token prompt (llama-bench's tg split), prefill
+tokens/s = prompt / t(1 new) on a 512-token prompt. Achieved GB/s = weight bytes read per decode step x
+tokens/s, next to the machine's measured memory bandwidth. Batched decode: aggregate tokens/s for 1, 4, 8
+streams. The run records CPU capability, threads, load average and CPU time, since the machine may be shared.
 """
 
 from __future__ import annotations
@@ -39,6 +43,10 @@ COMMON = dict(max_position_embeddings=128000, norm_eps=1e-5, conv_bias=False, co
 
 #: decode is timed after a short prompt (llama-bench's pp512 / tg64 split), prefill on the long one
 DECODE_PROMPT_TOKENS = 16
+
+#: mm settings timed: label -> (dtype, quantize); llama.cpp types they face (same bits per weight class)
+MM_SETTINGS = {"bf16": ("bfloat16", None), "int8": ("float32", "int8"), "int4": ("bfloat16", "int4")}
+LLAMA_TYPES = {"bf16": "bf16", "int8": "q8_0", "int4": "q4_0"}
 
 #: fixed prompt set for greedy agreement
 AGREEMENT_PROMPTS = [
@@ -84,50 +92,6 @@ def timed(fn: Any, repeats: int) -> float:
         fn()
         best = min(best, time.perf_counter() - t0)
     return best
-
-
-def speed(generate: Any, prompt_len: int, new_tokens: int, repeats: int,
-          decode_generate: Any | None = None) -> dict[str, float]:
-    """Prefill tokens/s (a 1-token generate on the long prompt) and decode tokens/s, llama-bench style.
-
-    Decode is timed on ``decode_generate`` (a short prompt: the extra time of ``new_tokens - 1`` steps over
-    a 1-token run), so a slow, noisy prefill cannot swamp the difference; without it, on the long prompt.
-    """
-    decode_generate = decode_generate or generate
-    gc.collect()
-    generate(4)  # warm-up (oneDNN primitives, caches)
-    decode_generate(4)
-    t1 = timed(lambda: generate(1), repeats)
-    d1 = timed(lambda: decode_generate(1), repeats)
-    dn = timed(lambda: decode_generate(new_tokens), repeats)
-    figures = {"prefill_tok_s": round(prompt_len / t1, 2),
-               "decode_tok_s": round((new_tokens - 1) / max(dn - d1, 1e-9), 2)}
-    print(f"progress: {figures}", file=sys.stderr, flush=True)  # partial results survive an interrupted run
-    return figures
-
-
-def transformers_speed(path: Path, dtype: str, input_ids: Any, short_ids: Any, new_tokens: int,
-                       repeats: int) -> dict[str, float]:
-    import torch
-    from transformers import AutoModelForCausalLM
-
-    model = AutoModelForCausalLM.from_pretrained(str(path), dtype=getattr(torch, dtype)).eval()
-
-    def run(n: int, ids: Any = input_ids) -> None:
-        with torch.inference_mode():
-            model.generate(input_ids=ids, attention_mask=torch.ones_like(ids), max_new_tokens=n,
-                           do_sample=False, pad_token_id=0)
-
-    return speed(run, input_ids.shape[1], new_tokens, repeats, lambda n: run(n, short_ids))
-
-
-def pipeline_speed(path: Path, prompt: str, short_prompt: str, prompt_len: int, new_tokens: int, repeats: int,
-                   **options: Any) -> dict[str, float]:
-    import mm
-
-    chat = mm.pipeline("chat", model=str(path), **options)
-    return speed(lambda n: chat(prompt, max_new_tokens=n), prompt_len, new_tokens, repeats,
-                 lambda n: chat(short_prompt, max_new_tokens=n))
 
 
 def agreement(path: Path, new_tokens: int, dtype: str, quantize: str | None = None,
@@ -184,19 +148,171 @@ def logits_agreement(path: Path, new_tokens: int, dtype: str, quantize: str | No
     return {"top1": round(top1 / n, 4), "fp32_top1_in_top5": round(top5 / n, 4), "logits_cosine": round(cosine / n, 5)}
 
 
-def streams_speed(path: Path, dtype: str, quantize: str | None, new_tokens: int, prompt_len: int) -> dict[str, Any]:
-    """Decode tokens/s per stream and in total for 1, 2 and 4 streams batched through the fast engine.
+def memory_bandwidth(threads: int, megabytes: int = 512, repeats: int = 5) -> dict[str, float]:
+    """Best-of-N read bandwidth (an fp32 sum over a buffer far larger than the caches) and copy bandwidth, GB/s."""
+    import torch
 
-    Each stream gets its own random ``prompt_len``-token prompt; the timed part is ``new_tokens`` decode
-    steps of the whole batch (backbone step + LM head + greedy pick), after the prefill.
+    src = torch.ones(megabytes * 2**20 // 4)
+    dst = torch.empty_like(src)
+    read = timed(lambda: src.sum(), repeats)
+    copy = timed(lambda: dst.copy_(src), repeats)
+    return {"read_gb_s": round(src.nbytes / read / 1e9, 2), "copy_gb_s": round(2 * src.nbytes / copy / 1e9, 2),
+            "buffer_mb": megabytes, "threads": threads}
+
+
+def decode_bytes(model: Any) -> int:
+    """Bytes of weights one decode step reads: every linear layer (LM head included), norms and conv filters.
+
+    The token embedding is a lookup (one row per token), so it counts only when tied to the LM head.
     """
+    import torch
+
+    from mm.quant import Int4Linear
+
+    total = 0
+    for module in model.modules():
+        if isinstance(module, Int4Linear):
+            total += module.nbytes()
+        elif type(module).__name__ == "Linear" and hasattr(module, "_packed_params"):  # dynamic int8
+            weight = module.weight()
+            total += weight.numel() + 8 * weight.shape[0]  # int8 codes + per-row scale/zero
+        elif type(module) is torch.nn.Linear:
+            total += module.weight.nbytes
+        elif isinstance(module, torch.nn.Conv1d | torch.nn.LayerNorm) or type(module).__name__.endswith("RMSNorm"):
+            total += sum(p.nbytes for p in module.parameters(recurse=False))
+    return total
+
+
+# -- llama.cpp ---------------------------------------------------------------------------------------------
+def llama_cpp_source(explicit: str | None, workdir: Path) -> Path:
+    """The ``vendor/llama.cpp`` tree of the installed llama-cpp-python's own source distribution."""
+    import subprocess
+    import tarfile
+    from importlib.metadata import version
+
+    if explicit:
+        root = Path(explicit)
+    else:
+        ver = version("llama-cpp-python")
+        cache = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "mm" / f"llama-cpp-python-{ver}"
+        root = cache / f"llama_cpp_python-{ver}"
+        if not root.exists():
+            cache.mkdir(parents=True, exist_ok=True)
+            subprocess.run([sys.executable, "-m", "pip", "download", "--no-deps",
+                            "--no-binary", ":all:", f"llama-cpp-python=={ver}", "-d", str(cache)], check=True,
+                           capture_output=True)
+            with tarfile.open(next(cache.glob("llama_cpp_python-*.tar.gz"))) as tar:
+                tar.extractall(cache, filter="data")
+    tree = root / "vendor" / "llama.cpp" if (root / "vendor").exists() else root
+    if not (tree / "convert_hf_to_gguf.py").exists():
+        raise SystemExit(f"no convert_hf_to_gguf.py under {tree}")
+    return tree
+
+
+#: runs llama.cpp's converter with the pre-tokenizer check answered "lfm2" (the locally trained tokenizer's
+#: hash is not in its table; the real LFM2 tokenizer maps to "lfm2")
+_CONVERT = """
+import runpy, sys
+tree = sys.argv.pop(1)
+sys.path[:0] = [tree, tree + "/gguf-py"]
+import conversion.base as base
+base.TextModel.get_vocab_base_pre = lambda self, tokenizer: "lfm2"
+sys.argv[0] = tree + "/convert_hf_to_gguf.py"
+runpy.run_path(sys.argv[0], run_name="__main__")
+"""
+
+
+def convert_gguf(checkpoint: Path, tree: Path, out_dir: Path) -> dict[str, Path]:
+    """bf16 and q8_0 GGUFs from llama.cpp's converter, q4_0 quantized from bf16 by ``llama_model_quantize``."""
+    import subprocess
+
+    import llama_cpp
+
+    files: dict[str, Path] = {}
+    for outtype in ("bf16", "q8_0"):
+        files[outtype] = out_dir / f"lfm2-{outtype}.gguf"
+        subprocess.run([sys.executable, "-c", _CONVERT, str(tree), str(checkpoint), "--outtype", outtype,
+                        "--outfile", str(files[outtype])], check=True, capture_output=True)
+    files["q4_0"] = out_dir / "lfm2-q4_0.gguf"
+    params = llama_cpp.llama_model_quantize_default_params()
+    params.ftype = llama_cpp.LLAMA_FTYPE_MOSTLY_Q4_0
+    params.nthread = 2
+    if llama_cpp.llama_model_quantize(str(files["bf16"]).encode(), str(files["q4_0"]).encode(), params) != 0:
+        raise SystemExit("llama_model_quantize failed for q4_0")
+    return files
+
+
+class LlamaCppEngine:
+    """One GGUF loaded in llama-cpp-python; ``run(ids, n)`` = prompt eval + ``n`` greedy tokens, cache cleared."""
+
+    def __init__(self, path: Path, threads: int, context: int) -> None:
+        from llama_cpp import Llama
+
+        self.llm = Llama(model_path=str(path), n_threads=threads, n_threads_batch=threads, n_ctx=context,
+                         n_batch=512, verbose=False)
+        self.bytes = path.stat().st_size
+
+    def run(self, ids: list[int], n: int) -> list[int]:
+        self.llm.reset()
+        out = []
+        for token in self.llm.generate(ids, top_k=1, temp=0.0, reset=True):
+            out.append(token)
+            if len(out) == n:
+                break
+        return out
+
+
+class MmEngine:
+    """mm's fast engine (``Backbone.generate(engine="fast")``) on token ids."""
+
+    def __init__(self, path: Path, dtype: str, quantize: str | None, threads: int) -> None:
+        from mm.backbone import Backbone
+
+        self.bb = Backbone.load(path, dtype=dtype, quantize=quantize, threads=threads)
+        self.bytes = decode_bytes(self.bb.model)
+
+    def run(self, ids: list[int], n: int) -> list[int]:
+        import torch
+
+        from mm.backbone import GenerationSettings
+
+        inputs = {"input_ids": torch.tensor([ids])}
+        return self.bb.generate(inputs, GenerationSettings(max_new_tokens=n), engine="fast")[0]
+
+
+def alternate_decode(engines: dict[str, Any], ids: list[int], new_tokens: int, repeats: int) -> dict[str, Any]:
+    """Decode tokens/s per engine, engines interleaved within every repeat; best (lowest) time per figure."""
+    best = {name: {1: float("inf"), new_tokens: float("inf")} for name in engines}
+    for engine in engines.values():
+        engine.run(ids, 4)  # warm-up
+    for _ in range(repeats):
+        for n in (1, new_tokens):
+            for name, engine in engines.items():
+                t0 = time.perf_counter()
+                got = engine.run(ids, n)
+                best[name][n] = min(best[name][n], time.perf_counter() - t0)
+                if len(got) != n:
+                    raise SystemExit(f"{name} generated {len(got)} tokens instead of {n}")
+    out = {}
+    for name, engine in engines.items():
+        tok_s = (new_tokens - 1) / max(best[name][new_tokens] - best[name][1], 1e-9)
+        out[name] = {"decode_tok_s": round(tok_s, 2), "weight_mb_per_token": round(engine.bytes / 1e6, 1),
+                     "achieved_gb_s": round(engine.bytes * tok_s / 1e9, 2)}
+        print(f"progress: {name} {out[name]}", file=sys.stderr, flush=True)
+    return out
+
+
+def streams_speed(path: Path, dtype: str, quantize: str | None, new_tokens: int, prompt_len: int,
+                  threads: int) -> dict[str, Any]:
+    """Aggregate decode tokens/s for 1, 4 and 8 streams batched through the fast engine's step + LM head."""
     import torch
 
     from mm.backbone import Backbone
 
-    fast = Backbone.load(path, dtype=dtype, quantize=quantize).fast()
-    out: dict[str, Any] = {"prompt_tokens": prompt_len, "decode_steps": new_tokens}
-    for streams in (1, 2, 4):
+    fast = Backbone.load(path, dtype=dtype, quantize=quantize, threads=threads).fast()
+    out: dict[str, Any] = {"dtype": dtype, "quantize": quantize, "prompt_tokens": prompt_len,
+                           "decode_steps": new_tokens}
+    for streams in (1, 4, 8):
         state = fast.prefill(torch.randint(20, 2000, (streams, prompt_len)), max_new_tokens=new_tokens + 4)
         tokens = fast.logits(state.hidden).argmax(-1)
         for _ in range(3):  # warm-up steps
@@ -205,26 +321,87 @@ def streams_speed(path: Path, dtype: str, quantize: str | None, new_tokens: int,
         for _ in range(new_tokens):
             tokens = fast.logits(fast.step(state, tokens)).argmax(-1)
         per_stream = new_tokens / (time.perf_counter() - start)
-        gc.collect()
-        out[f"{streams}_streams"] = {"per_stream_decode_tok_s": round(per_stream, 2),
-                                     "total_decode_tok_s": round(per_stream * streams, 2)}
+        out[f"{streams}_streams"] = {"per_stream_tok_s": round(per_stream, 2),
+                                     "aggregate_tok_s": round(per_stream * streams, 2)}
         print(f"progress: {streams} streams {out[f'{streams}_streams']}", file=sys.stderr, flush=True)
+    return out
+
+
+def step_cpu_time(path: Path, dtype: str, quantize: str | None, steps: int = 20) -> dict[str, float]:
+    """CPU time of one decode step (backbone + LM head + argmax) in the calling thread, best of ``steps``.
+
+    With ``--threads 1`` this is the work per token independent of other processes on a shared machine
+    (wall time there measures the scheduler); bytes / CPU time is what one core streams.
+    """
+    import torch
+
+    from mm.backbone import Backbone
+
+    bb = Backbone.load(path, dtype=dtype, quantize=quantize)
+    fast = bb.fast()
+    state = fast.prefill(torch.randint(20, 2000, (1, DECODE_PROMPT_TOKENS)), max_new_tokens=steps + 4)
+    tokens = fast.logits(state.hidden).argmax(-1)
+    best = float("inf")
+    for _ in range(steps):
+        start = time.thread_time()
+        tokens = fast.logits(fast.step(state, tokens)).argmax(-1)
+        best = min(best, time.thread_time() - start)
+    nbytes = decode_bytes(bb.model)
+    out = {"cpu_ms_per_token": round(best * 1e3, 1), "weight_mb_per_token": round(nbytes / 1e6, 1),
+           "gb_s_per_cpu_second": round(nbytes / best / 1e9, 2)}
+    print(f"progress: step {dtype} {quantize} {out}", file=sys.stderr, flush=True)
+    return out
+
+
+def prefill_speed(path: Path, dtype: str, quantize: str | None, ids: Any, repeats: int,
+                  threads: int) -> dict[str, float]:
+    """Prefill tokens/s of transformers' ``generate`` (1 new token) against mm's fast engine, alternating."""
+    import torch
+
+    from mm.backbone import Backbone, GenerationSettings
+
+    bb = Backbone.load(path, dtype=dtype, quantize=quantize, threads=threads)
+    inputs = {"input_ids": ids, "attention_mask": torch.ones_like(ids)}
+    settings = GenerationSettings(max_new_tokens=1)
+    runs = {"transformers": lambda: bb.generate(inputs, settings, engine="transformers"),
+            "mm_fast": lambda: bb.generate(inputs, settings, engine="fast")}
+    best = dict.fromkeys(runs, float("inf"))
+    for fn in runs.values():
+        fn()
+    for _ in range(repeats):
+        for name, fn in runs.items():
+            t0 = time.perf_counter()
+            fn()
+            best[name] = min(best[name], time.perf_counter() - t0)
+    out = {f"{name}_prefill_tok_s": round(ids.shape[1] / t, 2) for name, t in best.items()}
+    out["mm_over_transformers"] = round(best["transformers"] / best["mm_fast"], 3)
+    print(f"progress: prefill {dtype} {quantize} {out}", file=sys.stderr, flush=True)
     return out
 
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true", help="128-token prompt, 16 new tokens, skip LFM2-1.2B")
+    parser.add_argument("--quick", action="store_true", help="best of 2, no greedy-agreement or prefill part")
     parser.add_argument("--threads", type=int, default=2)
-    parser.add_argument("--prompt-tokens", type=int, default=None)
-    parser.add_argument("--new-tokens", type=int, default=None)
-    parser.add_argument("--repeats", type=int, default=1, help="best of N timings per figure")
+    parser.add_argument("--prompt-tokens", type=int, default=512, help="prefill prompt length")
+    parser.add_argument("--new-tokens", type=int, default=64)
+    parser.add_argument("--repeats", type=int, default=3, help="best of N timings per figure")
+    parser.add_argument("--settings", default=",".join(MM_SETTINGS), help="mm settings to time: bf16,int8,int4")
+    parser.add_argument("--step-cpu-time", action="store_true",
+                        help="only the CPU time per decode step of each mm setting (use with --threads 1)")
+    parser.add_argument("--no-llama-cpp", action="store_true", help="skip llama.cpp even when installed")
+    parser.add_argument("--llama-cpp-source", default=None,
+                        help="unpacked llama-cpp-python sdist (default: pip download of the installed version)")
     args = parser.parse_args(argv)
-    prompt_tokens = args.prompt_tokens or (128 if args.quick else 512)
-    new_tokens = args.new_tokens or (16 if args.quick else 64)
+    repeats = 2 if args.quick else args.repeats
+    labels = [s for s in args.settings.split(",") if s]
+    if unknown := set(labels) - set(MM_SETTINGS):
+        parser.error(f"unknown --settings {sorted(unknown)}; valid: {','.join(MM_SETTINGS)}")
     warnings.simplefilter("ignore")
     logging.disable(logging.WARNING)
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+    import importlib.util
 
     import torch
     from transformers import AutoTokenizer
@@ -234,92 +411,77 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
 
     hf_logging.set_verbosity_error()
     runtime.configure_torch(args.threads)
+    cpu0, wall0 = time.process_time(), time.perf_counter()
     result: dict[str, Any] = {
-        "model": "LFM2-350M (random weights)", "threads": torch.get_num_threads(),
+        "model": "LFM2-350M (random weights)", "threads": torch.get_num_threads(), "torch": torch.__version__,
         "cpu_capability": torch.backends.cpu.get_cpu_capability(), "cpu_native_bf16": runtime.cpu_has_fast_bf16(),
-        "auto_dtype": str(runtime.resolve_dtype("auto")).removeprefix("torch."),
-        "prompt_tokens": prompt_tokens, "new_tokens": new_tokens,
+        "cpus": os.cpu_count(), "load_average_start": os.getloadavg(), "new_tokens": args.new_tokens,
+        "repeats": repeats, "memory_bandwidth": memory_bandwidth(args.threads),
     }
+    have_llama = importlib.util.find_spec("llama_cpp") is not None and not args.no_llama_cpp
     with tempfile.TemporaryDirectory(prefix="mm-bench-backbone-") as tmp:
         path = write_checkpoint(Path(tmp) / "lfm2-350m", LFM2_350M)
         tokenizer = AutoTokenizer.from_pretrained(str(path))
-        prompt, short_prompt = long_prompt(tokenizer, prompt_tokens), long_prompt(tokenizer, DECODE_PROMPT_TOKENS)
 
         def encode(text: str) -> Any:
             return tokenizer.apply_chat_template([{"role": "user", "content": text}], add_generation_prompt=True,
                                                  return_tensors="pt", return_dict=True)["input_ids"]
 
-        input_ids, short_ids = encode(prompt), encode(short_prompt)
-        result["decode_prompt_tokens"] = int(short_ids.shape[1])
-        result["prompt_tokens"] = prompt_len = int(input_ids.shape[1])
-        rows: dict[str, dict[str, float]] = {}
-        rows["transformers_bf16"] = transformers_speed(path, "bfloat16", input_ids, short_ids, new_tokens,
-                                                       args.repeats)
-        rows["transformers_fp32"] = transformers_speed(path, "float32", input_ids, short_ids, new_tokens,
-                                                       args.repeats)
-        settings = (("bf16", "bfloat16", None), ("fp32", "float32", None), ("int8", "float32", "int8"))
-        for name, engine in (("plain", "transformers"), ("fast", "fast")):
-            for label, dtype, quantize in settings:
-                rows[f"mm_{name}_{label}"] = pipeline_speed(path, prompt, short_prompt, prompt_len, new_tokens,
-                                                            args.repeats,
-                                                            dtype=dtype, quantize=quantize, engine=engine,
-                                                            threads=args.threads)
-        result["speeds"] = rows
-        mm_rows = {k: v for k, v in rows.items() if k.startswith("mm_")}
-        best_decode = max(mm_rows, key=lambda k: mm_rows[k]["decode_tok_s"])
-        best_prefill = max(mm_rows, key=lambda k: mm_rows[k]["prefill_tok_s"])
-        tb, tf = rows["transformers_bf16"], rows["transformers_fp32"]
-        result["fastest"] = {"decode_setting": best_decode, "prefill_setting": best_prefill,
-                             "decode_tok_s": mm_rows[best_decode]["decode_tok_s"],
-                             "prefill_tok_s": mm_rows[best_prefill]["prefill_tok_s"]}
+        if args.step_cpu_time:
+            result["decode_step_cpu_time"] = {label: step_cpu_time(path, *MM_SETTINGS[label]) for label in labels}
+            result["load_average_end"] = os.getloadavg()
+            json.dump(result, sys.stdout, indent=1)
+            print()
+            return result
+        short_ids = encode(long_prompt(tokenizer, DECODE_PROMPT_TOKENS))[0].tolist()
+        result["decode_prompt_tokens"] = len(short_ids)
+        engines: dict[str, Any] = {}
+        for label in labels:
+            engines[f"mm_{label}"] = MmEngine(path, *MM_SETTINGS[label], args.threads)
+        if have_llama:
+            import llama_cpp
 
-        def ratio(a: float, b: float) -> float:
-            return round(a / b, 3) if b else float("nan")
-
-        result["ratios"] = {
-            "fastest_decode_over_transformers_bf16": ratio(mm_rows[best_decode]["decode_tok_s"], tb["decode_tok_s"]),
-            "fastest_decode_over_transformers_fp32": ratio(mm_rows[best_decode]["decode_tok_s"], tf["decode_tok_s"]),
-            "fastest_decode_over_best_transformers": ratio(mm_rows[best_decode]["decode_tok_s"],
-                                                           max(tb["decode_tok_s"], tf["decode_tok_s"])),
-            "fastest_prefill_over_transformers_bf16": ratio(mm_rows[best_prefill]["prefill_tok_s"],
-                                                            tb["prefill_tok_s"]),
-            "fastest_prefill_over_best_transformers": ratio(mm_rows[best_prefill]["prefill_tok_s"],
-                                                            max(tb["prefill_tok_s"], tf["prefill_tok_s"])),
-            "plain_bf16_decode_over_transformers_bf16": ratio(rows["mm_plain_bf16"]["decode_tok_s"],
-                                                              tb["decode_tok_s"]),
-            "plain_fp32_decode_over_transformers_fp32": ratio(rows["mm_plain_fp32"]["decode_tok_s"],
-                                                              tf["decode_tok_s"]),
-            "plain_bf16_prefill_over_transformers_bf16": ratio(rows["mm_plain_bf16"]["prefill_tok_s"],
-                                                               tb["prefill_tok_s"]),
-            "plain_fp32_prefill_over_transformers_fp32": ratio(rows["mm_plain_fp32"]["prefill_tok_s"],
-                                                               tf["prefill_tok_s"]),
-            "fast_bf16_decode_over_transformers_bf16": ratio(rows["mm_fast_bf16"]["decode_tok_s"], tb["decode_tok_s"]),
-            "fast_fp32_decode_over_transformers_fp32": ratio(rows["mm_fast_fp32"]["decode_tok_s"], tf["decode_tok_s"]),
-            "int8_fast_decode_over_fp32_fast": ratio(rows["mm_fast_int8"]["decode_tok_s"],
-                                                     rows["mm_fast_fp32"]["decode_tok_s"]),
-            "int8_plain_decode_over_fp32_plain": ratio(rows["mm_plain_int8"]["decode_tok_s"],
-                                                       rows["mm_plain_fp32"]["decode_tok_s"]),
-        }
-        agree_tokens = min(new_tokens, 32)
-        result["greedy_agreement"] = {
-            "prompts": len(AGREEMENT_PROMPTS), "tokens_per_prompt": agree_tokens,
-            "fast_vs_transformers_bf16": agreement(path, agree_tokens, "bfloat16"),
-            "fast_vs_transformers_fp32": agreement(path, agree_tokens, "float32"),
-            "int8_fast_vs_fp32_transformers": agreement(path, agree_tokens, "float32", "int8",
-                                                        ("float32", None, "transformers")),
-            "teacher_forced_vs_fp32": {"bf16": logits_agreement(path, agree_tokens, "bfloat16", None),
-                                       "int8": logits_agreement(path, agree_tokens, "float32", "int8")},
-        }
+            tree = llama_cpp_source(args.llama_cpp_source, Path(tmp))
+            ggufs = convert_gguf(path, tree, Path(tmp))
+            result["llama_cpp"] = {"version": llama_cpp.__version__,
+                                   "system_info": llama_cpp.llama_print_system_info().decode().strip()}
+            for label in labels:
+                kind = LLAMA_TYPES[label]
+                engines[f"llama_cpp_{kind}"] = LlamaCppEngine(ggufs[kind], args.threads,
+                                                              len(short_ids) + args.new_tokens + 8)
+        else:
+            result["llama_cpp"] = "not installed (pip install 'mm[bench]')" if not args.no_llama_cpp else "skipped"
+        result["decode"] = alternate_decode(engines, short_ids, args.new_tokens, repeats)
+        if have_llama:
+            result["ratios_mm_over_llama_cpp"] = {
+                label: round(result["decode"][f"mm_{label}"]["decode_tok_s"]
+                             / result["decode"][f"llama_cpp_{LLAMA_TYPES[label]}"]["decode_tok_s"], 3)
+                for label in labels}
+        engines.clear()
+        gc.collect()
         if not args.quick:
-            big = write_checkpoint(Path(tmp) / "lfm2-1.2b", LFM2_1_2B)
-            fastest = ("float32", "int8") if best_decode.endswith("int8") else (
-                "bfloat16" if best_decode.endswith("bf16") else "float32", None)
-            result["lfm2_1.2b"] = {}
-            for dtype, quantize in dict.fromkeys([fastest, ("bfloat16", None)]):  # + the exact-token bf16 setting
-                label = f"fast_{quantize or dtype}"
-                result["lfm2_1.2b"][label] = {"dtype": dtype, "quantize": quantize, "engine": "fast",
-                                              **streams_speed(big, dtype, quantize, new_tokens, 128)}
-                gc.collect()
+            long_ids = encode(long_prompt(tokenizer, args.prompt_tokens))
+            result["prefill_prompt_tokens"] = int(long_ids.shape[1])
+            result["prefill"] = {label: prefill_speed(path, *MM_SETTINGS[label], long_ids, repeats, args.threads)
+                                 for label in labels if MM_SETTINGS[label][1] != "int4"}
+            agree_tokens = min(args.new_tokens, 32)
+            result["greedy_agreement"] = {
+                "prompts": len(AGREEMENT_PROMPTS), "tokens_per_prompt": agree_tokens,
+                "fast_vs_transformers_bf16": agreement(path, agree_tokens, "bfloat16"),
+                "int8_fast_vs_fp32_transformers": agreement(path, agree_tokens, "float32", "int8",
+                                                            ("float32", None, "transformers")),
+                "int4_fast_vs_fp32_transformers": agreement(path, agree_tokens, "bfloat16", "int4",
+                                                            ("float32", None, "transformers")),
+                "teacher_forced_vs_fp32": {
+                    "bf16": logits_agreement(path, agree_tokens, "bfloat16", None),
+                    "int8": logits_agreement(path, agree_tokens, "float32", "int8"),
+                    "int4": logits_agreement(path, agree_tokens, "bfloat16", "int4")},
+            }
+        streams_label = "int8" if "int8" in labels else labels[0]
+        result["batched_decode"] = streams_speed(path, *MM_SETTINGS[streams_label], 32, 16, args.threads)
+    result["load_average_end"] = os.getloadavg()
+    result["cpu_time_s"] = round(time.process_time() - cpu0, 1)
+    result["wall_time_s"] = round(time.perf_counter() - wall0, 1)
     json.dump(result, sys.stdout, indent=1)
     print()
     return result

@@ -78,7 +78,8 @@ def chat(
     max_new_tokens: Annotated[int, typer.Option(min=1)] = 256,
     temperature: Annotated[float, typer.Option(min=0.0, help="0 = greedy")] = 0.0,
     dtype: Annotated[str, typer.Option(help="auto, float32 or bfloat16")] = "auto",
-    quantize: Annotated[str | None, typer.Option(help="int8: dynamic int8 linear layers")] = None,
+    quantize: Annotated[str | None, typer.Option(
+        help="int8: dynamic int8 linear layers (float32); int4: 4-bit group-wise weights")] = None,
     stream: Annotated[bool, typer.Option("--stream/--no-stream", help="Print tokens as they come")] = True,
 ) -> None:
     """Chat with an LFM2 model (one prompt, or interactive when PROMPT is omitted)."""

@@ -17,7 +17,7 @@ from mm.models.loading import load_model, quantize_int8
 
 def load_lfm2(model: str | Path, *, device: str = "auto", dtype: Any = "auto", quantize: str | None = None):
     """A :class:`mm.backbone.Backbone` over the checkpoint ``model`` (shared per path/device/dtype/quantize)."""
-    return load_model("causal-lm", model, load=_load, quantize_int8=_quantize, device=device, dtype=dtype,
+    return load_model("causal-lm", model, load=_load, quantizers={"int8": _quantize, "int4": _quantize_int4}, device=device, dtype=dtype,
                       quantize=quantize)
 
 
@@ -40,4 +40,12 @@ def _load(path: Path, device: str, dtype: Any):
 def _quantize(backbone):
     backbone.model = quantize_int8(backbone.model)
     backbone.quantize = "int8"
+    return backbone
+
+
+def _quantize_int4(backbone):
+    from mm.quant import quantize_int4
+
+    backbone.model = quantize_int4(backbone.model)
+    backbone.quantize = "int4"
     return backbone

@@ -398,7 +398,7 @@ class LFM2Audio:
         """
         from mm.models.loading import load_model
 
-        return load_model("lfm2-audio", model, load=cls._load_uncached, quantize_int8=cls._quantized,
+        return load_model("lfm2-audio", model, load=cls._load_uncached, quantizers={"int8": cls._quantized},
                           device=device, dtype=dtype, quantize=quantize, required=(CONFIG_FILE, WEIGHTS_FILE),
                           cpu_only=True)
 

@@ -26,7 +26,7 @@ def load_lfm2_vl(model: str | Path, *, device: str = "auto", dtype: Any = "auto"
     ``quantize="int8"``: dynamic int8 for the language model's linear layers and its LM head (fp32
     activations, needs ``dtype="float32"``); the vision tower and projector stay in float.
     """
-    return load_model("lfm2-vl", model, load=_load, quantize_int8=_quantize, device=device, dtype=dtype,
+    return load_model("lfm2-vl", model, load=_load, quantizers={"int8": _quantize}, device=device, dtype=dtype,
                       quantize=quantize)
 
 

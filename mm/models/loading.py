@@ -3,7 +3,7 @@
 >>> check_quantize("int4", None)
 Traceback (most recent call last):
 ...
-mm.errors.InvalidInputError: quantize='int4' is not supported; valid: 'int8'
+mm.errors.InvalidInputError: quantize='int4' is not supported here; valid: 'int8'
 >>> check_engine("turbo")
 Traceback (most recent call last):
 ...
@@ -13,7 +13,7 @@ mm.errors.InvalidInputError: engine='turbo' is not supported; valid: 'auto', 'fa
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -24,20 +24,26 @@ log = logging.getLogger(__name__)
 
 T = TypeVar("T")
 
-QUANTIZE_CHOICES = ("int8",)
+#: every quantization mm implements somewhere; each loader passes the subset it implements
+QUANTIZE_CHOICES = ("int8", "int4")
 #: ``auto``: mm's fast decode loop (mm.fast_decode) when the model and settings allow it, else transformers
 ENGINE_CHOICES = ("auto", "fast", "transformers")
 
 
-def check_quantize(quantize: str | None, dtype: Any) -> str | None:
-    """Validate ``quantize`` (None or ``int8``) against the resolved torch ``dtype``, before anything loads."""
-    if quantize is not None and quantize not in QUANTIZE_CHOICES:
-        raise InvalidInputError(f"quantize={quantize!r} is not supported; valid: {choices_text(QUANTIZE_CHOICES)}")
-    if quantize == "int8":
-        import torch
+def check_quantize(quantize: str | None, dtype: Any, choices: Sequence[str] = ("int8",)) -> str | None:
+    """Validate ``quantize`` (None or one of ``choices``) against the resolved torch ``dtype``, before anything loads.
 
-        if dtype != torch.float32:
-            raise InvalidInputError("quantize='int8' needs dtype='float32' (dynamic int8 runs fp32 activations)")
+    ``int8`` (dynamic, fp32 activations) needs float32; ``int4`` (group-wise weight-only, :mod:`mm.quant`) runs
+    bfloat16 or float32 activations. Loaders pass the ``choices`` they implement.
+    """
+    import torch
+
+    if quantize is not None and quantize not in choices:
+        raise InvalidInputError(f"quantize={quantize!r} is not supported here; valid: {choices_text(choices)}")
+    if quantize == "int8" and dtype != torch.float32:
+        raise InvalidInputError("quantize='int8' needs dtype='float32' (dynamic int8 runs fp32 activations)")
+    if quantize == "int4" and dtype not in (torch.bfloat16, torch.float32):
+        raise InvalidInputError(f"quantize='int4' needs dtype='bfloat16' or 'float32', got {dtype}")
     return quantize
 
 
@@ -61,7 +67,7 @@ def quantize_int8(model: Any) -> Any:
 
 
 def load_model(family: str, model: str | Path, *, load: Callable[[Path, str, Any], T],
-               quantize_int8: Callable[[T], T] | None = None, device: str = "auto", dtype: Any = "auto",
+               quantizers: Mapping[str, Callable[[T], T]] | None = None, device: str = "auto", dtype: Any = "auto",
                quantize: str | None = None, required: tuple[str, ...] = ("config.json",),
                cpu_only: bool = False, cache: bool = True) -> T:
     """Load ``model`` of ``family``: the sequence every loader in :mod:`mm.models` runs.
@@ -69,7 +75,8 @@ def load_model(family: str, model: str | Path, *, load: Callable[[Path, str, Any
     1. resolve ``model`` to a local folder (directory, HF cache, or a download when online);
     2. resolve ``device`` and ``dtype`` and check ``quantize`` against them, before any weight is read;
     3. ``load(path, device, torch_dtype)`` reads the weights in that dtype (``local_files_only``);
-    4. ``quantize_int8(obj)`` when ``quantize="int8"`` (a family without the hook refuses it);
+    4. ``quantizers[quantize](obj)`` when ``quantize`` is set (``quantizers`` names what the family implements;
+       a family without any refuses quantization);
     5. the engine (mm's fast decode loop) is built by the model object on first use, over these weights.
 
     With ``cache`` the result is shared per (family, path, device, dtype, quantize) while anyone holds it.
@@ -79,14 +86,14 @@ def load_model(family: str, model: str | Path, *, load: Callable[[Path, str, Any
     if cpu_only and device != "cpu":
         raise InvalidInputError(f"{family} runs on the CPU in mm; got device={device!r}")
     torch_dtype = runtime.resolve_dtype(dtype, device)
-    check_quantize(quantize, torch_dtype)
-    if quantize is not None and quantize_int8 is None:
+    if quantize is not None and not quantizers:
         raise InvalidInputError(f"{family} models cannot be quantized in mm; drop quantize={quantize!r}")
+    check_quantize(quantize, torch_dtype, tuple(quantizers or ()))
 
     def build() -> T:
         obj = load(path, device, torch_dtype)
-        if quantize == "int8":
-            obj = quantize_int8(obj)
+        if quantize is not None:
+            obj = quantizers[quantize](obj)
         log.info("loaded %s %s on %s as %s%s", family, path, device, torch_dtype, f" ({quantize})" if quantize else "")
         return obj
 
