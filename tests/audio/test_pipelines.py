@@ -201,7 +201,7 @@ def test_tts_stops_at_end_of_audio(tiny_audio):
     """Force the audio path: with an always-128 text head the model starts speaking at once."""
     import torch
 
-    tts = mm.pipeline("tts", model=tiny_audio, dtype="float32")
+    tts = mm.pipeline("tts", model=tiny_audio, dtype="float32", engine="transformers")  # the generic head
     model = tts.bundle.model
     saved = model.text_logits
     model.text_logits = lambda hidden: torch.nn.functional.one_hot(torch.tensor(128), model.lfm.config.vocab_size).float()
