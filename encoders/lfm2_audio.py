@@ -424,7 +424,7 @@ class LFM2Audio:
             with self._codec_lock:
                 if self._codec is None:
                     self._codec = load_mimi(self.path, dtype=torch.float32,
-                                            num_codebooks=self.model.config.codebooks)
+                                            num_codebooks=self.model.config.codebooks, quantize=self.quantize)
         return self._codec
 
     def new_history(self):

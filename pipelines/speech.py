@@ -42,6 +42,8 @@ DEFAULT_S2S_PROMPT = "Respond with interleaved text and audio."
 ASR_PROMPT = "Perform ASR."
 TTS_VOICES = ("US male", "US female", "UK male", "UK female")
 #: sampling defaults used with do_sample=True when a knob is not given (the official demo's audio setting)
+#: how Mimi decodes the reply: on a background thread overlapped with generation, or inline between steps
+AUDIO_DECODE = ("thread", "inline")
 SAMPLING_DEFAULTS = {"text_temperature": 1.0, "text_top_k": None, "audio_temperature": 1.0, "audio_top_k": 4}
 
 
@@ -140,11 +142,15 @@ class _SpeechPipeline(Pipeline):
     batch_size = 1
     sampling_knobs: tuple[str, ...] = ("text_temperature", "text_top_k", "audio_temperature", "audio_top_k")
 
-    def setup(self, quantize=None, threads=None, engine="auto", **_: Any) -> None:
+    def setup(self, quantize=None, threads=None, engine="auto", audio_decode="thread", **_: Any) -> None:
         from mm.encoders.lfm2_audio import LFM2Audio
 
         #: backbone steps: "auto"/"fast" (mm.fast_decode) or "transformers" (Lfm2Model's forward)
         self.engine = check_engine(engine)
+        if audio_decode not in AUDIO_DECODE:
+            raise InvalidInputError(f"audio_decode must be one of {AUDIO_DECODE}, got {audio_decode!r}")
+        #: Mimi decoding: "thread" (a background thread, overlapped with generation) or "inline"
+        self.audio_decode = audio_decode
         self.bundle = LFM2Audio.load(self.model_id, device=self.device, dtype=self.dtype, quantize=quantize,
                                      threads=threads)
 
@@ -189,19 +195,33 @@ class _SpeechPipeline(Pipeline):
         """Generate on ``history``; yield ``str`` text pieces and :class:`AudioChunk` s, filling ``run``."""
         import torch
         from mm.encoders.audio_generate import AUDIO_START, END_OF_AUDIO, StepTimer, generate
+        from mm.encoders.mimi_worker import BackgroundDecoder, DecodedFrame
 
         bundle = self.bundle
         special = self._special_ids()
-        stream = bundle.codec.stream() if decode_audio else None
+        decoder = stream = None
+        if decode_audio and self.audio_decode == "thread":
+            decoder = BackgroundDecoder(bundle.codec.stream())
+        elif decode_audio:
+            stream = bundle.codec.stream()
         timer = StepTimer()
         info: dict[str, Any] = {}
         visible: list[int] = []
         t_start = time.perf_counter()
         codec_s = 0.0
+
+        def audio(frames: list[DecodedFrame]) -> Iterator[AudioChunk]:
+            for frame in frames:
+                run.chunks.append(frame.samples)
+                run.timings.setdefault("first_audio_s", time.perf_counter() - t_start)
+                yield AudioChunk(frame.samples, OUTPUT_RATE, frame.codes)
+
         with bundle.lock:
             steps = generate(bundle.model, history, config, timer=timer, info=info, engine=self.engine)
             try:
                 for step in steps:
+                    if decoder is not None:  # frames the background thread finished meanwhile
+                        yield from audio(decoder.poll())
                     run.steps.append(step)
                     if step.kind == "text":
                         run.token_ids.append(step.token)
@@ -228,17 +248,22 @@ class _SpeechPipeline(Pipeline):
                         log.debug("skipping a frame with code 2048 outside codebook 0 (not decodable)")
                         continue
                     run.frames.append(step.codes)
-                    if stream is not None:
+                    if decoder is not None:
+                        decoder.submit(step.codes)
+                    elif stream is not None:
                         t0 = time.perf_counter()
                         with torch.inference_mode():
                             samples = stream.decode_frame(torch.tensor(step.codes, dtype=torch.long))
                         samples = samples.float().numpy().copy()
                         codec_s += time.perf_counter() - t0
-                        run.chunks.append(samples)
-                        run.timings.setdefault("first_audio_s", time.perf_counter() - t_start)
-                        yield AudioChunk(samples, OUTPUT_RATE, step.codes)
+                        yield from audio([DecodedFrame(step.codes, samples)])
+                if decoder is not None:
+                    yield from audio(decoder.finish())
+                    codec_s = decoder.seconds
             finally:
                 steps.close()
+                if decoder is not None:
+                    decoder.close()
         run.stop_reason = info.get("stop_reason", "max_new_tokens")
         elapsed = time.perf_counter() - t_start
         audio_s = len(run.frames) * 1920 / OUTPUT_RATE
@@ -264,12 +289,13 @@ class SpeechToSpeechPipeline(_SpeechPipeline):
 
     task = "speech-to-speech"
     init_options = {"quantize": None, "threads": None, "engine": "auto", "mode": "interleaved",
-                    "max_input_seconds": 60.0}
+                    "max_input_seconds": 60.0, "audio_decode": "thread"}
     call_options = {"system_prompt": None, "max_new_tokens": 512, "do_sample": False, "text_temperature": None,
                     "text_top_k": None, "audio_temperature": None, "audio_top_k": None, "seed": None,
                     "sampling_rate": None, "conversation": None}
 
-    def setup(self, quantize=None, threads=None, engine="auto", mode="interleaved", max_input_seconds=60.0) -> None:
+    def setup(self, quantize=None, threads=None, engine="auto", mode="interleaved", max_input_seconds=60.0,
+              audio_decode="thread") -> None:
         from mm.encoders.audio_generate import MODES
 
         if mode not in MODES:
@@ -278,7 +304,7 @@ class SpeechToSpeechPipeline(_SpeechPipeline):
             raise InvalidInputError(f"max_input_seconds must be a positive number, got {max_input_seconds!r}")
         self.mode = mode
         self.max_input_seconds = float(max_input_seconds)
-        super().setup(quantize=quantize, threads=threads, engine=engine)
+        super().setup(quantize=quantize, threads=threads, engine=engine, audio_decode=audio_decode)
 
     def conversation(self, system_prompt: str | None = DEFAULT_S2S_PROMPT) -> Conversation:
         """Start a multi-turn conversation (pass it as ``conversation=`` to each call)."""
@@ -408,6 +434,7 @@ class TTSPipeline(_SpeechPipeline):
     """
 
     task = "tts"
+    init_options = {"quantize": None, "threads": None, "engine": "auto", "audio_decode": "thread"}
     call_options = {"voice": None, "system_prompt": None, "max_new_tokens": 1024, "do_sample": False,
                     "text_temperature": None, "text_top_k": None, "audio_temperature": None, "audio_top_k": None,
                     "seed": None}
