@@ -396,7 +396,12 @@ class LFM2Audio:
         device = runtime.resolve_device(device)
         if device != "cpu":
             raise InvalidInputError(f"LFM2-Audio runs on the CPU in mm; got device={device!r}")
-        torch_dtype = runtime.resolve_dtype(dtype, device)
+        if dtype == "auto":  # measured on this CPU (int8 keeps float32 activations)
+            from mm.encoders.audio_dtype import fastest_dtype
+
+            torch_dtype = torch.float32 if quantize else fastest_dtype()
+        else:
+            torch_dtype = runtime.resolve_dtype(dtype, device)
         check_quantize(quantize, torch_dtype)
         key = ("lfm2-audio", str(path), device, str(torch_dtype), quantize)
         return runtime.cached_model(key, lambda: cls._load_uncached(path, torch_dtype, quantize))

@@ -120,3 +120,18 @@ def test_fast_depth_loop_follows_weight_changes(tiny_audio):
     codes = head.sample_frame(hidden)
     ref, got = head.frame_logits(hidden, torch.tensor(codes)), loop8.frame_logits(hidden, codes)
     assert (ref - got).abs().max() < 0.1 * ref.abs().max()
+
+
+def test_auto_dtype_is_measured(tiny_audio, monkeypatch):
+    """dtype='auto' takes the dtype the micro-benchmark measured as faster (int8 keeps float32)."""
+    from mm.encoders import audio_dtype
+
+    choice = audio_dtype.fastest_dtype(hidden=64, prefill_rows=8, steps=2, repeats=1)
+    costs = audio_dtype.measured_costs()[(64, 8, 2, 1)]
+    assert set(costs) == {"float32", "bfloat16"} and all(v > 0 for v in costs.values())
+    assert choice == getattr(torch, min(costs, key=costs.get))
+    monkeypatch.setattr(audio_dtype, "fastest_dtype", lambda: torch.bfloat16)
+    assert mm.pipeline("asr", model=tiny_audio).bundle.dtype == torch.bfloat16
+    assert mm.pipeline("asr", model=tiny_audio, quantize="int8").bundle.dtype == torch.float32
+    monkeypatch.setattr(audio_dtype, "fastest_dtype", lambda: torch.float32)
+    assert mm.pipeline("asr", model=tiny_audio).bundle.dtype == torch.float32
