@@ -13,6 +13,12 @@ Results carry ``.text``, ``.audio`` (float32 mono at ``.sample_rate`` = 24000), 
 ``.audio_codes`` (the decoded frames, ``[frames, 8]``; end-of-audio frames and frames with a 2048
 code are not decoded, as in the official demo), ``.stop_reason`` and ``.timings``.
 
+Audio is decoded by Mimi on a background thread while generation goes on (``audio_decode="thread"``, the
+default for speech-to-speech and TTS; frames that queue up are decoded together), or between steps
+(``audio_decode="inline"``); ``.stream()`` yields each 80 ms chunk once it is decoded. With
+``quantize="int8"`` the backbone, the depth transformer and the Mimi decoder all run int8 weights (see
+docs/speech-realtime.md).
+
 Limits: speech-to-speech takes at most ``max_input_seconds`` (default 60 s) of input and raises
 :class:`mm.errors.InputTooLargeError` beyond it; ASR splits longer audio at silences found by
 silero-vad into pieces of at most ``chunk_seconds`` (default 30 s) and transcribes each.
@@ -250,6 +256,8 @@ class _SpeechPipeline(Pipeline):
                     run.frames.append(step.codes)
                     if decoder is not None:
                         decoder.submit(step.codes)
+                        if len(run.frames) == 1:  # the listener waits for the first chunk: do not defer it
+                            yield from audio(decoder.finish())
                     elif stream is not None:
                         t0 = time.perf_counter()
                         with torch.inference_mode():
@@ -285,6 +293,8 @@ class SpeechToSpeechPipeline(_SpeechPipeline):
     Call options: ``system_prompt``, ``max_new_tokens`` (steps: one text token or one 80 ms frame each),
     ``do_sample`` with ``text_temperature``/``text_top_k``/``audio_temperature``/``audio_top_k``, ``seed``,
     ``sampling_rate`` (for arrays), ``conversation`` (from :meth:`conversation`, for multi-turn chat).
+    Build options besides ``quantize``/``threads``/``engine``: ``mode``, ``max_input_seconds``,
+    ``audio_decode`` (``"thread"`` or ``"inline"``).
     """
 
     task = "speech-to-speech"
