@@ -49,7 +49,8 @@ def test_stream_matches_call(s2s_inter, goldens, input_wav):
     text = "".join(p for p in pieces if isinstance(p, str))
     assert text == result.text
     assert all(c.samples.shape == (1920,) and c.sample_rate == 24000 for c in chunks)
-    np.testing.assert_array_equal(np.concatenate([c.samples for c in chunks]), result.audio)
+    # the background decoder batches the frames that queued up (timing-dependent): equal up to float rounding
+    np.testing.assert_allclose(np.concatenate([c.samples for c in chunks]), result.audio, atol=1e-5, rtol=0)
     # the first audio chunk comes before all the text is done: text and audio interleave
     kinds = ["a" if isinstance(p, AudioChunk) else "t" for p in pieces]
     assert kinds.index("a") < len(kinds) - 1 - kinds[::-1].index("t")
