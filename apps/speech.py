@@ -143,7 +143,9 @@ def conversation_stream(slot: ModelSlot, limits: AppLimits, audio: Any, mode: st
                         stream_audio: bool) -> Iterator[tuple[Any, ...]]:
     """Answer one spoken turn of a multi-turn conversation.
 
-    Yields ``(chat messages, reply audio, stats html, session)`` as text and audio arrive. The
+    Yields ``(chat messages, reply audio, stats html, session, live chunk)`` as text and audio arrive
+    (``live chunk``: each new audio chunk as ``seq:rate:base64 PCM16``, which the page's WebAudio
+    player schedules as it comes, see :data:`LIVE_PLAYER_JS`). The
     session keeps the model's conversation, so each turn sees the earlier ones; the system prompt
     is fixed when a conversation starts.
     """
@@ -170,7 +172,7 @@ def conversation_stream(slot: ModelSlot, limits: AppLimits, audio: Any, mode: st
     t0 = time.perf_counter()
     first_text = first_audio = None
     last_refresh = last_text = -1.0
-    yield _history_messages([*turns, turn]), None, status_html("listening…", "info"), session
+    yield _history_messages([*turns, turn]), None, status_html("listening…", "info"), session, ""
     try:
         conversation = session["conversation"]
         for piece in stream_in_thread(lambda: pipe.stream(clip, max_new_tokens=n_new, conversation=conversation)):
@@ -183,7 +185,7 @@ def conversation_stream(slot: ModelSlot, limits: AppLimits, audio: Any, mode: st
                 if now - last_text >= TEXT_REFRESH_SECONDS:  # re-rendering the transcript per piece is wasteful
                     last_text = now
                     yield (_history_messages([*turns, turn]), gr.skip(),
-                           _stats(first_text, first_audio, now, chunks, turn, False), session)
+                           _stats(first_text, first_audio, now, chunks, turn, False), session, gr.skip())
                 continue
             chunk, rate = _audio_piece(piece)
             if chunk.size == 0:
@@ -191,14 +193,15 @@ def conversation_stream(slot: ModelSlot, limits: AppLimits, audio: Any, mode: st
             turn["sample_rate"] = rate or turn["sample_rate"]
             first_audio = now if first_audio is None else first_audio
             chunks.append(chunk)
+            live = gr.skip() if stream_audio else live_chunk(len(chunks) - 1, turn["sample_rate"], chunk)
             if stream_audio:
                 out = (turn["sample_rate"], _pcm16(chunk))
             elif now - last_refresh >= REFRESH_SECONDS:
                 last_refresh = now
                 out = (turn["sample_rate"], _pcm16(np.concatenate(chunks)))
             else:
-                continue
-            yield gr.skip(), out, _stats(first_text, first_audio, now, chunks, turn, False), session
+                out = gr.skip()
+            yield gr.skip(), out, _stats(first_text, first_audio, now, chunks, turn, False), session, live
     except BaseException:
         # the model's conversation may hold half a turn now: the next turn starts a fresh one
         session["conversation"] = None
@@ -210,7 +213,57 @@ def conversation_stream(slot: ModelSlot, limits: AppLimits, audio: Any, mode: st
     turns.append(turn)
     final_audio: Any = gr.skip() if stream_audio else (
         (turn["sample_rate"], _pcm16(turn["reply_audio"])) if turn["reply_audio"] is not None else None)
-    yield _history_messages(turns), final_audio, _stats(first_text, first_audio, total, chunks, turn, True), session
+    yield (_history_messages(turns), final_audio, _stats(first_text, first_audio, total, chunks, turn, True), session,
+           gr.skip())
+
+
+def live_chunk(seq: int, rate: int, chunk: np.ndarray) -> str:
+    """One audio chunk for the page's live player: ``seq:rate:base64 of little-endian PCM16``.
+
+    >>> live_chunk(0, 24000, np.zeros(2, np.float32))
+    '0:24000:AAAAAA=='
+    """
+    import base64
+
+    return f"{seq}:{rate}:{base64.b64encode(_pcm16(chunk).astype('<i2').tobytes()).decode('ascii')}"
+
+
+#: the page's live player: schedules each chunk on a WebAudio context right after the previous one
+#: (seq 0 starts a new reply); ``window.mmSpeechPlayer`` keeps counters the browser test reads
+LIVE_PLAYER_JS = """(payload) => {
+  const p = (window.mmSpeechPlayer = window.mmSpeechPlayer || {ctx: null, next: 0, seq: -1, chunks: 0, seconds: 0});
+  if (!payload) return;
+  const [seqText, rateText, b64] = payload.split(":");
+  const seq = Number(seqText), rate = Number(rateText);
+  if (seq === 0) { p.next = 0; p.chunks = 0; p.seconds = 0; p.firstAt = performance.now(); }
+  else if (seq <= p.seq) return;
+  p.seq = seq;
+  if (!p.ctx) p.ctx = new (window.AudioContext || window.webkitAudioContext)();
+  const bytes = atob(b64), n = bytes.length / 2, data = new Float32Array(n);
+  for (let i = 0; i < n; i++) {
+    const v = bytes.charCodeAt(2 * i) | (bytes.charCodeAt(2 * i + 1) << 8);
+    data[i] = (v >= 32768 ? v - 65536 : v) / 32768;
+  }
+  const buffer = p.ctx.createBuffer(1, n, rate);
+  buffer.copyToChannel(data, 0);
+  const source = p.ctx.createBufferSource();
+  source.buffer = buffer;
+  source.connect(p.ctx.destination);
+  const start = Math.max(p.ctx.currentTime + 0.05, p.next);
+  source.start(start);
+  p.next = start + n / rate;
+  p.chunks += 1;
+  p.seconds += n / rate;
+  p.lastAt = performance.now();
+}"""
+
+#: run on the Send click (a user gesture, which browsers require before a page may play audio)
+LIVE_PLAYER_START_JS = """() => {
+  const p = (window.mmSpeechPlayer = window.mmSpeechPlayer || {ctx: null, next: 0, seq: -1, chunks: 0, seconds: 0});
+  if (!p.ctx) p.ctx = new (window.AudioContext || window.webkitAudioContext)();
+  p.ctx.resume();
+  p.seq = -1;
+}"""
 
 
 def _stats(first_text: float | None, first_audio: float | None, elapsed: float, chunks: list[np.ndarray],
@@ -316,13 +369,18 @@ def render_speech(slot: ModelSlot, limits: AppLimits, *, stream_audio: bool = Fa
                 reply = gr.Audio(label="Reply", type="numpy", interactive=False, streaming=stream_audio,
                                  autoplay=stream_audio, elem_id="speech-reply")
                 stats = gr.HTML("", elem_id="speech-stats")
+                # each new audio chunk, played by the page as it arrives (without ffmpeg for streamed output)
+                live = gr.Textbox("", visible="hidden", elem_id="speech-live")
 
     @user_errors
     def talk(audio: Any, m: str, sp: str, n: Any, state: dict) -> Iterator[tuple[Any, ...]]:
         yield from conversation_stream(slot, limits, audio, m, sp, n, state, stream_audio=stream_audio)
 
-    send.click(talk, [audio_in, mode, system, max_new, session], [chat, reply, stats, session],
+    send.click(talk, [audio_in, mode, system, max_new, session], [chat, reply, stats, session, live],
                api_name="speech_to_speech", **slot.event_options)
+    if not stream_audio:
+        send.click(None, None, None, js=LIVE_PLAYER_START_JS, queue=False, api_visibility="private")
+        live.change(None, [live], None, js=LIVE_PLAYER_JS, queue=False, api_visibility="private")
     clear.click(lambda: ([], None, "", new_session(), None), None, [chat, reply, stats, session, audio_in],
                 queue=False,
                 api_visibility="private")

@@ -169,8 +169,10 @@ def generate(model: Any, history: ChatHistory, config: GenerationConfig, *,
     """Run the official decoding loop for ``config.mode`` on ``history``; yield each :class:`Step`.
 
     ``engine``: ``"fast"`` runs the backbone steps through :mod:`mm.fast_decode` (preallocated caches,
-    fused weights; same hidden states up to float rounding), ``"transformers"`` through ``Lfm2Model``'s
-    forward with its cache, ``"auto"`` the fast loop on CPU.
+    fused weights; same hidden states up to float rounding) and the depth transformer through
+    :class:`~mm.encoders.audio_out_fast.FastDepthLoop`; ``"transformers"`` runs the backbone through
+    ``Lfm2Model``'s forward with its cache and the depth transformer through its generic modules;
+    ``"auto"`` is ``"fast"`` on CPU.
     ``hidden_states`` (if given) receives the backbone's last-position hidden state of every forward call;
     ``info`` (if given) gets ``stop_reason``: ``"im_end"`` or ``"max_new_tokens"``.
     """
@@ -181,6 +183,11 @@ def generate(model: Any, history: ChatHistory, config: GenerationConfig, *,
     if engine not in ENGINES:
         raise InvalidInputError(f"engine must be one of {ENGINES}, got {engine!r}")
     fast = model.fast_backbone() if engine == "fast" or (engine == "auto" and model.on_cpu) else None
+    head = model.audio_head
+    if fast is not None:  # the depth transformer on its lean loop too (the generic modules otherwise)
+        from mm.encoders.audio_out_fast import fast_depth_loop
+
+        head = fast_depth_loop(model.audio_head)
     limit = int(getattr(model.lfm.config, "max_position_embeddings", 0) or 0)
     if limit and len(history) + config.max_new_tokens > limit:
         raise InputTooLargeError(
@@ -246,7 +253,7 @@ def generate(model: Any, history: ChatHistory, config: GenerationConfig, *,
         else:
             t0 = clock()
             with torch.inference_mode():
-                codes = model.audio_head.sample_frame(hidden, config.audio, generator)
+                codes = head.sample_frame(hidden, config.audio, generator)
                 emb = model.embed_frames(torch.tensor(codes)[:, None])[None]
             if timer:
                 timer.add("depth", clock() - t0)

@@ -391,10 +391,12 @@ def find_mimi_file(checkpoint_dir: Path) -> Path:
     )
 
 
-def load_mimi(checkpoint_dir: Path, *, dtype: Any = torch.float32, num_codebooks: int = NUM_CODEBOOKS) -> MimiCodec:
-    """Load the Mimi codec of an LFM2-Audio checkpoint directory (cached per path, dtype, codebooks).
+def load_mimi(checkpoint_dir: Path, *, dtype: Any = torch.float32, num_codebooks: int = NUM_CODEBOOKS,
+              quantize: str | None = None) -> MimiCodec:
+    """Load the Mimi codec of an LFM2-Audio checkpoint directory (cached per path, dtype, codebooks, quantize).
 
     ``dtype`` is a torch dtype or a name (``"float32"``, ``"bfloat16"``); decoded audio is always float32.
+    ``quantize="int8"`` (float32 only): see :meth:`MimiCodec.quantize_int8`.
 
     >>> codec = load_mimi(Path("LFM2-Audio-1.5B"))  # doctest: +SKIP
     >>> codec.sample_rate, codec.frame_size          # doctest: +SKIP
@@ -404,8 +406,15 @@ def load_mimi(checkpoint_dir: Path, *, dtype: Any = torch.float32, num_codebooks
     torch_dtype = resolve_dtype(dtype)
     config_file = file.parent / MIMI_CONFIG_FILENAME
     stamp = (file.stat().st_mtime_ns, config_file.stat().st_mtime_ns if config_file.is_file() else None)
-    key = ("mimi", str(file.resolve()), stamp, str(torch_dtype), int(num_codebooks))
-    return cached_model(key, lambda: MimiCodec.from_file(file, dtype=torch_dtype, num_codebooks=num_codebooks))
+    if quantize not in (None, "int8"):
+        raise InvalidInputError(f"Mimi quantize must be None or 'int8', got {quantize!r}")
+    key = ("mimi", str(file.resolve()), stamp, str(torch_dtype), int(num_codebooks), quantize)
+
+    def build() -> MimiCodec:
+        codec = MimiCodec.from_file(file, dtype=torch_dtype, num_codebooks=num_codebooks)
+        return codec.quantize_int8() if quantize == "int8" else codec
+
+    return cached_model(key, build)
 
 
 def _open_safetensors(file: Path):
@@ -498,6 +507,8 @@ class MimiCodec:
         self.seanet = SeanetDecoderPlan(decoder.decoder_seanet)
         self._encoder = None
         self._encoder_lock = threading.Lock()
+        #: None (weights in ``dtype``) or "int8" (see :meth:`quantize_int8`)
+        self.quantized: str | None = None
 
     @classmethod
     def from_file(cls, file: Path, *, dtype: torch.dtype = torch.float32, num_codebooks: int = NUM_CODEBOOKS) -> MimiCodec:
@@ -597,6 +608,30 @@ class MimiCodec:
         return codes
 
     # -- decoding ----------------------------------------------------------------------------
+
+    def quantize_int8(self) -> MimiCodec:
+        """int8 weights where decoding one frame is bound by reading weights (float32 codecs only), in place.
+
+        The decoder transformer's linear layers become fbgemm dynamic-int8 layers and the SEANet
+        convolutions with >= 1 M weights (the first conv and the first two upsampling conv-transposes,
+        ~14 M of its ~17 M weights) run their matmul path on per-channel int8 weights; activations stay
+        float32. The waveform changes slightly (tests/audio measure its SNR against float32).
+        Returns the codec.
+        """
+        import warnings
+
+        from torch.ao.quantization import quantize_dynamic
+
+        if self.dtype != torch.float32:
+            raise InvalidInputError(f"int8 Mimi needs a float32 codec, this one is {self.dtype}")
+        if self.quantized is None:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                quantize_dynamic(self.model.decoder.decoder_transformer, {torch.nn.Linear}, dtype=torch.qint8,
+                                 inplace=True)
+            self.seanet.quantize_int8()
+            self.quantized = "int8"
+        return self
 
     def stream(self) -> MimiStreamDecoder:
         """A fresh streaming decoder (its own conv and KV state; the weights are shared)."""

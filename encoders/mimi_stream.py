@@ -72,6 +72,11 @@ class StreamingConv1d:
         self.groups = conv.groups
         self.in_channels = conv.in_channels
         self.context = (conv.kernel_size[0] - 1) * self.dilation
+        self.int8: Any = None  # prepacked int8 weight (set by quantize_int8) for the matmul path
+
+    def quantize_int8(self) -> None:
+        """Run the matmul path as an fbgemm dynamic-int8 GEMM (per-output-channel int8 weights)."""
+        self.int8 = _prepack_int8(self.weight.reshape(self.weight.shape[0], -1), self.bias)
 
     def initial_state(self, dtype: torch.dtype) -> torch.Tensor:
         """Zero left context, shape ``[1, in_channels, context]``."""
@@ -95,6 +100,8 @@ class StreamingConv1d:
             return None
         cols = x[0].unfold(1, self.context + 1, 1)[:, :, :: self.dilation]  # [C_in, steps, kernel]
         cols = cols.permute(1, 0, 2).reshape(steps, self.in_channels * kernel)
+        if self.int8 is not None:
+            return torch.ops.quantized.linear_dynamic(cols.contiguous(), self.int8, True).T[None]
         return F.linear(cols, self.weight.view(self.weight.shape[0], -1), self.bias).T[None]
 
     def __call__(self, x: torch.Tensor, state: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -135,6 +142,12 @@ class StreamingConvTranspose1d:
         self.overlap = kernel - stride
         self.taps = kernel // stride if kernel % stride == 0 else 0
         self.depthwise = self.groups == self.in_channels == self.out_channels
+        self.int8: Any = None  # prepacked int8 weight (set by quantize_int8) for the matmul path
+
+    def quantize_int8(self) -> None:
+        """Run the (non-grouped) matmul path as an fbgemm dynamic-int8 GEMM."""
+        if self.groups == 1 and self.taps:
+            self.int8 = _prepack_int8(self.weight.reshape(self.in_channels, -1).T, None)
 
     def initial_state(self, dtype: torch.dtype) -> torch.Tensor:
         """Zero overlap tail, shape ``[1, out_channels, kernel - stride]``."""
@@ -151,7 +164,10 @@ class StreamingConvTranspose1d:
         if self.depthwise:  # weight [C, 1, k]
             cols = (x[0][:, :, None] * self.weight[:, 0, None, :]).view(self.out_channels, n, self.taps, self.stride)
         elif self.groups == 1:  # weight [C_in, C_out, k]
-            cols = x[0].T @ self.weight.reshape(self.in_channels, -1)
+            if self.int8 is not None:
+                cols = torch.ops.quantized.linear_dynamic(x[0].T.contiguous(), self.int8, True)
+            else:
+                cols = x[0].T @ self.weight.reshape(self.in_channels, -1)
             cols = cols.view(n, self.out_channels, self.taps, self.stride).transpose(0, 1)
         else:
             return None
@@ -171,6 +187,14 @@ class StreamingConvTranspose1d:
         if self.bias is not None:
             out = out + self.bias[:, None]
         return out, state
+
+
+def _prepack_int8(weight: torch.Tensor, bias: torch.Tensor | None) -> Any:
+    """fbgemm-prepacked symmetric per-row int8 copy of a float ``[out, in]`` weight."""
+    weight = weight.detach().float()
+    scales = (weight.abs().amax(dim=1).clamp(min=1e-8) / 127.0).double()
+    qweight = torch.quantize_per_channel(weight, scales, torch.zeros_like(scales, dtype=torch.long), 0, torch.qint8)
+    return torch.ops.quantized.linear_prepack(qweight, None if bias is None else bias.detach().float())
 
 
 @dataclass
@@ -203,7 +227,7 @@ class StreamingTransformer:
 
     def initial_state(self, dtype: torch.dtype) -> TransformerState:
         """Empty cache at position 0."""
-        device = self.layers[0].self_attn.q_proj.weight.device
+        device = self.layers[0].input_layernorm.weight.device  # (q_proj may be a quantized module)
         empty = torch.zeros(1, self.num_kv_heads, 0, self.head_dim, dtype=dtype, device=device)
         return TransformerState(0, [(empty, empty) for _ in self.layers])
 
@@ -319,6 +343,16 @@ class SeanetDecoderPlan:
     def _bind(self, op: StreamingConv1d | StreamingConvTranspose1d) -> _Stateful:
         self._ops.append(op)
         return _Stateful(op, len(self._ops) - 1)
+
+    def quantize_int8(self, min_params: int = 1 << 20) -> int:
+        """int8 weights for the convolutions with at least ``min_params`` weights (the weight-bound ones:
+        few time steps, many channels); returns how many were quantized."""
+        done = 0
+        for op in self._ops:
+            if op.weight.numel() >= min_params:
+                op.quantize_int8()
+                done += op.int8 is not None
+        return done
 
     @property
     def num_stateful(self) -> int:

@@ -17,6 +17,12 @@ frames and frames with a 2048 code are not decoded, as in the official demo).
 >>> sorted(reply.usage)
 ['audio_frames', 'audio_input_tokens', 'generated_tokens', 'prompt_tokens', 'text_tokens']
 
+Audio is decoded by Mimi on a background thread while generation goes on (``audio_decode="thread"``, the
+default for speech-to-speech and TTS; frames that queue up are decoded together), or between steps
+(``audio_decode="inline"``); ``.stream()`` yields each 80 ms chunk once it is decoded. With
+``quantize="int8"`` the backbone, the depth transformer and the Mimi decoder all run int8 weights (see
+docs/speech-realtime.md).
+
 Limits: speech-to-speech takes at most ``max_input_seconds`` (default 60 s) of input and raises
 :class:`mm.errors.InputTooLargeError` beyond it; ASR splits longer audio at silences found by
 silero-vad into pieces of at most ``chunk_seconds`` (default 30 s) and transcribes each.
@@ -50,6 +56,8 @@ DEFAULT_S2S_PROMPT = "Respond with interleaved text and audio."
 ASR_PROMPT = "Perform ASR."
 TTS_VOICES = ("US male", "US female", "UK male", "UK female")
 #: sampling defaults used with do_sample=True when a knob is not given (the official demo's audio setting)
+#: how Mimi decodes the reply: on a background thread overlapped with generation, or inline between steps
+AUDIO_DECODE = ("thread", "inline")
 SAMPLING_DEFAULTS = {"temperature": 1.0, "top_k": None, "top_p": None, "audio_temperature": 1.0, "audio_top_k": 4}
 
 #: audio-only sampling knobs (speech-to-speech and TTS)
@@ -155,11 +163,15 @@ class _SpeechPipeline(Pipeline):
     init_options = {"quantize": None, "threads": None, "engine": "auto"}
     batch_size = 1
 
-    def setup(self, quantize=None, threads=None, engine="auto", **_: Any) -> None:
+    def setup(self, quantize=None, threads=None, engine="auto", audio_decode="thread", **_: Any) -> None:
         from mm.models.lfm2_audio import LFM2Audio
 
         #: backbone steps: "auto"/"fast" (mm.fast_decode) or "transformers" (Lfm2Model's forward)
         self.engine = check_engine(engine)
+        if audio_decode not in AUDIO_DECODE:
+            raise InvalidInputError(f"audio_decode must be one of {AUDIO_DECODE}, got {audio_decode!r}")
+        #: Mimi decoding: "thread" (a background thread, overlapped with generation) or "inline"
+        self.audio_decode = audio_decode
         self.bundle = LFM2Audio.load(self.model_id, device=self.device, dtype=self.dtype, quantize=quantize)
 
     def check_call(self, options: dict[str, Any]) -> None:
@@ -242,10 +254,15 @@ class _SpeechPipeline(Pipeline):
         """
         import torch
         from mm.encoders.audio_generate import AUDIO_IN, AUDIO_START, END_OF_AUDIO, StepTimer, generate
+        from mm.encoders.mimi_worker import BackgroundDecoder, DecodedFrame
 
         bundle = self.bundle
         special = self._special_ids()
-        stream = bundle.codec.stream() if decode_audio else None
+        decoder = stream = None
+        if decode_audio and self.audio_decode == "thread":
+            decoder = BackgroundDecoder(bundle.codec.stream())
+        elif decode_audio:
+            stream = bundle.codec.stream()
         timer = StepTimer()
         info: dict[str, Any] = {}
         visible: list[int] = []
@@ -255,6 +272,14 @@ class _SpeechPipeline(Pipeline):
         run.audio_in_positions = sum(1 for m in history.modality if m == AUDIO_IN)
         t_start = time.perf_counter()
         codec_s = 0.0
+
+        def audio(frames: list[DecodedFrame]) -> Iterator[AudioChunk]:
+            for frame in frames:
+                run.chunks.append(frame.samples)
+                if generated is None:
+                    run.timings.setdefault("first_audio_s", time.perf_counter() - t_start)
+                yield AudioChunk(frame.samples, OUTPUT_RATE, frame.codes)
+
         with bundle.lock if generated is None else contextlib.nullcontext():
             if generated is None:
                 steps = generate(bundle.model, history, config, timer=timer, info=info, engine=self.engine)
@@ -262,6 +287,8 @@ class _SpeechPipeline(Pipeline):
                 steps, info["stop_reason"] = iter(generated.steps), generated.stop_reason
             try:
                 for step in steps:
+                    if decoder is not None:  # frames the background thread finished meanwhile
+                        yield from audio(decoder.poll())
                     run.steps.append(step)
                     if step.kind == "text":
                         run.token_ids.append(step.token)
@@ -295,19 +322,25 @@ class _SpeechPipeline(Pipeline):
                         log.debug("skipping a frame with code 2048 outside codebook 0 (not decodable)")
                         continue
                     run.frames.append(step.codes)
-                    if stream is not None:
+                    if decoder is not None:
+                        decoder.submit(step.codes)
+                        if len(run.frames) == 1:  # the listener waits for the first chunk: do not defer it
+                            yield from audio(decoder.finish())
+                    elif stream is not None:
                         t0 = time.perf_counter()
                         with torch.inference_mode():
                             samples = stream.decode_frame(torch.tensor(step.codes, dtype=torch.long))
                         samples = samples.float().numpy().copy()
                         codec_s += time.perf_counter() - t0
-                        run.chunks.append(samples)
-                        if generated is None:
-                            run.timings.setdefault("first_audio_s", time.perf_counter() - t_start)
-                        yield AudioChunk(samples, OUTPUT_RATE, step.codes)
+                        yield from audio([DecodedFrame(step.codes, samples)])
+                if decoder is not None:
+                    yield from audio(decoder.finish())
+                    codec_s = decoder.seconds
             finally:
                 if generated is None:
                     steps.close()
+                if decoder is not None:
+                    decoder.close()
         if shown < len(run.text):
             yield run.text[shown:]
         run.stop_reason = _STOP_REASONS[info.get("stop_reason", "max_new_tokens")]
@@ -323,11 +356,13 @@ class SpeechToSpeechPipeline(_SpeechPipeline):
     (``max_new_tokens`` counts steps: one text token or one 80 ms frame each; ``stop`` ends the reply
     when its text reaches a stop string), ``audio_temperature``/``audio_top_k``, ``system_prompt``,
     ``sampling_rate`` (for arrays), ``conversation`` (from :meth:`conversation`, for multi-turn chat).
+    Build options besides ``quantize``/``threads``/``engine``: ``mode``, ``max_input_seconds``,
+    ``audio_decode`` (``"thread"`` or ``"inline"``).
     """
 
     task = "speech-to-speech"
     init_options = {"quantize": None, "threads": None, "engine": "auto", "mode": "interleaved",
-                    "max_input_seconds": 60.0}
+                    "max_input_seconds": 60.0, "audio_decode": "thread"}
     call_options = opts.options(
         opts.GENERATION_OPTIONS, AUDIO_SAMPLING_OPTIONS,
         (opts.Option("system_prompt", None, "preprocess", opts.optional(opts.text),
@@ -336,7 +371,8 @@ class SpeechToSpeechPipeline(_SpeechPipeline):
          opts.Option("conversation", None, "preprocess", None, "a Conversation from pipeline.conversation()")),
         max_new_tokens=512)
 
-    def setup(self, quantize=None, threads=None, engine="auto", mode="interleaved", max_input_seconds=60.0) -> None:
+    def setup(self, quantize=None, threads=None, engine="auto", mode="interleaved", max_input_seconds=60.0,
+              audio_decode="thread") -> None:
         from mm.encoders.audio_generate import MODES
 
         if mode not in MODES:
@@ -345,7 +381,7 @@ class SpeechToSpeechPipeline(_SpeechPipeline):
             raise InvalidInputError(f"max_input_seconds must be a positive number, got {max_input_seconds!r}")
         self.mode = mode
         self.max_input_seconds = float(max_input_seconds)
-        super().setup(quantize=quantize, threads=threads, engine=engine)
+        super().setup(quantize=quantize, threads=threads, engine=engine, audio_decode=audio_decode)
 
     def conversation(self, system_prompt: str | None = DEFAULT_S2S_PROMPT) -> Conversation:
         """Start a multi-turn conversation (pass it as ``conversation=`` to each call)."""
@@ -495,7 +531,7 @@ class TTSPipeline(_SpeechPipeline):
     """
 
     task = "tts"
-    init_options = {"quantize": None, "threads": None, "engine": "auto", "batch_size": 8}
+    init_options = {"quantize": None, "threads": None, "engine": "auto", "batch_size": 8, "audio_decode": "thread"}
     call_options = opts.options(
         [o for o in opts.GENERATION_OPTIONS if o.name != "stop"], AUDIO_SAMPLING_OPTIONS,
         (opts.Option("voice", None, "preprocess", opts.optional(opts.one_of(*TTS_VOICES)), "the speaker's voice"),
@@ -503,9 +539,9 @@ class TTSPipeline(_SpeechPipeline):
         max_new_tokens=1024)
     max_text_chars = 4000
 
-    def setup(self, quantize=None, threads=None, engine="auto", batch_size=8) -> None:
+    def setup(self, quantize=None, threads=None, engine="auto", batch_size=8, audio_decode="thread") -> None:
         self.batch_size = opts.positive_int(batch_size, "batch_size")
-        super().setup(quantize=quantize, threads=threads, engine=engine)
+        super().setup(quantize=quantize, threads=threads, engine=engine, audio_decode=audio_decode)
 
     def preprocess(self, item: Any, voice: str | None = None, system_prompt: str | None = None) -> Any:
         """Check the text and build the prompt (a chat history)."""

@@ -33,29 +33,37 @@ def _sampling(temperature: float, audio_temperature: float | None, seed: int | N
 
 
 def _speak(pipe, item, options: dict, output: Path, stream: bool) -> None:
-    import numpy as np
-
-    from mm.media.audio import save_audio
-    from mm.pipelines.speech import AudioChunk
-
     if stream:
-        chunks = []
-        for piece in pipe.stream(item, **options):
-            if isinstance(piece, AudioChunk):
-                chunks.append(piece.samples)
-                typer.echo(f"\r[audio {len(chunks) * 0.08:5.2f} s]", nl=False, err=True)
-            else:
-                typer.echo(piece, nl=False)
-        typer.echo()
-        audio = np.concatenate(chunks) if chunks else np.zeros(0, np.float32)
-        save_audio(output, audio, 24000)
-        typer.echo(f"wrote {len(audio) / 24000:.2f} s of audio to {output}", err=True)
+        _speak_streamed(pipe, item, options, output)
         return
     result = pipe(item, **options)
     if result.text:
         typer.echo(result.text)
     result.save(output)
     typer.echo(f"wrote {result.duration:.2f} s of audio to {output} (stop: {result.stop_reason})", err=True)
+
+
+def _speak_streamed(pipe, item, options: dict, output: Path) -> None:
+    """Print text as it comes and append each audio chunk to ``output`` as it arrives (16-bit wav, the
+    header updated after every chunk, so the file is playable while the reply is still being generated)."""
+    import numpy as np
+    import soundfile as sf
+
+    from mm.pipelines.speech import OUTPUT_RATE, AudioChunk
+
+    output.parent.mkdir(parents=True, exist_ok=True)
+    seconds = 0.0
+    with sf.SoundFile(str(output), "w", OUTPUT_RATE, 1, subtype="PCM_16", format="WAV") as sink:
+        for piece in pipe.stream(item, **options):
+            if isinstance(piece, AudioChunk):
+                sink.write(np.clip(piece.samples, -1.0, 1.0))
+                sink.flush()
+                seconds += len(piece.samples) / piece.sample_rate
+                typer.echo(f"\r[audio {seconds:5.2f} s]", nl=False, err=True)
+            else:
+                typer.echo(piece, nl=False)
+    typer.echo()
+    typer.echo(f"wrote {seconds:.2f} s of audio to {output}", err=True)
 
 
 @app.command()
@@ -71,7 +79,8 @@ def s2s(
     seed: Annotated[int | None, typer.Option(help="Random seed when sampling")] = None,
     dtype: DtypeOpt = "auto",
     quantize: QuantOpt = None,
-    stream: Annotated[bool, typer.Option("--stream/--no-stream", help="Print text as it comes")] = False,
+    stream: Annotated[bool, typer.Option("--stream/--no-stream",
+                                         help="Print text as it comes and write audio to the file as it arrives")] = False,
 ) -> None:
     """Answer spoken input with text and speech (LFM2-Audio speech-to-speech)."""
     import mm
@@ -115,7 +124,7 @@ def tts(
     seed: Annotated[int | None, typer.Option(help="Random seed when sampling")] = None,
     dtype: DtypeOpt = "auto",
     quantize: QuantOpt = None,
-    stream: Annotated[bool, typer.Option("--stream/--no-stream", help="Show progress as audio comes")] = False,
+    stream: Annotated[bool, typer.Option("--stream/--no-stream", help="Write audio to the file as it arrives")] = False,
 ) -> None:
     """Synthesise speech from text (LFM2-Audio TTS)."""
     import mm

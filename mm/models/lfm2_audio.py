@@ -394,10 +394,15 @@ class LFM2Audio:
         """Resolve ``model`` (directory, HF-cache id or hub id) and load it once per (path, dtype, quantize).
 
         The sequence of :func:`mm.models.loading.load_model`; ``quantize="int8"``: every linear layer
-        and the tied text head (:func:`quantize_linears`).
+        and the tied text head (:func:`quantize_linears`). ``dtype="auto"`` picks float32 or bfloat16 by a short
+        measurement on this CPU (:func:`mm.encoders.audio_dtype.fastest_dtype`).
         """
         from mm.models.loading import load_model
 
+        if dtype == "auto":  # measured on this CPU (int8 keeps float32 activations)
+            from mm.encoders.audio_dtype import fastest_dtype
+
+            dtype = torch.float32 if quantize else fastest_dtype()
         return load_model("lfm2-audio", model, load=cls._load_uncached, quantizers={"int8": cls._quantized},
                           device=device, dtype=dtype, quantize=quantize, required=(CONFIG_FILE, WEIGHTS_FILE),
                           cpu_only=True)
@@ -430,7 +435,7 @@ class LFM2Audio:
             with self._codec_lock:
                 if self._codec is None:
                     self._codec = load_mimi(self.path, dtype=torch.float32,
-                                            num_codebooks=self.model.config.codebooks)
+                                            num_codebooks=self.model.config.codebooks, quantize=self.quantize)
         return self._codec
 
     def new_history(self):

@@ -59,6 +59,29 @@ def test_upload_wav_and_get_audio_back(speech_server, speech_models, page, sampl
 
 
 @pytest.mark.browser
+def test_reply_plays_chunk_by_chunk(speech_server, speech_models, page, samples):
+    """Without ffmpeg the page's WebAudio player schedules each audio chunk as it arrives."""
+    expected = speech_models.s2s("interleaved")(str(samples["wav"]), max_new_tokens=MAX_NEW)
+    frames = len(expected.audio_codes)
+    assert frames > 1, "the tiny checkpoint must produce several frames for this test to mean anything"
+    ui.open_app(page, speech_server.url, "#speech-input")
+    ui.wait_status(page, "speech-model-status", "ok")
+    ui.upload(page, "speech-input", samples["wav"])
+    page.locator("#speech-input audio").first.wait_for(state="attached")
+    ui.set_number(page, "speech-max-new", MAX_NEW)
+    page.locator("#speech-send").click()
+    ui.wait_status(page, "speech-stats", "ok", timeout=120_000)
+    page.wait_for_function(f"window.mmSpeechPlayer && window.mmSpeechPlayer.chunks >= {frames}", timeout=30_000)
+    player = page.evaluate("""() => { const p = window.mmSpeechPlayer;
+        return {chunks: p.chunks, seconds: p.seconds, state: p.ctx.state, first: p.firstAt, last: p.lastAt,
+                scheduledUntil: p.next}; }""")
+    assert player["chunks"] == frames
+    assert abs(player["seconds"] - expected.audio.size / expected.sample_rate) < 1e-3
+    assert player["state"] == "running"  # the Send click resumed the audio context
+    assert player["last"] > player["first"]  # chunks came one by one, not as one reply at the end
+
+
+@pytest.mark.browser
 def test_asr_and_tts_tabs(speech_server, speech_models, page, samples, artifacts_dir):
     ui.open_app(page, speech_server.url, "#speech-input")
     ui.open_tab(page, "Speech recognition")

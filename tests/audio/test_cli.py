@@ -34,6 +34,33 @@ def test_s2s_cli_stream(fixture_checkpoint, input_wav, tmp_path, capsys):
                                 "--max-new-tokens", "30", "--stream", "--dtype", "float32"], capsys)
     assert code == 0, stderr
     assert out.is_file() and "[audio" in stderr
+    import mm
+
+    expected = mm.pipeline("s2s", model=fixture_checkpoint, dtype="float32")(str(input_wav), max_new_tokens=30)
+    audio, rate = sf.read(str(out), dtype="float32")
+    assert rate == 24000 and len(audio) == len(expected.audio) > 0
+    assert abs(audio - expected.audio.clip(-1, 1)).max() < 1e-3  # 16-bit PCM, clipped to [-1, 1]
+
+
+def test_stream_writes_audio_as_it_arrives(tmp_path):
+    """Each chunk is in the file (header included) before the next one is generated."""
+    import numpy as np
+    from mm.pipelines.speech import AudioChunk
+
+    from mm.cli.audio import _speak
+
+    out = tmp_path / "live.wav"
+    seen = []
+
+    class Pipe:
+        def stream(self, item, **options):
+            for i in range(3):
+                seen.append(sf.info(str(out)).frames if out.exists() else 0)
+                yield AudioChunk(np.full(1920, 0.1 * i, np.float32), 24000, (0,) * 8)
+                yield "word "
+
+    _speak(Pipe(), "in.wav", {}, out, stream=True)
+    assert seen == [0, 1920, 3840] and sf.info(str(out)).frames == 3 * 1920
 
 
 def test_cli_errors_are_one_line(fixture_checkpoint, tmp_path, capsys):

@@ -81,8 +81,12 @@ def test_prefill(bundle, goldens, goldens_json, input_wav):
     assert int(logits[-1].argmax()) == goldens_json["prefill"]["first_greedy_text_token"]
 
 
-def test_depth_frame(bundle, goldens):
-    head = bundle.model.audio_head
+@pytest.mark.parametrize("loop", ["generic", "fast"])
+def test_depth_frame(bundle, goldens, loop):
+    """The generic depth head and its lean loop (FastDepthLoop) both give the official frame and logits."""
+    from mm.encoders.audio_out_fast import fast_depth_loop
+
+    head = bundle.model.audio_head if loop == "generic" else fast_depth_loop(bundle.model.audio_head)
     last = goldens["prefill_last_hidden"][-1]
     with torch.no_grad():
         codes = head.sample_frame(last)

@@ -52,7 +52,8 @@ def test_stream_matches_call(s2s_inter, goldens, input_wav):
     text = "".join(p for p in pieces if isinstance(p, str))
     assert text == result.text
     assert all(c.samples.shape == (1920,) and c.sample_rate == 24000 for c in chunks)
-    np.testing.assert_array_equal(np.concatenate([c.samples for c in chunks]), result.audio)
+    # the background decoder batches the frames that queued up (timing-dependent): equal up to float rounding
+    np.testing.assert_allclose(np.concatenate([c.samples for c in chunks]), result.audio, atol=1e-5, rtol=0)
     # the first audio chunk comes before all the text is done: text and audio interleave
     kinds = ["a" if isinstance(p, AudioChunk) else "t" for p in pieces]
     assert kinds.index("a") < len(kinds) - 1 - kinds[::-1].index("t")
@@ -206,7 +207,7 @@ def test_tts_stops_at_end_of_audio(tiny_audio):
     """Force the audio path: with an always-128 text head the model starts speaking at once."""
     import torch
 
-    tts = mm.pipeline("tts", model=tiny_audio, dtype="float32")
+    tts = mm.pipeline("tts", model=tiny_audio, dtype="float32", engine="transformers")  # the generic head
     model = tts.bundle.model
     saved = model.text_logits
     model.text_logits = lambda hidden: torch.nn.functional.one_hot(torch.tensor(128), model.lfm.config.vocab_size).float()
