@@ -75,7 +75,7 @@ def test_thread_and_inline_decoding_give_the_same_reply(tiny_audio):
     thread = mm.pipeline("s2s", model=tiny_audio, dtype="float32")
     assert thread.audio_decode == "thread" and inline.audio_decode == "inline"
     a, b = inline((wave, 16000), max_new_tokens=30), thread((wave, 16000), max_new_tokens=30)
-    assert a.audio.size > 0 and a.text_token_ids == b.text_token_ids
+    assert a.audio.size > 0 and a.token_ids == b.token_ids
     assert np.array_equal(a.audio_codes, b.audio_codes)
     assert np.abs(a.audio - b.audio).max() < 1e-5
     pieces = [p for p in thread.stream((wave, 16000), max_new_tokens=30) if not isinstance(p, str)]
