@@ -37,7 +37,7 @@ test: install system-deps
 	$(PY) -m pytest $(PYTEST_ARGS)
 
 test-fast:
-	$(PY) -m pytest -m "not slow and not browser" $(PYTEST_ARGS)
+	$(PY) -m pytest -m "not slow and not browser and not long" $(PYTEST_ARGS)
 
 lint:
 	$(BIN)/ruff check .

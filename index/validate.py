@@ -105,8 +105,7 @@ def check_manifest(manifest: dict[str, Any], where: str) -> None:
     segments = _need(manifest, "segments", (list,), where)
     if kind == "multivector":
         cfg = f"{where} (config)"
-        if _need(config, "nbits", (int,), cfg) not in (2, 4):
-            raise _damaged(cfg, f"nbits must be 2 or 4, got {config['nbits']}")
+        _check_nbits(config, cfg)
         if _need(config, "codec", (str,), cfg) not in SCHEMES:
             raise _damaged(cfg, f"codec must be one of {', '.join(SCHEMES)}, got {config['codec']!r}")
         _need(config, "keep_originals", (bool,), cfg)
@@ -141,13 +140,19 @@ def check_manifest(manifest: dict[str, Any], where: str) -> None:
                 raise _damaged(at, "is compressed, but the manifest has no codec")
 
 
+def _check_nbits(entry: dict, where: str) -> None:
+    """``nbits``: average residual bits per dimension, 1 to 4 (fractions allowed; see mm.index.codec)."""
+    nbits = _need(entry, "nbits", (int, float), where)
+    if isinstance(nbits, bool) or not np.isfinite(nbits) or not 1 <= nbits <= 4:
+        raise _damaged(where, f"nbits must be a number from 1 to 4, got {nbits}")
+
+
 def _check_codec_entry(codec: Any, where: str) -> None:
     if not isinstance(codec, dict):
         raise _damaged(where, f"must be an object or null, got {type(codec).__name__}")
     files = _need(codec, "files", (dict,), where)
     _check_file_names(files, where, ("centroids",))
-    if _need(codec, "nbits", (int,), where) not in (2, 4):
-        raise _damaged(where, f"nbits must be 2 or 4, got {codec['nbits']}")
+    _check_nbits(codec, where)
     _need(codec, "normalize", (bool,), where)
     _count(codec, "n_centroids", where, minimum=1)
 
@@ -192,10 +197,12 @@ def npy_header(file: Path) -> tuple[tuple[int, ...], np.dtype]:
 class _Files:
     """The files of one manifest entry: header checks, loads, and messages naming the file."""
 
-    def __init__(self, folder: Path, files: dict[str, str]) -> None:
-        self.folder, self.files = folder, files
+    def __init__(self, folder: Path, files: dict[str, str], where: str = "manifest.json") -> None:
+        self.folder, self.files, self.where = folder, files, where
 
     def path(self, key: str) -> Path:
+        if key not in self.files:
+            raise _damaged(self.folder / self.where, f"a segment names no {key!r} file")
         return self.folder / self.files[key]
 
     def shape(self, key: str, kinds: str, ndim: int) -> tuple[int, ...]:
@@ -299,15 +306,14 @@ def check_multivector_segment(folder: Path, entry: dict[str, Any], manifest: dic
         return
     codec = manifest["codec"]
     n_centroids = codec["n_centroids"]
-    files.expect("cids", "u", (n_tokens,))
+    files.expect("cids", "iu", (n_tokens,))
     files.in_range("cids", 0, n_centroids, "centroid ids")
     files.expect("codes", "u", (n_tokens, None))
-    files.expect("norms", "f", (n_tokens,))
     files.expect("rnorm", "f", (n,))
     files.expect("post", "u", (n,))
-    pairs = files.expect("doc_cids", "u", (None,))[0]
-    files.in_range("doc_cids", 0, n_centroids, "centroid ids")
-    files.offsets("doc_cid_off", n, pairs)
+    pairs = files.expect("bags", "iu", (None,))[0]
+    files.in_range("bags", 0, n_centroids, "centroid ids")
+    files.offsets("bag_off", n, pairs)
     files.expect("ivf", "iu", (pairs,))
     files.in_range("ivf", 0, n, "document rows")
     files.offsets("ivf_off", n_centroids, pairs)
@@ -322,10 +328,16 @@ def check_codec(folder: Path, manifest: dict[str, Any]) -> None:
         return
     files = _Files(folder, codec["files"])
     files.expect("centroids", "f", (codec["n_centroids"], manifest["dim"]))
+    scheme = codec.get("scheme", "scalar")
+    for key in CODEC_TABLES.get(scheme, ()):
+        files.path(key)  # every table the scheme decodes with is named
     for key in codec["files"]:
         if key != "centroids":
             files.shape(key, "fiu", len(npy_header(files.path(key))[0]))
 
+
+#: per codec scheme, the tables it is decoded with (see mm.index.codec)
+CODEC_TABLES = {"scalar": ("rotation", "bits", "cutoffs", "weights"), "pq": ("rotation", "codebook")}
 
 #: per index kind, the check of one segment
 SEGMENT_CHECKS: dict[str, Callable[[Path, dict[str, Any], dict[str, Any]], None]] = {

@@ -98,7 +98,7 @@ def run_case(target: str, fn: Callable[[], Any], describe: Any = None) -> str:
 
 def fuzz_tests(target: str, strategy: st.SearchStrategy, check: Callable[[Any], Any],
                fast: int | None = None, long: int | None = None) -> tuple[Callable, Callable]:
-    """A fast and a long (``slow``-marked) hypothesis test running ``check(value)`` through :func:`run_case`."""
+    """A fast and a long (``long``-marked, outside the default test command) hypothesis test running ``check(value)`` through :func:`run_case`."""
     common = {"derandomize": True, "deadline": None, "database": None, "print_blob": False,
               "suppress_health_check": list(HealthCheck)}
 
@@ -107,7 +107,7 @@ def fuzz_tests(target: str, strategy: st.SearchStrategy, check: Callable[[Any], 
 
     fast_test = settings(max_examples=fast or FAST_EXAMPLES, **common)(given(strategy)(body))
     long_examples = max(1, int((long or LONG_EXAMPLES) * LONG_SCALE))
-    long_test = pytest.mark.slow(settings(max_examples=long_examples, **common)(given(strategy)(body)))
+    long_test = pytest.mark.long(settings(max_examples=long_examples, **common)(given(strategy)(body)))
     return fast_test, long_test
 
 

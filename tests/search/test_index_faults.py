@@ -185,13 +185,13 @@ def one_trial(root: Path, support: Path, plans: dict, seed: int) -> str:
 
 
 def test_kill_at_seeded_points_fast(setup):
-    """A few seeded kill points per run of the default suite (the slow test runs 200)."""
+    """A few seeded kill points per run of the default suite (the ``long`` test runs 200: ``pytest -m long``)."""
     root, support, plans = setup
     done = {one_trial(root, support, plans, seed) for seed in range(6)}
     assert len(done) >= 3
 
 
-@pytest.mark.slow
+@pytest.mark.long
 @pytest.mark.timeout(7200)
 def test_kill_at_200_seeded_points(setup):
     root, support, plans = setup
