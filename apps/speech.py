@@ -169,6 +169,7 @@ def conversation_stream(slot: ModelSlot, limits: AppLimits, audio: Any, mode: st
     turns = session["turns"]
     turn: dict[str, Any] = {"user_audio": path, "reply_text": "", "reply_audio": None, "sample_rate": OUTPUT_RATE}
     chunks: list[np.ndarray] = []
+    window: list[str] = []
     t0 = time.perf_counter()
     first_text = first_audio = None
     last_refresh = last_text = -1.0
@@ -193,7 +194,9 @@ def conversation_stream(slot: ModelSlot, limits: AppLimits, audio: Any, mode: st
             turn["sample_rate"] = rate or turn["sample_rate"]
             first_audio = now if first_audio is None else first_audio
             chunks.append(chunk)
-            live = gr.skip() if stream_audio else live_chunk(len(chunks) - 1, turn["sample_rate"], chunk)
+            if not stream_audio:  # the last LIVE_WINDOW chunks: a burst of updates the page coalesces loses none
+                window = [*window[-(LIVE_WINDOW - 1):], live_chunk(len(chunks) - 1, turn["sample_rate"], chunk)]
+            live = gr.skip() if stream_audio else ";".join(window)
             if stream_audio:
                 out = (turn["sample_rate"], _pcm16(chunk))
             elif now - last_refresh >= REFRESH_SECONDS:
@@ -217,6 +220,10 @@ def conversation_stream(slot: ModelSlot, limits: AppLimits, audio: Any, mode: st
            gr.skip())
 
 
+#: chunks repeated in each live update (the page plays each sequence number once)
+LIVE_WINDOW = 8
+
+
 def live_chunk(seq: int, rate: int, chunk: np.ndarray) -> str:
     """One audio chunk for the page's live player: ``seq:rate:base64 of little-endian PCM16``.
 
@@ -228,15 +235,16 @@ def live_chunk(seq: int, rate: int, chunk: np.ndarray) -> str:
     return f"{seq}:{rate}:{base64.b64encode(_pcm16(chunk).astype('<i2').tobytes()).decode('ascii')}"
 
 
-#: the page's live player: schedules each chunk on a WebAudio context right after the previous one
-#: (seq 0 starts a new reply); ``window.mmSpeechPlayer`` keeps counters the browser test reads
+#: the page's live player: schedules each chunk (``;``-separated, each sequence number once) on a WebAudio
+#: context right after the previous one (seq 0 starts a new reply); ``window.mmSpeechPlayer`` keeps counters the browser test reads
 LIVE_PLAYER_JS = """(payload) => {
   const p = (window.mmSpeechPlayer = window.mmSpeechPlayer || {ctx: null, next: 0, seq: -1, chunks: 0, seconds: 0});
   if (!payload) return;
-  const [seqText, rateText, b64] = payload.split(":");
+  for (const item of payload.split(";")) {
+  const [seqText, rateText, b64] = item.split(":");
   const seq = Number(seqText), rate = Number(rateText);
+  if (seq <= p.seq) continue;
   if (seq === 0) { p.next = 0; p.chunks = 0; p.seconds = 0; p.firstAt = performance.now(); }
-  else if (seq <= p.seq) return;
   p.seq = seq;
   if (!p.ctx) p.ctx = new (window.AudioContext || window.webkitAudioContext)();
   const bytes = atob(b64), n = bytes.length / 2, data = new Float32Array(n);
@@ -255,6 +263,7 @@ LIVE_PLAYER_JS = """(payload) => {
   p.chunks += 1;
   p.seconds += n / rate;
   p.lastAt = performance.now();
+  }
 }"""
 
 #: run on the Send click (a user gesture, which browsers require before a page may play audio)

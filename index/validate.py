@@ -365,8 +365,13 @@ def validate_index(path: str | Path, *, retries: int = 20) -> dict[str, Any]:
                 check_codec(path, manifest)
             for entry in manifest["segments"]:
                 SEGMENT_CHECKS[manifest["kind"]](path, entry, manifest)
-        except FileNotFoundError as exc:
+        except (FileNotFoundError, IndexDamagedError) as exc:
             from mm.index.storage import manifest_stamp
+
+            if isinstance(exc, IndexDamagedError):  # a file read after a writer's commit removed it: retry
+                if not isinstance(exc.__cause__, FileNotFoundError):
+                    raise
+                exc = exc.__cause__
 
             stamp = manifest_stamp(path)
             time.sleep(0.05)

@@ -5,7 +5,8 @@
 ...     gate = Gate(queue_size=1)
 ...     async with gate:
 ...         return gate.busy
->>> asyncio.run(demo())
+>>> from concurrent.futures import ThreadPoolExecutor  # a fresh thread: the caller may run a loop
+>>> ThreadPoolExecutor(1).submit(asyncio.run, demo()).result()
 1
 """
 
