@@ -26,7 +26,6 @@ import logging
 import math
 import os
 import queue
-import re
 import threading
 import time
 import types
@@ -38,14 +37,13 @@ from typing import Any
 import gradio as gr
 
 from mm.errors import InputTooLargeError, InvalidInputError, MMError
+from mm.validation import parse_size
 
 log = logging.getLogger(__name__)
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".bmp", ".gif", ".tif", ".tiff")
 AUDIO_SUFFIXES = (".wav", ".flac", ".ogg", ".mp3", ".m4a", ".webm", ".opus", ".aiff", ".aif")
 
-_SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(b|kb|mb|gb)?\s*$", re.IGNORECASE)
-_UNITS = {"b": 1, "kb": 1024, "mb": 1024**2, "gb": 1024**3}
 
 CSS = """
 .mm-status {padding: 0.6em 0.9em; border-radius: 8px; margin: 0.2em 0; font-size: 0.95em}
@@ -61,20 +59,6 @@ CSS = """
 """
 
 
-def parse_size(size: str | int) -> int:
-    """Bytes in ``"25mb"``-style sizes (b, kb, mb, gb; 1024-based) or an int.
-
-    >>> parse_size("1kb"), parse_size(10)
-    (1024, 10)
-    """
-    if isinstance(size, int) and not isinstance(size, bool):
-        if size <= 0:
-            raise InvalidInputError(f"a size limit must be positive, got {size}")
-        return size
-    match = _SIZE.match(str(size))
-    if not match:
-        raise InvalidInputError(f"size limit {size!r} not understood; use e.g. '25mb', '512kb' or a byte count")
-    return int(float(match.group(1)) * _UNITS[(match.group(2) or "b").lower()])
 
 
 @dataclass(frozen=True)

@@ -27,6 +27,7 @@ from __future__ import annotations
 import math
 import numbers
 import os
+import re
 from pathlib import Path
 from typing import Any
 
@@ -336,3 +337,30 @@ def check_keys(mapping: dict, required: dict[str, type | tuple[type, ...]], name
         if (isinstance(value, bool) and bool not in wanted) or not isinstance(value, wanted):
             names = " or ".join(t.__name__ for t in wanted)
             raise InvalidInputError(f"{name}: {key!r} must be {names}, got {_describe(value)}")
+
+
+_SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([kmg]?b)?\s*$", re.IGNORECASE)
+_UNITS = {"b": 1, "kb": 1024, "mb": 1024**2, "gb": 1024**3}
+
+
+def parse_size(size: str | int) -> int:
+    """Bytes in a ``"25mb"``-style size (b, kb, mb, gb; 1024-based) or a byte count.
+
+    >>> parse_size("2kb"), parse_size(10)
+    (2048, 10)
+    >>> parse_size("lots")
+    Traceback (most recent call last):
+    ...
+    mm.errors.InvalidInputError: size limit 'lots' not understood; use e.g. '25mb', '512kb' or a byte count
+    """
+    if isinstance(size, int) and not isinstance(size, bool):
+        if size <= 0:
+            raise InvalidInputError(f"a size limit must be positive, got {size}")
+        return size
+    match = _SIZE.match(str(size))
+    if not match:
+        raise InvalidInputError(f"size limit {size!r} not understood; use e.g. '25mb', '512kb' or a byte count")
+    value = int(float(match.group(1)) * _UNITS[(match.group(2) or "b").lower()])
+    if value <= 0:
+        raise InvalidInputError(f"a size limit must be positive, got {size!r}")
+    return value

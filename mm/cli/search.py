@@ -92,13 +92,7 @@ def add(
     as_json: JsonOpt = False,
 ) -> None:
     """Add documents to an index: new ones encoded, changed ones replaced, unchanged ones skipped."""
-    from mm.cli.jobs import run_job
-    from mm.index.jobs import IndexOptions
-
-    quiet_transformers_loading()
-    options = IndexOptions(skip_bad=skip_bad, segment_docs=batch_docs, threads=threads, workers=workers,
-                           resume=True, progress=not as_json)
-    run_job("add", source, index, options, as_json)
+    _update("add", source, index, skip_bad, batch_docs, threads, workers, as_json)
 
 
 @index_app.command("sync")
@@ -112,13 +106,19 @@ def sync(
     as_json: JsonOpt = False,
 ) -> None:
     """Make an index equal to a corpus: add new, re-encode changed, delete what left it (build --resume --prune)."""
+    _update("sync", source, index, skip_bad, batch_docs, threads, workers, as_json)
+
+
+def _update(kind: str, source: Path, index: Path, skip_bad: bool, batch_docs: int, threads: int | None,
+            workers: int | None, as_json: bool) -> None:
+    """``add`` or ``sync`` an existing index with its own encoder and chunk policy (``sync`` also prunes)."""
     from mm.cli.jobs import run_job
     from mm.index.jobs import IndexOptions
 
     quiet_transformers_loading()
     options = IndexOptions(skip_bad=skip_bad, segment_docs=batch_docs, threads=threads, workers=workers,
-                           resume=True, prune=True, progress=not as_json)
-    run_job("sync", source, index, options, as_json)
+                           resume=True, prune=kind == "sync", progress=not as_json)
+    run_job(kind, source, index, options, as_json)
 
 
 @index_app.command("delete")

@@ -11,37 +11,11 @@ mm.errors.InvalidInputError: queue_size must be a positive integer, got 0
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass
 from pathlib import Path
 
 from mm.errors import InvalidInputError
-
-_SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([kmg]?b)?\s*$", re.IGNORECASE)
-_UNITS = {"b": 1, "kb": 1024, "mb": 1024**2, "gb": 1024**3}
-
-
-def parse_size(size: str | int) -> int:
-    """Bytes in a ``"25mb"``-style size (b, kb, mb, gb; 1024-based) or a byte count.
-
-    >>> parse_size("2kb"), parse_size(10)
-    (2048, 10)
-    >>> parse_size("lots")
-    Traceback (most recent call last):
-    ...
-    mm.errors.InvalidInputError: size limit 'lots' not understood; use e.g. '25mb', '512kb' or a byte count
-    """
-    if isinstance(size, int) and not isinstance(size, bool):
-        if size <= 0:
-            raise InvalidInputError(f"a size limit must be positive, got {size}")
-        return size
-    match = _SIZE.match(str(size))
-    if not match:
-        raise InvalidInputError(f"size limit {size!r} not understood; use e.g. '25mb', '512kb' or a byte count")
-    value = int(float(match.group(1)) * _UNITS[(match.group(2) or "b").lower()])
-    if value <= 0:
-        raise InvalidInputError(f"a size limit must be positive, got {size!r}")
-    return value
+from mm.validation import parse_size
 
 
 @dataclass(frozen=True)

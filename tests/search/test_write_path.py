@@ -12,7 +12,7 @@ import json
 import pytest
 from mm.index import open_index
 
-from mm.cli import main
+from tests.search.test_cli import run_cli
 
 DOCS = {"a": "Paris is the capital of France.", "b": "Berlin is the capital of Germany.",
         "c": "Madrid is the capital of Spain."}
@@ -24,15 +24,9 @@ def write(path, docs):
 
 
 def cli(capsys, *args):
-    capsys.readouterr()
-    try:
-        main([str(a) for a in args])
-        code = 0
-    except SystemExit as exc:
-        code = int(exc.code or 0)
-    out = capsys.readouterr()
-    assert code == 0, out.err
-    return out.out
+    code, out, err = run_cli(capsys, *args)
+    assert code == 0, err
+    return out
 
 
 def job(capsys, *args):
@@ -106,8 +100,6 @@ def test_app_upload_and_cli_write_the_same_kind_of_index(built, tmp_path, capsys
 
 def test_add_needs_an_existing_index(tmp_path, capsys):
     corpus = write(tmp_path / "c.jsonl", DOCS)
-    capsys.readouterr()
-    with pytest.raises(SystemExit) as exc:
-        main(["index", "add", str(corpus), "-i", str(tmp_path / "missing")])
-    assert exc.value.code == 2 and "missing" in capsys.readouterr().err
+    code, _, err = run_cli(capsys, "index", "add", corpus, "-i", tmp_path / "missing")
+    assert code == 2 and "missing" in err
     assert not (tmp_path / "missing").exists()
