@@ -30,7 +30,7 @@ from contextlib import contextmanager
 from typing import Any
 
 import numpy as np
-from mm.index.maxsim import ranges_index, top_k
+from mm.index.maxsim import maxsim_ragged, ranges_index, top_k
 
 STAGES = ("centroid_scores", "candidates", "pruned_interaction", "interaction", "decompression", "rerank")
 
@@ -104,21 +104,15 @@ def decompressed_maxsim(query: np.ndarray, tok_off: np.ndarray, rows: np.ndarray
 
     ``decode(token_indices) -> (n, dim)`` decompresses; work goes in chunks of about ``max_tokens`` tokens.
     """
-    rows = np.asarray(rows, dtype=np.int64)
-    out = np.empty(len(rows), dtype=np.float32)
-    lens = tok_off[rows + 1] - tok_off[rows]
-    i = 0
-    while i < len(rows):
-        cum = np.cumsum(lens[i:])
-        j = i + max(1, int(np.searchsorted(cum, max_tokens, side="right")))
+    def similarities(idx: np.ndarray | slice) -> np.ndarray:
+        if isinstance(idx, slice):
+            idx = np.arange(idx.start, idx.stop, dtype=np.int64)
         with stage(timings, "decompression"):
-            idx, starts = ranges_index(tok_off[rows[i:j]], tok_off[rows[i:j] + 1])
             vectors = decode(idx)
         with stage(timings, "rerank"):
-            sims = query @ vectors.T
-            out[i:j] = np.maximum.reduceat(sims, starts, axis=1).sum(axis=0)
-        i = j
-    return out
+            return query @ vectors.T
+
+    return maxsim_ragged(tok_off, rows, similarities, max_tokens)
 
 
 def select(parts: list[tuple[int, np.ndarray, np.ndarray]], n: int) -> list[tuple[int, np.ndarray, np.ndarray]]:
