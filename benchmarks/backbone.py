@@ -265,10 +265,10 @@ class LlamaCppEngine:
 class MmEngine:
     """mm's fast engine (``Backbone.generate(engine="fast")``) on token ids."""
 
-    def __init__(self, path: Path, dtype: str, quantize: str | None, threads: int) -> None:
+    def __init__(self, path: Path, dtype: str, quantize: str | None) -> None:
         from mm.backbone import Backbone
 
-        self.bb = Backbone.load(path, dtype=dtype, quantize=quantize, threads=threads)
+        self.bb = Backbone.load(path, dtype=dtype, quantize=quantize)
         self.bytes = decode_bytes(self.bb.model)
 
     def run(self, ids: list[int], n: int) -> list[int]:
@@ -302,14 +302,14 @@ def alternate_decode(engines: dict[str, Any], ids: list[int], new_tokens: int, r
     return out
 
 
-def streams_speed(path: Path, dtype: str, quantize: str | None, new_tokens: int, prompt_len: int,
-                  threads: int) -> dict[str, Any]:
+def streams_speed(path: Path, dtype: str, quantize: str | None, new_tokens: int,
+                  prompt_len: int) -> dict[str, Any]:
     """Aggregate decode tokens/s for 1, 4 and 8 streams batched through the fast engine's step + LM head."""
     import torch
 
     from mm.backbone import Backbone
 
-    fast = Backbone.load(path, dtype=dtype, quantize=quantize, threads=threads).fast()
+    fast = Backbone.load(path, dtype=dtype, quantize=quantize).fast()
     out: dict[str, Any] = {"dtype": dtype, "quantize": quantize, "prompt_tokens": prompt_len,
                            "decode_steps": new_tokens}
     for streams in (1, 4, 8):
@@ -353,14 +353,13 @@ def step_cpu_time(path: Path, dtype: str, quantize: str | None, steps: int = 20)
     return out
 
 
-def prefill_speed(path: Path, dtype: str, quantize: str | None, ids: Any, repeats: int,
-                  threads: int) -> dict[str, float]:
+def prefill_speed(path: Path, dtype: str, quantize: str | None, ids: Any, repeats: int) -> dict[str, float]:
     """Prefill tokens/s of transformers' ``generate`` (1 new token) against mm's fast engine, alternating."""
     import torch
 
     from mm.backbone import Backbone, GenerationSettings
 
-    bb = Backbone.load(path, dtype=dtype, quantize=quantize, threads=threads)
+    bb = Backbone.load(path, dtype=dtype, quantize=quantize)
     inputs = {"input_ids": ids, "attention_mask": torch.ones_like(ids)}
     settings = GenerationSettings(max_new_tokens=1)
     runs = {"transformers": lambda: bb.generate(inputs, settings, engine="transformers"),
@@ -437,7 +436,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         result["decode_prompt_tokens"] = len(short_ids)
         engines: dict[str, Any] = {}
         for label in labels:
-            engines[f"mm_{label}"] = MmEngine(path, *MM_SETTINGS[label], args.threads)
+            engines[f"mm_{label}"] = MmEngine(path, *MM_SETTINGS[label])
         if have_llama:
             import llama_cpp
 
@@ -462,7 +461,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         if not args.quick:
             long_ids = encode(long_prompt(tokenizer, args.prompt_tokens))
             result["prefill_prompt_tokens"] = int(long_ids.shape[1])
-            result["prefill"] = {label: prefill_speed(path, *MM_SETTINGS[label], long_ids, repeats, args.threads)
+            result["prefill"] = {label: prefill_speed(path, *MM_SETTINGS[label], long_ids, repeats)
                                  for label in labels if MM_SETTINGS[label][1] != "int4"}
             agree_tokens = min(args.new_tokens, 32)
             result["greedy_agreement"] = {
@@ -478,7 +477,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                     "int4": logits_agreement(path, agree_tokens, "bfloat16", "int4")},
             }
         streams_label = "int8" if "int8" in labels else labels[0]
-        result["batched_decode"] = streams_speed(path, *MM_SETTINGS[streams_label], 32, 16, args.threads)
+        result["batched_decode"] = streams_speed(path, *MM_SETTINGS[streams_label], 32, 16)
     result["load_average_end"] = os.getloadavg()
     result["cpu_time_s"] = round(time.process_time() - cpu0, 1)
     result["wall_time_s"] = round(time.perf_counter() - wall0, 1)
