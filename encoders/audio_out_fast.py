@@ -36,51 +36,19 @@ import torch.nn.functional as F
 from mm.encoders.audio_out import END_OF_AUDIO, AudioHead, SamplingSettings
 from torch import nn
 
+from mm.int8_linear import int8_parts, is_dynamic_int8, pack_int8, quantize_rows
+
 Linear = Callable[[torch.Tensor], torch.Tensor]
-
-
-def _is_dynamic_int8(module: nn.Module) -> bool:
-    return hasattr(module, "_packed_params") and getattr(module, "weight", None) is not None and callable(module.weight)
-
-
-def _int8_parts(module: nn.Module) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
-    """(int8 values ``[out, in]``, per-row scales ``[out]``, bias) of a dynamic-int8 linear."""
-    qweight = module.weight()
-    if qweight.qscheme() in (torch.per_tensor_affine, torch.per_tensor_symmetric):
-        scales = torch.full((qweight.shape[0],), float(qweight.q_scale()), dtype=torch.float64)
-    else:
-        scales = qweight.q_per_channel_scales().double()
-    return qweight.int_repr(), scales, module.bias()
-
-
-def _pack_int8(values: torch.Tensor, scales: torch.Tensor, bias: torch.Tensor | None) -> Linear:
-    """fbgemm dynamic-int8 linear over int8 ``values`` with per-row ``scales`` (activations fp32)."""
-    qweight = torch._make_per_channel_quantized_tensor(values, scales.double(), torch.zeros_like(scales, dtype=torch.long), 0)
-    packed = torch.ops.quantized.linear_prepack(qweight, bias)
-    return lambda x: torch.ops.quantized.linear_dynamic(x, packed, True)
-
-
-def quantize_rows(weight: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Symmetric per-row int8: ``(values, scales)`` with ``weight ~= values * scales[:, None]``.
-
-    >>> values, scales = quantize_rows(torch.tensor([[1.0, -2.0], [0.5, 0.25]]))
-    >>> values.tolist(), [round(float(s), 5) for s in scales]
-    ([[64, -127], [127, 64]], [0.01575, 0.00394])
-    """
-    weight = weight.detach().float()
-    scales = (weight.abs().amax(dim=1).clamp(min=1e-8) / 127.0).double()
-    values = torch.round(weight / scales[:, None].float()).clamp(-127, 127).to(torch.int8)
-    return values, scales
 
 
 def _bind(modules: list[nn.Module]) -> tuple[Linear, bool]:
     """One callable for several linears sharing an input (outputs concatenated); True when int8."""
-    if all(_is_dynamic_int8(m) for m in modules):
-        parts = [_int8_parts(m) for m in modules]
+    if all(is_dynamic_int8(m) for m in modules):
+        parts = [int8_parts(m) for m in modules]
         biases = [p[2] for p in parts]
         bias = None if all(b is None for b in biases) else torch.cat(
             [b if b is not None else torch.zeros(p[0].shape[0]) for b, p in zip(biases, parts, strict=True)])
-        return _pack_int8(torch.cat([p[0] for p in parts]), torch.cat([p[1] for p in parts]), bias), True
+        return pack_int8(torch.cat([p[0] for p in parts]), torch.cat([p[1] for p in parts]), bias), True
     if all(type(m) is nn.Linear for m in modules):
         weight = modules[0].weight
         if len(modules) > 1:  # one matrix; the modules keep views into it (no second copy of the weights)
@@ -106,7 +74,7 @@ def head_signature(head: AudioHead) -> tuple:
     for module in head.modules():
         if isinstance(module, nn.Linear | nn.Embedding):
             out.append((id(module), module.weight.data_ptr(), module.weight.dtype))
-        elif _is_dynamic_int8(module):
+        elif is_dynamic_int8(module):
             out.append((id(module), id(module._packed_params)))
     return tuple(out)
 
@@ -145,7 +113,7 @@ class FastDepthLoop:
         for cb in head.depth_embeddings:
             weight = cb.embedding.weight if cb.to_logits is None else cb.to_logits.weight
             if int8:
-                self.logits_fns.append(_pack_int8(*quantize_rows(weight), None))
+                self.logits_fns.append(pack_int8(*quantize_rows(weight), None))
             else:
                 self.logits_fns.append(lambda x, w=weight: F.linear(x, w))
         self.signature = head_signature(head)  # after the fused weights were bound

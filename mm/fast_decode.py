@@ -166,10 +166,12 @@ class FastLfm2:
     def _layer_plan(self, idx: int, layer: Any, fuse: bool) -> dict[str, Any]:
         ff = layer.feed_forward
         plan: dict[str, Any] = {"idx": idx, "attn": layer.is_attention_layer, "op_norm": layer.operator_norm,
-                                "ffn_norm": layer.ffn_norm, "w2": self._call(ff.w2),
-                                "w13": self._fuse([ff.w1, ff.w3]) if fuse else None,
-                                "w1": self._call(ff.w1), "w3": self._call(ff.w3),
-                                "ff_dim": ff.w1.out_features}
+                                "ffn_norm": layer.ffn_norm, "w2": self._call(ff.w2)}
+        if hasattr(ff, "w13"):  # fused at load (quantize="int8": mm.int8_linear.FusedGatedMLP)
+            plan.update(w13=ff.w13, ff_dim=ff.ff_dim)
+        else:
+            plan.update(w13=self._fuse([ff.w1, ff.w3]) if fuse else None, w1=self._call(ff.w1),
+                        w3=self._call(ff.w3), ff_dim=ff.w1.out_features)
         if layer.is_attention_layer:
             at = layer.self_attn
             plan.update(q=self._call(at.q_proj), k=self._call(at.k_proj), v=self._call(at.v_proj),

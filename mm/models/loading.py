@@ -55,15 +55,23 @@ def check_engine(engine: str) -> str:
 
 
 def quantize_int8(model: Any) -> Any:
-    """Dynamic int8 quantization of every ``nn.Linear`` (weights int8, activations quantized per call)."""
+    """Dynamic int8 quantization of every ``nn.Linear`` (weights int8, activations quantized per call).
+
+    LFM2's gated MLPs then run ``w1``/``w3`` as one int8 matrix (:func:`mm.int8_linear.fuse_gated_mlps`: same
+    outputs, one pass over the weights per call).
+    """
     import warnings
 
     import torch
     from torch.ao.quantization import quantize_dynamic
 
+    from mm.int8_linear import fuse_gated_mlps
+
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        return quantize_dynamic(model, {torch.nn.Linear}, dtype=torch.qint8, inplace=False)
+        quantized = quantize_dynamic(model, {torch.nn.Linear}, dtype=torch.qint8, inplace=False)
+    fuse_gated_mlps(quantized)
+    return quantized
 
 
 def load_model(family: str, model: str | Path, *, load: Callable[[Path, str, Any], T],
