@@ -194,7 +194,7 @@ def run_public(pipe, samples, steps: int) -> dict:
     result = pipe(item, max_new_tokens=steps)  # same greedy generation: where the time goes
     timings = dict(result.timings)
     frames = len(result.audio_codes)  # (an end-of-audio frame would also pass the depth loop: none here)
-    counts = {"backbone_step": int(timings.get("steps", 0)) - 1, "depth": frames, "frames": frames}
+    counts = {"backbone_step": int(result.usage["generated_tokens"]) - 1, "depth": frames, "frames": frames}
     figures = _figures(first, first_cpu, wall, cpu, n_frames * 1920 / 24000, n_frames, timings, counts)
     figures["breakdown_s"]["total_non_streamed"] = round(timings.get("generate_s", 0.0), 3)
     return figures
