@@ -23,7 +23,7 @@ from mm.index.codec import SCHEMES
 from mm.index.dense import DenseIndex
 from mm.index.jobs import IndexOptions, JobReport, build_job, sync
 from mm.index.multivector import DEFAULT_TRAIN_TOKENS, MultiVectorIndex
-from mm.index.storage import LOCK, MANIFEST, OWNED_FILES, write_manifest, writer_lock
+from mm.index.storage import LOCK, MANIFEST, OWNED_FILES, write_errors, write_manifest, writer_lock
 from mm.index.validate import validate_index
 
 from mm.corpus import Document
@@ -71,8 +71,9 @@ def create_index(path: str | os.PathLike, *, kind: str = "multivector", dim: int
     path = Path(path)
     if path.exists() and not path.is_dir():
         raise InvalidInputError(f"{path} exists and is not a folder")
-    path.mkdir(parents=True, exist_ok=True)
-    with writer_lock(path, lock_timeout):
+    with write_errors(path):
+        path.mkdir(parents=True, exist_ok=True)
+    with writer_lock(path, lock_timeout), write_errors(path):
         if (path / MANIFEST).exists():
             raise InvalidInputError(f"{path} already holds an index; open it with open_index() or choose a new folder")
         foreign = [e.name for e in os.scandir(path) if e.name != LOCK and not OWNED_FILES.match(e.name)]

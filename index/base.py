@@ -29,6 +29,7 @@ from mm.index.storage import (
     collect_garbage,
     manifest_stamp,
     read_manifest,
+    write_errors,
     write_manifest,
     writer_lock,
 )
@@ -246,7 +247,7 @@ class Index:
     # ------------------------------------------------------------------ write protocol
     def _write(self, op) -> Any:
         """Run ``op(manifest) -> (new_manifest | None, result)`` under the lock and commit its manifest."""
-        with writer_lock(self.path, self.lock_timeout):
+        with writer_lock(self.path, self.lock_timeout), write_errors(self.path):
             try:
                 self.refresh()
                 manifest = copy.deepcopy(self._manifest)

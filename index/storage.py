@@ -36,7 +36,7 @@ from typing import Any
 
 import numpy as np
 
-from mm.errors import IndexFormatError, IndexLockedError, IndexReadOnlyError
+from mm.errors import IndexFormatError, IndexLockedError, IndexReadOnlyError, IndexWriteError, MMError
 
 log = logging.getLogger(__name__)
 
@@ -174,6 +174,48 @@ def collect_garbage(path: Path, manifest: dict[str, Any]) -> int:
     return removed
 
 
+#: errno values that mean "no space": a full disk, a quota, a file-size limit (RLIMIT_FSIZE)
+NO_SPACE = (errno.ENOSPC, errno.EDQUOT, errno.EFBIG)
+#: errno values that mean "not allowed to write here"
+READ_ONLY = (errno.EACCES, errno.EPERM, errno.EROFS)
+
+
+@contextlib.contextmanager
+def write_errors(path: Path) -> Iterator[None]:
+    """Turn an operating-system error raised while writing the index at ``path`` into an mm error naming it.
+
+    A full disk (or quota, or file-size limit) and any other I/O error become :class:`IndexWriteError`;
+    a permission or read-only file system :class:`IndexReadOnlyError`. Writes are atomic (only the
+    manifest's rename commits), so the message can promise that the last committed state is intact.
+
+    >>> try:
+    ...     with write_errors(Path("/tmp/ix")):
+    ...         raise OSError(errno.ENOSPC, "No space left on device")
+    ... except IndexWriteError as exc:
+    ...     print(str(exc)[:81])
+    could not write the index at /tmp/ix: the disk is full (No space left on device).
+    """
+    try:
+        yield
+    except MMError:
+        raise
+    except OSError as exc:
+        reason = exc.strerror or str(exc)
+        if exc.errno in READ_ONLY:
+            raise IndexReadOnlyError(
+                f"the index at {path} cannot be written ({reason}): the folder is read-only for this process. "
+                f"Searching it still works; to change it, fix its permissions or copy it somewhere writable."
+            ) from exc
+        what = (f"the disk is full ({reason})" if exc.errno in NO_SPACE
+                else f"{type(exc).__name__}: {reason}" + (f" ({exc.filename})" if exc.filename else ""))
+        error = IndexWriteError(
+            f"could not write the index at {path}: {what}. Nothing partial is visible: the folder still holds "
+            f"its last committed state (open_index works); free some space (or fix the cause) and run the same "
+            f"operation again to finish it.")
+        error.errno = exc.errno
+        raise error from exc
+
+
 @contextlib.contextmanager
 def writer_lock(path: Path, timeout: float) -> Iterator[None]:
     """Hold the index's writer lock; :class:`IndexLockedError` if another writer keeps it past ``timeout`` s."""
@@ -188,8 +230,9 @@ def writer_lock(path: Path, timeout: float) -> Iterator[None]:
             f"{timeout:g} s); wait for it to finish or open the index with a larger lock_timeout."
         ) from exc
     except OSError as exc:
-        if exc.errno not in (errno.EACCES, errno.EPERM, errno.EROFS):
-            raise
+        if exc.errno not in READ_ONLY:
+            with write_errors(path):
+                raise
         raise IndexReadOnlyError(
             f"the index at {path} cannot be written ({exc.strerror}): the folder is read-only for this process. "
             f"Searching it still works; to change it, fix its permissions or copy it somewhere writable."

@@ -62,6 +62,11 @@ class IndexReadOnlyError(MMError, PermissionError):
     """The index folder cannot be written by this process (permissions, a read-only file system)."""
 
 
+class IndexWriteError(MMError, OSError):
+    """Writing to an index failed (disk full, a file-size limit, an I/O error); the folder still holds its
+    last committed state, and retrying once the cause is fixed finishes the write."""
+
+
 class IndexLockedError(MMError):
     """Another writer holds the index lock."""
 

@@ -16,6 +16,7 @@ import contextlib
 import functools
 import logging
 import os
+import sys
 import threading
 import weakref
 from collections.abc import Callable, Iterator
@@ -79,8 +80,11 @@ def resolve_dtype(dtype: Any = "auto", device: str = "cpu"):
 def configure_torch(threads: int | None = None) -> None:
     """Process-wide torch settings for mm's command line (never called by library code).
 
-    Flushes denormals and sets the thread count to ``threads``, else ``MM_NUM_THREADS``, else all
-    cores. The ``mm`` CLI calls this once at start-up; a library user keeps full control of torch.
+    Flushes denormals (``torch.set_flush_denormal(True)``, on the calling thread and the threads it
+    starts later) and sets the thread count to ``threads``, else ``MM_NUM_THREADS``, else all
+    cores. The ``mm`` CLI and ``mm serve`` call this once at start-up; pipelines, the apps' builders
+    and ``mm.server.create_app`` never do, so a library user keeps full control of torch (threads
+    are per call through ``threads=``, see :func:`scoped_threads`).
     """
     import torch
 
@@ -88,6 +92,24 @@ def configure_torch(threads: int | None = None) -> None:
     wanted = threads or int(os.environ.get("MM_NUM_THREADS", "0")) or (os.cpu_count() or 1)
     if torch.get_num_threads() != wanted:
         torch.set_num_threads(wanted)
+
+
+def flush_denormal_enabled() -> bool:
+    """Whether this thread flushes denormal floats to zero (torch has a setter but no getter).
+
+    Process-wide torch state that only :func:`configure_torch` (the CLI) changes: a library call
+    leaves it as the caller set it (``tests/core/test_api_shape.py`` checks every pipeline).
+
+    >>> import torch
+    >>> before = flush_denormal_enabled()
+    >>> supported = torch.set_flush_denormal(True)  # False where the CPU cannot flush
+    >>> flush_denormal_enabled() == supported
+    True
+    >>> _ = torch.set_flush_denormal(before)
+    """
+    import torch
+
+    return bool((torch.tensor([1e-39], dtype=torch.float32) * 1.0).item() == 0.0)
 
 
 @contextlib.contextmanager
@@ -176,12 +198,16 @@ def cached_model(key: tuple, loader: Callable[[], Any]) -> Any:
     """Return the object cached under ``key`` or build it with ``loader``.
 
     Entries are weak: a model is freed once no pipeline holds it, and two pipelines on the
-    same (path, device, dtype, ...) share one copy in memory.
+    same (path, device, dtype, ...) share one copy in memory. Building a torch module draws its
+    initial weights from the global RNG, so ``loader`` runs under a forked RNG: loading a model
+    (also lazily, on a pipeline's first call) leaves the caller's global RNG state as it was.
     """
     with _cache_lock:
         obj = _cache.get(key)
         if obj is not None:
             return obj
-        obj = loader()
+        torch = sys.modules.get("torch")
+        with torch.random.fork_rng(devices=[]) if torch is not None else contextlib.nullcontext():
+            obj = loader()
         _cache[key] = obj
         return obj

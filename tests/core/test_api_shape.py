@@ -218,6 +218,36 @@ def test_calls_leave_threads_and_global_rng_alone(tiny_lfm2, tmp_path_factory, a
             assert torch.get_num_threads() == before_threads
 
 
+@pytest.mark.parametrize("preset", [False, True])
+def test_calls_leave_flush_denormal_alone(chat, vqa, s2s, asr, tts, preset, tmp_path):
+    """torch's flush-denormal mode is process-wide (per thread, inherited by new threads): pipelines,
+    their streams, the HTTP app and a search call must leave it as the caller set it, on or off."""
+    from fastapi.testclient import TestClient
+    from mm.index import build_job
+
+    from mm.runtime import flush_denormal_enabled
+    from mm.server import ServerConfig, create_app
+
+    original = flush_denormal_enabled()
+    if torch.set_flush_denormal(preset) is False and preset:
+        pytest.skip("this CPU cannot flush denormals")
+    try:
+        assert flush_denormal_enabled() is preset
+        for name, pipe, item in calls(chat, vqa, s2s, asr, tts):
+            pipe(item, max_new_tokens=3)
+            assert flush_denormal_enabled() is preset, name
+            list(pipe.stream(item, max_new_tokens=2))
+            assert flush_denormal_enabled() is preset, f"{name}.stream"
+        (tmp_path / "c.jsonl").write_text('{"_id": "a", "text": "one two"}\n{"_id": "b", "text": "three"}\n')
+        build_job(tmp_path / "c.jsonl", tmp_path / "idx", encoder="minilm", progress=False)
+        mm.pipeline("search", index=tmp_path / "idx")("one", k=1)
+        with TestClient(create_app(ServerConfig(), load_models=False)) as client:
+            client.get("/v1/models")
+        assert flush_denormal_enabled() is preset, "search / server"
+    finally:
+        torch.set_flush_denormal(original)
+
+
 def test_threads_apply_during_the_call(tiny_lfm2):
     seen = []
     chat = mm.pipeline("chat", model=tiny_lfm2, dtype="float32", threads=1)

@@ -113,8 +113,9 @@ def fuzz_tests(target: str, strategy: st.SearchStrategy, check: Callable[[Any], 
 
 # -- shared strategies ---------------------------------------------------------------------------
 def floats(*args: Any, **kwargs: Any) -> st.SearchStrategy:
-    """``st.floats`` without subnormals: mm.runtime turns on torch's flush-denormal mode once a model loads,
-    after which hypothesis refuses to generate them."""
+    """``st.floats`` without subnormals: the in-process ``mm`` runs of the CLI target call
+    ``mm.runtime.configure_torch``, which turns on torch's flush-denormal mode for the test process (as
+    the CLI does for its own), after which hypothesis refuses to generate them."""
     return st.floats(*args, allow_subnormal=False, **kwargs)
 
 

@@ -213,7 +213,9 @@ def test_full_disk_leaves_the_committed_state(setup, fsize_fraction):
         if code == 0:  # small enough to fit under the limit: then it must have committed
             assert state(path) == plan["after"]
         else:
-            assert (report and report["error"] in ("OSError", "IndexDamagedError")) or "Error" in report["error"], report
+            # a clear mm error naming the folder, never a bare OSError
+            assert code == 3 and report["error"] == "IndexWriteError", report
+            assert str(path) in report["message"] and "disk is full" in report["message"], report
             assert state(path) == plan["before"], f"{kind} {op}: a failed write changed the committed state"
         code, report = run_child(path, op, support)
         assert code == 0, report
@@ -293,3 +295,41 @@ def test_two_writers_and_three_readers(tmp_path):
     index = open_index(path)
     assert len(index) == 2 * (12 * 3 - 3)
     assert {i[0] for i in index.ids()} == {"a", "b"}
+
+
+def _fsize_limit(limit: int):
+    """preexec_fn: a file-size limit (EFBIG on writes past it, as a full disk gives ENOSPC), SIGXFSZ ignored."""
+    import resource
+
+    def apply() -> None:
+        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+        resource.setrlimit(resource.RLIMIT_FSIZE, (limit, limit))
+
+    return apply
+
+
+@pytest.mark.slow
+def test_cli_full_disk_prints_one_line_and_the_retry_finishes(tmp_path):
+    """``mm index add`` on a full disk: one error line naming the folder (no traceback), the index still
+    opens with its committed documents, and the same command run again (space freed) adds them."""
+    docs = tmp_path / "docs.jsonl"
+    more = tmp_path / "more.jsonl"
+    docs.write_text("".join(json.dumps({"_id": f"a{i}", "text": f"river number {i}"}) + "\n" for i in range(4)))
+    more.write_text("".join(json.dumps({"_id": f"b{i}", "text": f"mountain number {i}"}) + "\n" for i in range(4)))
+    index = tmp_path / "idx"
+    env = {**os.environ, "PYTHONDONTWRITEBYTECODE": "1", "HF_HUB_OFFLINE": "1", "MM_NUM_THREADS": "1"}
+    mm_cmd = [sys.executable, "-m", "mm", "index"]
+    build = subprocess.run([*mm_cmd, "build", str(docs), "--index", str(index), "--model", "minilm"],
+                           capture_output=True, text=True, timeout=600, env=env)
+    assert build.returncode == 0, build.stderr[-2000:]
+    before = sorted(open_index(index).ids())
+    full = subprocess.run([*mm_cmd, "add", str(more), "--index", str(index)], capture_output=True, text=True,
+                          timeout=600, env=env, preexec_fn=_fsize_limit(1))
+    lines = [line for line in full.stderr.splitlines() if line.strip() and "warn" not in line.lower()]
+    assert full.returncode == 2 and "Traceback" not in full.stderr, full.stderr[-2000:]
+    assert any(str(index) in line and "disk is full" in line for line in lines), full.stderr[-2000:]
+    assert sorted(open_index(index).ids()) == before  # the committed state, nothing partial
+    retry = subprocess.run([*mm_cmd, "add", str(more), "--index", str(index)], capture_output=True, text=True,
+                           timeout=600, env=env)
+    assert retry.returncode == 0, retry.stderr[-2000:]
+    assert sorted(open_index(index).ids()) == sorted(before + [f"b{i}" for i in range(4)])
