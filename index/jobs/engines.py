@@ -165,14 +165,23 @@ def connect_ray(address: str | None, num_cpus: int) -> bool:
 def start_local_ray(num_cpus: int) -> None:
     """Start Ray on this machine with every listener on 127.0.0.1 (nothing reachable from outside)."""
     # Ray resolves 127.0.0.1 to the machine's external address unless cluster mode is off; with it
-    # off, GCS, raylet, object manager and workers all bind loopback only.
-    os.environ["RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"] = "0"
+    # off, GCS, raylet, object manager and workers all bind loopback only. The variable is set only while
+    # ray.init starts those processes (they inherit it), then the caller's environment is restored.
     import ray
     from ray._private import ray_constants
 
-    ray_constants.ENABLE_RAY_CLUSTER = False
-    ray.init(num_cpus=num_cpus, include_dashboard=False, _node_ip_address="127.0.0.1",
-             log_to_driver=False, configure_logging=False)
+    name = "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"
+    previous = os.environ.get(name)
+    os.environ[name] = "0"
+    try:
+        ray_constants.ENABLE_RAY_CLUSTER = False
+        ray.init(num_cpus=num_cpus, include_dashboard=False, _node_ip_address="127.0.0.1",
+                 log_to_driver=False, configure_logging=False)
+    finally:
+        if previous is None:
+            os.environ.pop(name, None)
+        else:
+            os.environ[name] = previous
 
 
 class _RayDocEncoder:
