@@ -173,7 +173,7 @@ class Index:
                         self._doc_tokens(seg, loc[1]))
 
     def records(self) -> Iterator[tuple[str, dict[str, Any]]]:
-        """``(id, metadata)`` of every live entry, without copying (read-only; :mod:`mm.index.writer` uses it)."""
+        """``(id, metadata)`` of every live entry (metadata rebuilt from the compact columns per row)."""
         for seg in self._segments:
             for row in np.flatnonzero(seg.live):
                 yield seg.ids[row], seg.metadata[row]
