@@ -15,13 +15,18 @@ Memory (``--memory``): child processes run ``mm index build`` of one document, t
 of a JSONL of long documents (several SciFact abstracts each), then ``mm index sync`` of the same
 file (everything unchanged); each reports its peak RSS. Two corpus sizes (``--memory-docs N`` and
 4N) show whether memory grows with the corpus; the baseline (same run) is a child that only loads
-MiniLM and encodes one batch. ``--scale-docs N`` also syncs N long documents against an index that
-already holds them (written with random vectors and the real MiniLM content hashes, so nothing is
-encoded): the memory of planning over a large corpus and a large index.
+MiniLM and encodes one batch.
+
+At scale (``--scale-docs N1,N2,...``): per size, a JSONL of N long documents and an index already
+holding all but ``--scale-new`` of them (``--scale-chunks`` entries each, random vectors, the real
+MiniLM content hashes); then ``mm index sync`` of the file (plans N documents, encodes the missing
+ones) and ``mm index add`` of ``--scale-new`` other documents, each a fresh process reporting its
+peak RSS: whether memory grows with the corpus and the index.
 
     python benchmarks/indexing.py                    # throughput, --limit 300 --repeats 2
     python benchmarks/indexing.py --memory           # peak RSS of add/sync, 150 and 600 long documents
-    python benchmarks/indexing.py --memory --memory-docs 0 --scale-docs 200000   # sync at 200k documents
+    python benchmarks/indexing.py --memory --memory-docs 0 --abstracts-per-doc 3 \\
+        --scale-docs 5000,20000,50000,200000      # sync/add against indexes of up to 1M entries
 """
 
 from __future__ import annotations
@@ -30,6 +35,7 @@ import argparse
 import itertools
 import json
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -56,14 +62,14 @@ def subset(corpus: Path, limit: int, out: Path) -> int:
     return n
 
 
-def long_docs(corpus: Path, n_docs: int, per_doc: int, out: Path) -> int:
+def long_docs(corpus: Path, n_docs: int, per_doc: int, out: Path, prefix: str = "long", start: int = 0) -> int:
     """``n_docs`` documents of ``per_doc`` consecutive SciFact abstracts each (cycling through the corpus)."""
     records = [json.loads(line) for line in corpus.open()]
     with out.open("w") as dst:
-        for i in range(n_docs):
+        for i in range(start, start + n_docs):
             parts = [records[(i * per_doc + j) % len(records)] for j in range(per_doc)]
             text = " ".join(f"{p.get('title', '')}. {p['text']}" for p in parts)
-            dst.write(json.dumps({"_id": f"long{i}", "text": text}) + "\n")
+            dst.write(json.dumps({"_id": f"{prefix}{i}", "text": text}) + "\n")
     return out.stat().st_size
 
 
@@ -193,7 +199,10 @@ if step == "floor":
 else:
     args = ["index", step, corpus, "-i", index, "--json", "--workers", "1", "--batch-docs", "64"]
     main(args + (["--model", "minilm"] if step == "build" else []))
-print(json.dumps({"peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)}))
+# VmHWM: this process's own peak (ru_maxrss would include the parent's RSS at fork: Linux keeps it across exec)
+hwm = next(int(line.split()[1]) for line in open("/proc/self/status") if line.startswith("VmHWM:"))
+print(json.dumps({"peak_rss_mb": round(hwm / 1024, 1),
+                  "ru_maxrss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)}))
 """
 
 
@@ -229,42 +238,71 @@ def memory(args: argparse.Namespace, tmp: Path) -> dict:
     return out
 
 
-def synthetic_index(corpus: Path, index: Path, chunks_per_doc: int, commit_docs: int = 10_000) -> int:
-    """An index holding every document of ``corpus`` as ``chunks_per_doc`` entries with random vectors and the
-    content hashes MiniLM would give them (so a sync finds every document unchanged without encoding)."""
+def synthetic_index(corpus: Path, index: Path, chunks_per_doc: int, skip_last: int = 0,
+                    commit_docs: int = 10_000) -> int:
+    """An index holding the documents of ``corpus`` (all but the last ``skip_last``) as ``chunks_per_doc``
+    entries each: random vectors, the document's text cut in ``chunks_per_doc`` pieces, and the content
+    hashes MiniLM would give them (so a sync finds them unchanged without encoding)."""
     import numpy as np
     from mm.encoders.chunking import ChunkPolicy
     from mm.encoders.loader import load_encoder
+    from mm.index.jobs.plan import batched
     from mm.index.jobs.source import FileSource
     from mm.index.writer import EncodedDoc, IndexWriter
 
     enc = load_encoder("minilm")
     writer = IndexWriter.open_or_create(index, enc, ChunkPolicy())
+    total = FileSource(corpus).count() - skip_last
     rng = np.random.default_rng(0)
-    batch, n = [], 0
-    for doc in FileSource(corpus):
-        vecs = list(rng.standard_normal((chunks_per_doc, enc.dim), dtype=np.float32))
-        batch.append(EncodedDoc(doc.id, writer.hash(doc), [f"chunk {i}" for i in range(chunks_per_doc)], vecs,
-                                0, doc.metadata))
-        n += 1
-        if len(batch) == commit_docs:
-            writer.commit(batch)
-            batch = []
-    writer.commit(batch)
+    n = 0
+    for docs in batched(itertools.islice(iter(FileSource(corpus)), total), commit_docs):
+        batch = []
+        for doc in docs:
+            step = -(-len(doc.text) // chunks_per_doc)
+            pieces = [doc.text[i * step:(i + 1) * step] for i in range(chunks_per_doc)]
+            vecs = list(rng.standard_normal((chunks_per_doc, enc.dim), dtype=np.float32))
+            batch.append(EncodedDoc(doc.id, writer.hash(doc), pieces, vecs, 0, doc.metadata))
+        writer.commit(batch)
+        n += len(batch)
     return n
 
 
 def memory_at_scale(args: argparse.Namespace, tmp: Path) -> dict:
-    """Peak RSS of `mm index sync` of ``--scale-docs`` long documents against an index holding them all."""
+    """Peak RSS of `mm index sync` and `add` with MiniLM against indexes of growing size.
+
+    Per size N of ``--scale-docs``: a JSONL of N long documents; an index holding all but the last
+    ``--scale-new`` of them (synthetic vectors, real hashes); then ``sync`` of the whole file (plans N
+    documents, encodes the ``--scale-new`` missing ones) and ``add`` of ``--scale-new`` other documents.
+    """
     scifact = find_corpus()
-    corpus = tmp / "scale.jsonl"
-    size = long_docs(scifact, args.scale_docs, args.abstracts_per_doc, corpus)
-    t0 = time.perf_counter()
-    synthetic_index(corpus, tmp / "scale-idx", args.scale_chunks)
-    setup = time.perf_counter() - t0
-    return {"scale_docs": args.scale_docs, "corpus_mb": round(size / 2**20, 1),
-            "index_entries": args.scale_docs * args.scale_chunks, "setup_seconds": round(setup, 1),
-            "sync_unchanged": child("sync", corpus, tmp / "scale-idx")}
+    out: dict = {"scale_new_docs": args.scale_new, "entries_per_doc": args.scale_chunks,
+                 "floor_load_minilm_and_encode_32": child("floor", scifact, tmp / "none"), "sizes": {}}
+    extra = tmp / "extra.jsonl"
+    long_docs(scifact, args.scale_new, args.abstracts_per_doc, extra, prefix="extra", start=1000)
+    for n_docs in args.scale_docs:
+        corpus = tmp / f"scale{n_docs}.jsonl"
+        size = long_docs(scifact, n_docs, args.abstracts_per_doc, corpus)
+        index = tmp / f"scale-idx{n_docs}"
+        t0 = time.perf_counter()
+        held = synthetic_index(corpus, index, args.scale_chunks, skip_last=args.scale_new)
+        row = {"corpus_mb": round(size / 2**20, 1), "index_docs": held,
+               "index_entries": held * args.scale_chunks, "setup_seconds": round(time.perf_counter() - t0, 1),
+               "sync": child("sync", corpus, index), "add": child("add", extra, index),
+               "load_avg_1m": round(os.getloadavg()[0], 2)}
+        shutil.rmtree(index, ignore_errors=True)
+        corpus.unlink()
+        out["sizes"][str(n_docs)] = row
+        print(f"scale {n_docs}: {json.dumps(row)}", file=sys.stderr)
+    peaks = {n: max(r["sync"]["peak_rss_mb"], r["add"]["peak_rss_mb"]) for n, r in out["sizes"].items()}
+    out["peak_rss_mb_by_docs"] = peaks
+    out["largest_peak_rss_mb"] = max(peaks.values())
+    out["peak_growth_mb_smallest_to_largest"] = round(peaks[str(args.scale_docs[-1])]
+                                                      - peaks[str(args.scale_docs[0])], 1)
+    return out
+
+
+def _sizes(text: str) -> list[int]:
+    return [int(x) for x in text.split(",") if x.strip() and int(x) > 0]
 
 
 def main() -> None:
@@ -275,9 +313,11 @@ def main() -> None:
     parser.add_argument("--memory", action="store_true", help="measure peak RSS of add/sync instead")
     parser.add_argument("--memory-docs", type=int, default=150, help="long documents of the smaller corpus")
     parser.add_argument("--abstracts-per-doc", type=int, default=4)
-    parser.add_argument("--scale-docs", type=int, default=0, help="with --memory: also sync this many long "
-                        "documents against an index that holds them (random vectors, real hashes)")
+    parser.add_argument("--scale-docs", type=_sizes, default=[], help="with --memory: comma-separated corpus "
+                        "sizes (long documents); per size, sync/add against an index holding the corpus but "
+                        "--scale-new documents (random vectors, real hashes)")
     parser.add_argument("--scale-chunks", type=int, default=5, help="entries per document in that index")
+    parser.add_argument("--scale-new", type=int, default=100, help="documents the sync and the add encode")
     args = parser.parse_args()
     import torch
 

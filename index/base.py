@@ -21,7 +21,8 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 import numpy as np
-from mm.encoders.chunking import SOURCE_KEY
+from mm.encoders.chunking import CHUNK_SEP, SOURCE_KEY
+from mm.index.entries import IdMap
 from mm.index.filters import matches, validate_filters
 from mm.index.segments import Segment, open_segment, with_tombstones, write_segment
 from mm.index.storage import (
@@ -91,7 +92,7 @@ class Index:
         self._stamp: tuple[int, int, int] | None = None
         self._manifest: dict[str, Any] = {}
         self._segments: list[Segment] = []
-        self._id_map: dict[str, tuple[int, int]] = {}
+        self._id_map = IdMap([], [])
         self._filter_cache: dict[str, list[np.ndarray]] = {}
         self._bm25: Any = None
         self._load()
@@ -104,8 +105,10 @@ class Index:
             manifest = read_manifest(self.path)
             if manifest.get("kind") != self.kind:
                 raise IndexFormatError(f"{self.path} holds a {manifest.get('kind')!r} index, not {self.kind!r}")
+            opened = {seg.name: seg for seg in self._segments}  # unchanged segments are not read again
             try:
-                segments = [open_segment(self.path, entry) for entry in manifest["segments"]]
+                segments = [open_segment(self.path, entry, opened.get(entry["name"]))
+                            for entry in manifest["segments"]]
                 self._load_kind(manifest)
             except FileNotFoundError:
                 log.debug("index changed while opening (attempt %d); retrying", attempt + 1)
@@ -114,10 +117,7 @@ class Index:
             break
         else:
             raise IndexFormatError(f"{self.path}: files named by the manifest are missing; the index is damaged")
-        id_map: dict[str, tuple[int, int]] = {}
-        for s, seg in enumerate(segments):
-            for row in np.flatnonzero(seg.live):
-                id_map[seg.ids[row]] = (s, int(row))
+        id_map = IdMap([seg.ids for seg in segments], [seg.live for seg in segments])
         self._manifest, self._segments, self._id_map, self._stamp = manifest, segments, id_map, stamp
         self._filter_cache = {}
         self._bm25 = None
@@ -174,10 +174,44 @@ class Index:
                         self._doc_tokens(seg, loc[1]))
 
     def records(self) -> Iterator[tuple[str, dict[str, Any]]]:
-        """``(id, metadata)`` of every live entry, without copying (read-only; :mod:`mm.index.writer` uses it)."""
+        """``(id, metadata)`` of every live entry (metadata rebuilt from the compact columns per row)."""
         for seg in self._segments:
             for row in np.flatnonzero(seg.live):
                 yield seg.ids[row], seg.metadata[row]
+
+    def document_state(self, doc_id: str) -> tuple[str, int] | None:
+        """``(content hash, entries)`` of document ``doc_id``: its own entry, or its chunks ``id#0``, ``id#1`` ...
+
+        ``None`` when the index holds none; the hash is ``""`` when the entries disagree (or have none).
+        Looks up only that document's entries (:mod:`mm.index.writer` uses it; read-only).
+        """
+        loc = self._id_map.get(doc_id)
+        if loc is not None and self._segments[loc[0]].metadata.document(loc[1]) == doc_id:
+            return self._segments[loc[0]].metadata.source(loc[1]), 1
+        sources: list[str] = []
+        while (loc := self._id_map.get(f"{doc_id}{CHUNK_SEP}{len(sources)}")) is not None:
+            meta = self._segments[loc[0]].metadata
+            if meta.document(loc[1]) != doc_id:
+                break
+            sources.append(meta.source(loc[1]))
+        if not sources:
+            return None
+        return (sources[0] if len(set(sources)) == 1 else ""), len(sources)
+
+    def document_count(self) -> int:
+        """Number of documents (distinct ``_doc`` of chunks, plus unchunked entries) among the live entries."""
+        hashes = [seg.metadata.doc_hashes[seg.live] for seg in self._segments]
+        return len(np.unique(np.concatenate(hashes))) if hashes else 0
+
+    def documents_not_in(self, keep: set[str]) -> list[str]:
+        """Documents of live entries that are not in ``keep``, in index order (compared by hash first)."""
+        keep_hashes = np.fromiter((hash(d) for d in keep), dtype=np.int64, count=len(keep))
+        out: dict[str, None] = {}
+        for seg in self._segments:
+            rows = np.flatnonzero(seg.live)
+            for row in rows[~np.isin(seg.metadata.doc_hashes[rows], keep_hashes)]:
+                out[seg.metadata.document(row)] = None
+        return list(out)
 
     def _doc_tokens(self, seg: Segment, row: int) -> int:
         return 1

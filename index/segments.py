@@ -2,7 +2,7 @@
 
 A segment is a set of files sharing the prefix ``seg-<uid>``:
 
-* ``.docs.json``   ids and metadata (loaded into memory)
+* ``.docs.json``   ids and metadata (kept in memory as compact columns, :mod:`mm.index.entries`)
 * ``.text.npy`` / ``.text_off.npy``   UTF-8 texts concatenated + offsets (memory-mapped, read per hit)
 * kind-specific ``.npy`` arrays (memory-mapped), listed in the manifest entry's ``files``
 * ``.del-<uid>.npy``  sorted rows deleted since the segment was written (tombstones), optional
@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from mm.index.entries import Metadata, Strings
 from mm.index.storage import load_array, load_json, new_uid, save_array, save_json
 
 log = logging.getLogger(__name__)
@@ -29,8 +30,8 @@ class Segment:
     """A committed segment, opened read-only (arrays memory-mapped)."""
 
     entry: dict[str, Any]
-    ids: list[str]
-    metadata: list[dict[str, Any]]
+    ids: Strings
+    metadata: Metadata
     arrays: dict[str, np.ndarray]
     deleted: np.ndarray  # bool per row
     _text: np.ndarray | None = field(default=None, repr=False)
@@ -61,17 +62,32 @@ class Segment:
                                     f"or rebuild it with `mm index build`") from exc
 
 
-def open_segment(folder: Path, entry: dict[str, Any]) -> Segment:
-    """Open a committed segment; raises FileNotFoundError when a concurrent compaction removed it."""
+def open_segment(folder: Path, entry: dict[str, Any], reuse: Segment | None = None) -> Segment:
+    """Open a committed segment; raises FileNotFoundError when a concurrent compaction removed it.
+
+    ``reuse``: this segment as opened before (segments never change): only its tombstones are read again.
+    """
     files = dict(entry["files"])
+    deleted_file = files.pop("deleted", None)
+    if reuse is not None and {k: v for k, v in reuse.entry["files"].items() if k != "deleted"} == files:
+        deleted = _deleted(folder, deleted_file, reuse.n_docs)
+        return Segment(entry, reuse.ids, reuse.metadata, dict(reuse.arrays), deleted, reuse._text, reuse._text_off)
     docs = load_json(folder / files.pop("docs"))
+    ids = Strings.build(docs["ids"])
+    metadata = Metadata.build(ids, docs.pop("metadata"))
+    del docs
     text = load_array(folder / files.pop("text"))
     text_off = load_array(folder / files.pop("text_off"))
-    deleted = np.zeros(len(docs["ids"]), dtype=bool)
-    if "deleted" in files:
-        deleted[load_array(folder / files.pop("deleted"), mmap=False)] = True
+    deleted = _deleted(folder, deleted_file, len(ids))
     arrays = {key: load_array(folder / name) for key, name in files.items()}
-    return Segment(entry, docs["ids"], docs["metadata"], arrays, deleted, text, text_off)
+    return Segment(entry, ids, metadata, arrays, deleted, text, text_off)
+
+
+def _deleted(folder: Path, name: str | None, n: int) -> np.ndarray:
+    deleted = np.zeros(n, dtype=bool)
+    if name is not None:
+        deleted[load_array(folder / name, mmap=False)] = True
+    return deleted
 
 
 def write_segment(folder: Path, ids: list[str], texts: list[str], metadata: list[dict[str, Any]],

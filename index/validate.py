@@ -241,6 +241,31 @@ class _Files:
 _KIND_NAMES = {"iu": "integers", "f": "floats", "u": "unsigned integers", "fiu": "numbers"}
 
 
+def check_utf8(array: np.ndarray, piece: int = 8 * 2**20) -> tuple[int, str] | None:
+    """``(offset, reason)`` of the first invalid UTF-8 in a (memory-mapped) byte array, or ``None``.
+
+    Decodes in pieces read from the array's file, so memory stays bounded whatever the size.
+
+    >>> check_utf8(np.frombuffer("héllo".encode(), dtype=np.uint8), piece=2) is None
+    True
+    >>> check_utf8(np.frombuffer(b"okay\\xff", dtype=np.uint8), piece=3)
+    (4, 'invalid start byte')
+    """
+    import codecs
+
+    from mm.index.segments import read_rows
+
+    decoder = codecs.getincrementaldecoder("utf-8")()
+    for start in range(0, max(len(array), 1), piece):
+        data = bytes(read_rows(array, start, start + piece))
+        base = start - len(decoder.getstate()[0])  # bytes of a character cut at the previous piece's end
+        try:
+            decoder.decode(data, final=start + piece >= len(array))
+        except UnicodeDecodeError as exc:
+            return base + exc.start, exc.reason
+    return None
+
+
 def check_documents(folder: Path, entry: dict[str, Any]) -> _Files:
     """The files every segment has: docs.json (ids, metadata), UTF-8 texts and their offsets, tombstones."""
     files = _Files(folder, entry["files"])
@@ -272,10 +297,9 @@ def check_documents(folder: Path, entry: dict[str, Any]) -> _Files:
     text_bytes = files.expect("text", "u", (None,))[0]
     files.offsets("text_off", n, text_bytes)
     if text_bytes <= MAX_TEXT_CHECK_BYTES:
-        try:
-            bytes(files.load("text")).decode("utf-8")
-        except UnicodeDecodeError as exc:
-            raise _damaged(files.path("text"), f"holds invalid UTF-8 ({exc.reason} at byte {exc.start})") from exc
+        bad = check_utf8(files.load("text"))
+        if bad is not None:
+            raise _damaged(files.path("text"), f"holds invalid UTF-8 ({bad[1]} at byte {bad[0]})")
     if "deleted" in entry["files"]:
         count = files.expect("deleted", "iu", (None,))[0]
         if count != entry["n_deleted"]:

@@ -17,7 +17,9 @@ it is re-encoded, its old chunks replaced in the same commit.
 * ``Index.add(ids, vectors, texts=, metadata=, delete=)``: one transaction that adds (or replaces)
   entries and removes the ids in ``delete`` (a re-encoded document's stale chunks);
 * ``Index.delete(ids)``: one transaction removing entries;
-* ``Index.records()``: ``(id, metadata)`` of every live entry, read-only;
+* ``Index.document_state(doc_id)``: ``(content hash, entries)`` of one document, looked up by id;
+* ``Index.documents_not_in(ids)``, ``Index.document_count()``: pruning and totals without per-entry objects;
+* ``Index.records()``: ``(id, metadata)`` of every live entry, read-only (only the Ray engine's table);
 * ``kind``, ``dim``, ``encoder_info``, ``path``, ``refresh()``, ``info()``, ``len()``.
 
 >>> import tempfile, pathlib
@@ -95,7 +97,6 @@ class IndexWriter:
         self.policy = policy
         self.encoder_info = encoder_info
         self._fingerprint = json.dumps(fingerprint(encoder_info, policy), sort_keys=True)
-        self._table: dict[str, tuple[str, int]] | None = None
 
     # ------------------------------------------------------------------ opening
     @classmethod
@@ -141,26 +142,41 @@ class IndexWriter:
         return content_hash(doc, self._fingerprint)
 
     def table(self) -> dict[str, tuple[str, int]]:
-        """``doc_id -> (content hash, chunks)`` of every document in the index now (cached per commit)."""
-        if self.index.refresh() or self._table is None:
-            table: dict[str, list] = {}
-            for entry_id, meta in self.index.records():
-                doc_id = document_of(entry_id, meta)
-                row = table.setdefault(doc_id, [meta.get(SOURCE_KEY, ""), 0])
-                row[1] += 1
-                if row[0] != meta.get(SOURCE_KEY, ""):
-                    row[0] = ""  # entries of one document from different versions: not a known state
-            self._table = {d: (h, n) for d, (h, n) in table.items()}
-        return self._table
+        """``doc_id -> (content hash, chunks)`` of every document in the index (a full pass; the Ray
+        engine ships it to its actors). The local write path never builds it: see :meth:`known`."""
+        self.index.refresh()
+        table: dict[str, list] = {}
+        for entry_id, meta in self.index.records():
+            doc_id = document_of(entry_id, meta)
+            row = table.setdefault(doc_id, [meta.get(SOURCE_KEY, ""), 0])
+            row[1] += 1
+            if row[0] != meta.get(SOURCE_KEY, ""):
+                row[0] = ""  # entries of one document from different versions: not a known state
+        return {d: (h, n) for d, (h, n) in table.items()}
 
     def known(self, doc_ids: Iterable[str]) -> dict[str, tuple[str, int]]:
-        """``doc_id -> (content hash, chunks)`` for those of ``doc_ids`` the index holds."""
-        table = self.table()
-        return {d: table[d] for d in doc_ids if d in table}
+        """``doc_id -> (content hash, chunks)`` for those of ``doc_ids`` the index holds.
+
+        Looks up only these documents' entries (:meth:`mm.index.base.Index.document_state`), so
+        comparing a corpus with the index costs memory per batch, not per indexed document.
+        """
+        self.index.refresh()
+        out = {}
+        for doc_id in doc_ids:
+            state = self.index.document_state(doc_id)
+            if state is not None:
+                out[doc_id] = state
+        return out
 
     def totals(self) -> tuple[int, int]:
         """``(documents, entries)`` in the index."""
-        return len(self.table()), len(self.index)
+        self.index.refresh()
+        return self.index.document_count(), len(self.index)
+
+    def documents_not_in(self, doc_ids: set[str]) -> list[str]:
+        """Documents the index holds that are not in ``doc_ids`` (what a prune deletes)."""
+        self.index.refresh()
+        return self.index.documents_not_in(doc_ids)
 
     # ------------------------------------------------------------------ writing
     def commit(self, docs: list[EncodedDoc]) -> None:
@@ -180,22 +196,17 @@ class IndexWriter:
             metas.extend(chunk_metadata(doc.doc_id, i, doc.n_chunks, base) for i in range(doc.n_chunks))
         payload = vectors if self.index.kind == "multivector" else np.stack(vectors)
         self.index.add(ids, payload, texts=texts, metadata=metas, delete=sorted(stale))
-        if self._table is not None:  # our own commit: update the table instead of re-reading the index
-            self._table.update((d.doc_id, (d.content_hash, d.n_chunks)) for d in docs)
 
     def delete_documents(self, doc_ids: Iterable[str]) -> tuple[int, int]:
         """Delete documents with all their chunks; returns ``(documents, entries)`` deleted."""
         known = self.known(doc_ids)
         entries = [cid for d, (_, n) in known.items() for cid in chunk_ids(d, n)]
         removed = self.index.delete(entries) if entries else 0
-        if self._table is not None:
-            for doc_id in known:
-                self._table.pop(doc_id, None)
         return len(known), removed
 
     def documents(self, batch: int = 10_000) -> Iterator[list[str]]:
         """Every document id in the index, in batches."""
-        ids = sorted(self.table())
+        ids = sorted(self.documents_not_in(set()))
         for start in range(0, len(ids), batch):
             yield ids[start:start + batch]
 

@@ -13,7 +13,7 @@ log = logging.getLogger(__name__)
 
 def prune(writer: Any, seen: set[str], report: JobReport, batch: int = 10_000) -> None:
     """Delete every indexed document the source did not yield in this run (one commit per ``batch``)."""
-    gone = [d for d in writer.table() if d not in seen]
+    gone = writer.documents_not_in(seen)
     for start in range(0, len(gone), batch):
         deleted, _ = writer.delete_documents(gone[start:start + batch])
         report.docs_deleted += deleted

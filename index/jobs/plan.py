@@ -117,7 +117,7 @@ def dry_run(src: Iterable[Document], writer: Any, worker: Any, report: JobReport
         report.docs_seen += len(docs)
     if writer is not None:
         if prune:
-            report.docs_deleted = sum(1 for d in writer.table() if d not in planner.seen)
+            report.docs_deleted = len(writer.documents_not_in(planner.seen))
         report.index_docs, report.index_chunks = writer.totals()
 
 
