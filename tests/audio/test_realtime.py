@@ -136,3 +136,11 @@ def test_auto_dtype_is_measured(tiny_audio, monkeypatch):
     assert mm.pipeline("asr", model=tiny_audio, quantize="int8").bundle.dtype == torch.float32
     monkeypatch.setattr(audio_dtype, "fastest_dtype", lambda: torch.float32)
     assert mm.pipeline("asr", model=tiny_audio).bundle.dtype == torch.float32
+
+
+def test_int8_audio_backbone_runs_fused_gated_mlps(tiny_audio):
+    """quantize="int8" fuses the backbone's w1/w3 (mm.int8_linear); the depth transformer keeps its own SwiGLU."""
+    from mm.int8_linear import FusedGatedMLP
+
+    bundle = mm.pipeline("speech-to-speech", model=tiny_audio, quantize="int8").bundle
+    assert all(isinstance(layer.feed_forward, FusedGatedMLP) for layer in bundle.model.lfm.layers)
