@@ -20,8 +20,15 @@ Two code schemes:
 
 Codes decode through lookup tables, one per group of dimensions sharing a bit width:
 byte ``j`` with value ``v`` decodes to ``lut[j, v]`` (the ``8 / bits`` dimensions it
-packs). No per-token norm is stored: when the training vectors are unit-norm
-(ColBERT), decoded vectors are renormalised as they are decoded.
+packs). Search never decodes: :meth:`ResidualCodec.query_tables` folds the query into
+those tables, so a token's score is a sum of one table row per code byte plus its
+centroid's score (asymmetric distance computation, as in product quantisation).
+
+When the training vectors are unit-norm (ColBERT), decoded vectors are renormalised.
+So that scores from the tables need no decoding, one more byte per token (``norms``,
+counted in ``nbits``: the residual code gets the other ``nbits * dim / 8 - 1`` bytes)
+stores the decoded vector's norm on a log scale fitted to the training sample
+(:meth:`ResidualCodec.norm_codes`, :meth:`ResidualCodec.inverse_norms`).
 
 Centroid count: ``2 ** round(log2(factor * sqrt(n_tokens)))`` clipped to
 ``[8, n_tokens / 8]`` and to :data:`MAX_CENTROIDS`; k-means runs on a sample of at
@@ -75,6 +82,18 @@ def choose_n_centroids(n_tokens: int, factor: float = 4.0) -> int:
         raise InvalidInputError("cannot train centroids on zero vectors")
     target = 2 ** round(math.log2(max(factor * math.sqrt(n_tokens), 1.0)))
     return int(max(8, min(target, max(8, n_tokens // 8), MAX_CENTROIDS)))
+
+
+def norm_range(norms: np.ndarray) -> np.ndarray:
+    """``[lo, hi]`` of the log-norm scale of :meth:`ResidualCodec.norm_codes`: the sample's range, widened by 10%.
+
+    >>> [round(float(v), 3) for v in norm_range(np.array([0.8, 1.0]))]
+    [-0.245, 0.022]
+    """
+    logn = np.log(np.maximum(np.asarray(norms, dtype=np.float64), 1e-6))
+    lo, hi = float(logn.min()), float(logn.max())
+    pad = 0.1 * max(hi - lo, 1e-3)
+    return np.array([lo - pad, hi + pad], dtype=np.float32)
 
 
 def kmeans(x: np.ndarray, k: int, seed: int = 0) -> np.ndarray:
@@ -206,8 +225,8 @@ class ResidualCodec:
 
     @property
     def nbits(self) -> float:
-        """Average residual bits per dimension."""
-        return 8 * self.n_bytes / self.dim
+        """Average bits per dimension: residual code bytes plus the norm byte of unit-norm codecs."""
+        return 8 * (self.n_bytes + int(self.normalize)) / self.dim
 
     def arrays(self) -> dict[str, np.ndarray]:
         """Everything to store (centroids as float16: they only seed the decoded vectors and centroid scores)."""
@@ -259,14 +278,20 @@ class ResidualCodec:
         if scheme == "pq":
             tables = {"rotation": np.eye(dim, dtype=np.float32), "codebook": cls._train_pq(residuals, int(nbits), seed)}
         else:
-            tables = cls._train_scalar(residuals, nbits)
+            # unit-norm vectors keep one byte of the budget for their decoded norm
+            budget = int(round(nbits * dim, 6)) // 8 * 8
+            tables = cls._train_scalar(residuals, max(budget - 8 * normalize, 8))
         codec = cls(centroids @ tables["rotation"], tables, normalize, scheme)
+        if normalize:
+            cids = assign(sample @ tables["rotation"], codec.centroids)
+            codec.tables["norm_range"] = norm_range(codec._decoded_norms(cids, codec._codes(
+                np.ascontiguousarray(sample @ tables["rotation"] - codec.centroids[cids]))))
         log.info("trained %s codec: %d centroids, %.2f bits/dim, on %d vectors (normalised=%s)", scheme, k,
                  codec.nbits, n, normalize)
         return codec
 
     @staticmethod
-    def _train_scalar(residuals: np.ndarray, nbits: float) -> dict[str, np.ndarray]:
+    def _train_scalar(residuals: np.ndarray, budget: int) -> dict[str, np.ndarray]:
         dim = residuals.shape[1]
         cov = residuals.T @ residuals / len(residuals)
         eigval, eigvec = np.linalg.eigh(cov.astype(np.float64))
@@ -289,7 +314,7 @@ class ResidualCodec:
             decoded = w[np.arange(dim), bucketize(rotated, cut).astype(np.intp)]
             mse[:, i] = ((rotated - decoded) ** 2).mean(axis=0)
             tables[level] = (cut, w)
-        bits = split_bits(mse, int(nbits * dim) // 8 * 8)
+        bits = split_bits(mse, budget)
         for d in range(dim):
             cut, w = tables[int(bits[d])]
             cutoffs[d, : cut.shape[1]] = cut[d]
@@ -376,11 +401,64 @@ class ResidualCodec:
             j += nb
         return out
 
-    def decode(self, cids: np.ndarray, codes: np.ndarray) -> np.ndarray:
-        """Rotated token vectors (n x dim float32) from centroid ids and codes (renormalised if unit-norm)."""
+    def query_tables(self, rotated: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Lookup tables that score codes against a rotated query without decoding them (asymmetric distance).
+
+        Returns ``table`` (``n_bytes * 256 x q``): row ``256 * j + v`` holds the inner products of
+        the ``q`` query tokens with the residual piece that byte ``j`` decodes to for value ``v``;
+        and ``bias`` (``q``): the query's inner product with the zero-bit dimensions' constant.
+        ``<q_i, residual(codes)> = bias[i] + sum_j table[256 * j + codes[j], i]``.
+
+        >>> rng = np.random.default_rng(0)
+        >>> codec = ResidualCodec.train(rng.normal(size=(2000, 16)).astype(np.float32), nbits=1.5, n_centroids=8)
+        >>> _, codes = codec.encode(rng.normal(size=(5, 16)).astype(np.float32))
+        >>> q = rng.normal(size=(3, 16)).astype(np.float32)
+        >>> table, bias = codec.query_tables(q)
+        >>> looked_up = table[codes.astype(np.intp) + 256 * np.arange(codec.n_bytes)].sum(axis=1) + bias
+        >>> bool(np.allclose(looked_up, codec.decode_residuals(codes) @ q.T, atol=1e-4))
+        True
+        """
+        q = np.asarray(rotated, dtype=np.float32)
+        parts = []
+        bias = np.zeros(len(q), dtype=np.float32)
+        if self.scheme != "pq":
+            mean = np.where(self.bits == 0, self.tables["weights"][:, 0], 0.0).astype(np.float32)
+            bias = q @ mean  # zero-bit dimensions decode to their mean
+        for a, b, _, lut in self._groups:
+            nb, _, per = lut.shape
+            qg = np.ascontiguousarray(q[:, a:b].reshape(len(q), nb, per).transpose(1, 2, 0))  # (nb, per, q)
+            parts.append(np.matmul(lut, qg).reshape(nb * 256, len(q)))  # (nb, 256, q)
+        table = np.concatenate(parts) if parts else np.zeros((0, len(q)), np.float32)
+        return np.ascontiguousarray(table, dtype=np.float32), bias
+
+    def _decoded_norms(self, cids: np.ndarray, codes: np.ndarray) -> np.ndarray:
         out = self.decode_residuals(codes)
         out += self.centroids[np.asarray(cids, dtype=np.intp)]
-        if self.normalize:
+        return np.sqrt(np.einsum("ij,ij->i", out, out))
+
+    def norm_codes(self, cids: np.ndarray, codes: np.ndarray, batch: int = 16384) -> np.ndarray:
+        """One byte per token: the norm of its decoded (not yet renormalised) vector on the codec's log scale."""
+        lo, hi = (float(v) for v in self.tables["norm_range"])
+        out = np.empty(len(cids), dtype=np.uint8)
+        for s in range(0, len(cids), batch):
+            logn = np.log(np.maximum(self._decoded_norms(cids[s:s + batch], codes[s:s + batch]), 1e-12))
+            out[s:s + batch] = np.clip(np.rint((logn - lo) / (hi - lo) * 255), 0, 255)
+        return out
+
+    def inverse_norms(self, norm_codes: np.ndarray) -> np.ndarray:
+        """``1 / norm`` (float32) of tokens from their :meth:`norm_codes`."""
+        lo, hi = (float(v) for v in self.tables["norm_range"])
+        table = np.exp(-(lo + np.arange(256) / 255 * (hi - lo))).astype(np.float32)
+        return table[np.asarray(norm_codes, dtype=np.intp)]
+
+    def decode(self, cids: np.ndarray, codes: np.ndarray, norm_codes: np.ndarray | None = None) -> np.ndarray:
+        """Rotated token vectors (n x dim float32) from centroid ids and codes (renormalised if unit-norm:
+        by the stored ``norm_codes`` when given, as search scores them, else by the exact norm)."""
+        out = self.decode_residuals(codes)
+        out += self.centroids[np.asarray(cids, dtype=np.intp)]
+        if self.normalize and norm_codes is not None:
+            out *= self.inverse_norms(norm_codes)[:, None]
+        elif self.normalize:
             out /= np.maximum(np.sqrt(np.einsum("ij,ij->i", out, out)), 1e-12)[:, None]
         return out
 

@@ -1,11 +1,13 @@
 """Contiguous layout of a compressed multi-vector segment (PLAID / fast-plaid style).
 
 Per token, in document order (one contiguous block per document):
-``cids`` (centroid id) and ``codes`` (residual code bytes). Per document:
+``cids`` (centroid id), ``codes`` (residual code bytes) and, for unit-norm codecs,
+``norms`` (one byte: the decoded vector's norm). Per document:
 ``doclens`` and its *bag* of distinct centroid ids (``bags`` + ``bag_off``), which the
 centroid-interaction stages score without decompressing anything. Per centroid: the
 documents holding it (``ivf`` + ``ivf_off``), the inverted lists that generate
-candidates (one entry per document and centroid, not per token).
+candidates (one entry per document and centroid, not per token; uint16 rows when the
+segment holds fewer than 65,536 documents, else int32).
 
 >>> lay = bags_and_lists(np.array([2, 3]), np.array([1, 1, 0, 2, 1]), n_centroids=3)
 >>> lay["bags"].tolist(), lay["bag_off"].tolist()
@@ -20,7 +22,7 @@ import numpy as np
 from mm.index.maxsim import ranges_index
 
 #: the arrays of a compressed segment that hold search data, per token / document / centroid
-TOKEN_ARRAYS = ("cids", "codes")
+TOKEN_ARRAYS = ("cids", "codes", "norms")
 DOC_ARRAYS = ("doclens", "rnorm", "post")
 
 
@@ -53,7 +55,8 @@ def bags_docs(bag_off: np.ndarray) -> np.ndarray:
 def inverted_lists(docs: np.ndarray, cents: np.ndarray, n_centroids: int) -> dict[str, np.ndarray]:
     """Documents per centroid (``ivf``, ascending within a list) and list offsets (``ivf_off``)."""
     order = np.argsort(cents, kind="stable")
-    return {"ivf": np.asarray(docs, dtype=np.int32)[order],
+    rows = np.uint16 if len(docs) == 0 or int(np.max(docs)) < 65536 else np.int32
+    return {"ivf": np.asarray(docs, dtype=rows)[order],
             "ivf_off": offsets(np.bincount(np.asarray(cents, dtype=np.int64), minlength=n_centroids))}
 
 
@@ -70,7 +73,7 @@ def gather_rows(parts: list[tuple[dict[str, np.ndarray], np.ndarray]], n_centroi
         tok_idx, _ = ranges_index(tok_off[rows], tok_off[rows + 1])
         bag_off = np.asarray(arrays["bag_off"])
         bag_idx, _ = ranges_index(bag_off[rows], bag_off[rows + 1])
-        for key in (*TOKEN_ARRAYS, *extra_token):
+        for key in (*(k for k in TOKEN_ARRAYS if k in arrays), *extra_token):
             out.setdefault(key, []).append(np.asarray(arrays[key][tok_idx]))
         for key in DOC_ARRAYS:
             out.setdefault(key, []).append(np.asarray(arrays[key])[rows])

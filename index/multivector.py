@@ -18,7 +18,7 @@ Life cycle
 
 Layout and search: :mod:`mm.index.layout` (contiguous codes, per-document bags of
 centroid ids, inverted lists) and :mod:`mm.index.plaid` (candidates, pruned centroid
-interaction, centroid interaction, decompression of the last ``nrerank`` documents).
+interaction, centroid interaction, exact MaxSim of the last ``nrerank`` documents from lookup tables).
 ``exact=True`` scores every document by MaxSim over the most precise vectors stored:
 float16 originals when kept (``keep_originals=True``, always for raw segments), else
 the decompressed ones.
@@ -50,8 +50,8 @@ MAX_DOC_TOKENS = 65_536
 #: drift thresholds for the retrain advice
 RESIDUAL_GROWTH_LIMIT = 1.15
 TOKEN_GROWTH_LIMIT = 8.0
-#: version of the compressed layout (rotated codec, bags, no per-token norms)
-LAYOUT_VERSION = 2
+#: version of the compressed layout (rotated codec, bags, a norm byte per token of unit-norm codecs)
+LAYOUT_VERSION = 3
 #: segments of one size tier (powers of MERGE_FANOUT times MERGE_BASE tokens) are merged when this many exist
 MERGE_FANOUT = 4
 MERGE_BASE = 65_536
@@ -63,8 +63,8 @@ class MultiVectorIndex(Index):
     """Multi-vector index; see the module docstring.
 
     Search options: ``nprobe`` centroids probed per query token; ``ncandidates`` documents
-    kept by the pruned centroid interaction; ``nrerank`` documents decompressed and scored
-    exactly; ``threshold``: centroids whose best query-token score is below it are pruned
+    kept by the pruned centroid interaction; ``nrerank`` documents scored exactly from
+    lookup tables; ``threshold``: centroids whose best query-token score is below it are pruned
     in the first interaction stage.
     """
 
@@ -257,7 +257,7 @@ class MultiVectorIndex(Index):
     def _encode_docs(self, docs: list[DocRef], codec: ResidualCodec, keep: bool, post: int) -> dict[str, np.ndarray]:
         """Encode documents in streaming batches; the arrays of a compressed segment holding them."""
         doclens = np.array([self._ref_tokens(d) for d in docs], dtype=np.int32)
-        cids, codes, rnorm, originals = [], [], np.zeros(len(docs), dtype=np.float32), []
+        cids, codes, norms, rnorm, originals = [], [], [], np.zeros(len(docs), dtype=np.float32), []
         i = 0
         while i < len(docs):
             j = i + max(1, int(np.searchsorted(np.cumsum(doclens[i:]), ENCODE_BATCH, side="right")))
@@ -265,6 +265,8 @@ class MultiVectorIndex(Index):
             c, k = codec.encode(flat)
             cids.append(c)
             codes.append(k)
+            if codec.normalize:
+                norms.append(codec.norm_codes(c, k))
             resid = codec.residual_norms(flat, c)
             rnorm[i:j] = np.add.reduceat(resid, layout.offsets(doclens[i:j])[:-1])
             if keep:
@@ -274,6 +276,8 @@ class MultiVectorIndex(Index):
         arrays = {"doclens": doclens, "cids": cid_all, "codes": np.concatenate(codes), "rnorm": rnorm,
                   "post": np.full(len(docs), post, dtype=np.uint8),
                   **layout.bags_and_lists(doclens, cid_all, codec.n_centroids)}
+        if norms:
+            arrays["norms"] = np.concatenate(norms)
         if keep:
             arrays["vectors"] = np.concatenate(originals)
         return arrays
@@ -321,10 +325,11 @@ class MultiVectorIndex(Index):
 
     # ------------------------------------------------------------------ search
     def _plaid_view(self, seg: Segment, allowed: np.ndarray) -> dict[str, Any]:
-        codec, cids, codes = self.codec, seg.arrays["cids"], seg.arrays["codes"]
+        codec, norms = self.codec, seg.arrays.get("norms")
         return {"bags": seg.arrays["bags"], "bag_off": seg.arrays["bag_off"], "ivf": seg.arrays["ivf"],
                 "ivf_off": seg.arrays["ivf_off"], "tok_off": self._offsets(seg), "allowed": allowed,
-                "decode": lambda idx: codec.decode(cids[idx], codes[idx])}
+                "cids": seg.arrays["cids"], "codes": seg.arrays["codes"],
+                "inverse_norms": None if norms is None else lambda idx: codec.inverse_norms(norms[idx])}
 
     def _exhaustive(self, seg: Segment, rows: np.ndarray, query: np.ndarray, rotated: np.ndarray | None,
                     exact: bool) -> np.ndarray:
@@ -332,8 +337,9 @@ class MultiVectorIndex(Index):
         if "vectors" in seg.arrays and (exact or not seg.entry.get("compressed")):
             vec = seg.arrays["vectors"]
             return maxsim_ragged(self._offsets(seg), rows, lambda idx: query @ np.asarray(vec[idx], np.float32).T)
-        cids, codes = seg.arrays["cids"], seg.arrays["codes"]
-        return maxsim_ragged(self._offsets(seg), rows, lambda idx: rotated @ self.codec.decode(cids[idx], codes[idx]).T)
+        cids, codes, norms = seg.arrays["cids"], seg.arrays["codes"], seg.arrays.get("norms")
+        return maxsim_ragged(self._offsets(seg), rows, lambda idx: rotated @ self.codec.decode(
+            cids[idx], codes[idx], None if norms is None else norms[idx]).T)
 
     def _settings(self, settings: dict[str, Any]) -> dict[str, Any]:
         out = {}
@@ -354,7 +360,7 @@ class MultiVectorIndex(Index):
         opts = self._settings(settings)
         opts["ncandidates"] = max(opts["ncandidates"], k)
         opts["nrerank"] = min(max(opts["nrerank"], k), opts["ncandidates"])
-        rotated, scores_t = [None] * len(queries), [None] * len(queries)
+        rotated, scores_t, tables = [None] * len(queries), [None] * len(queries), [None] * len(queries)
         if self.codec is not None:
             with plaid.stage(timings, "centroid_scores"):
                 lens = np.cumsum([0] + [len(q) for q in queries])
@@ -362,10 +368,13 @@ class MultiVectorIndex(Index):
                 all_st = self.codec.centroids @ all_rot.T  # (n_centroids, all query tokens): one GEMM per batch
                 rotated = [all_rot[a:b] for a, b in itertools.pairwise(lens)]
                 scores_t = [np.ascontiguousarray(all_st[:, a:b]) for a, b in itertools.pairwise(lens)]
+            if not exact and any(seg.entry.get("compressed") for seg in self._segments):
+                with plaid.stage(timings, "tables"):
+                    tables = [self._query_tables(r) for r in rotated]
         views = {s: self._plaid_view(seg, allowed[s]) for s, seg in enumerate(self._segments)
                  if seg.entry.get("compressed") and not exact}
         out = []
-        for q, rot, st in zip(queries, rotated, scores_t, strict=True):
+        for q, rot, st, tab in zip(queries, rotated, scores_t, tables, strict=True):
             parts = []
             rest = [s for s in range(len(self._segments)) if s not in views]
             for s in rest:
@@ -375,7 +384,7 @@ class MultiVectorIndex(Index):
                         parts.append((s, rows, self._exhaustive(self._segments[s], rows, q, rot, exact)))
             if views:
                 order = list(views)
-                found = plaid.search([views[s] for s in order], rot, st, k, timings=timings, **opts)
+                found = plaid.search([views[s] for s in order], tab, st, k, timings=timings, **opts)
                 parts += [(order[i], rows, scores) for i, rows, scores in found]
             best = plaid.select(parts, k)
             if not best:
@@ -386,6 +395,13 @@ class MultiVectorIndex(Index):
             scores = np.concatenate([v for *_, v in best])
             out.append([(int(seg[i]), int(rows[i]), float(scores[i])) for i in top_k(scores, k)])
         return out
+
+    def _query_tables(self, rotated: np.ndarray) -> tuple[Any, np.ndarray]:
+        """The query's lookup tables (:meth:`ResidualCodec.query_tables`), the table as a torch tensor."""
+        import torch
+
+        table, bias = self.codec.query_tables(rotated)
+        return torch.from_numpy(table), bias
 
     def _search_one(self, query: np.ndarray, k: int, allowed: list[np.ndarray], exact: bool,
                     settings: dict[str, Any]) -> list[tuple[int, int, float]]:

@@ -10,7 +10,14 @@ scores ``S = C Q^T`` (``n_centroids x q``):
    keeping only centroids whose best query-token score reaches ``threshold``; the
    best ``ncandidates`` go on;
 3. **centroid interaction** - the same without pruning; the best ``nrerank`` go on;
-4. **decompression + exact MaxSim** on their decoded token vectors; the top ``k`` are returned.
+4. **exact MaxSim from lookup tables** (no decompression): a token's score for query
+   token ``i`` is ``(S[cid, i] + bias[i] + sum_j T[256 j + code_j, i]) / norm``, where
+   ``T`` (:meth:`mm.index.codec.ResidualCodec.query_tables`, built once per query:
+   stage ``tables``) holds the query's inner products with every value of every code
+   byte. The sums over a token's code bytes are one ``embedding_bag`` (torch) over the
+   tokens of the candidates (stage ``lookup``); segment maxima per document and the sum
+   over query tokens follow (stage ``maxsim``). This equals MaxSim on the decoded,
+   renormalised vectors (up to the one-byte norm), at a fraction of decoding's cost.
 
 Stage seconds are added to an optional ``timings`` dict under the names in :data:`STAGES`.
 
@@ -25,14 +32,13 @@ Stage seconds are added to an optional ``timings`` dict under the names in :data
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
 from contextlib import contextmanager
 from typing import Any
 
 import numpy as np
-from mm.index.maxsim import maxsim_ragged, ranges_index, top_k
+from mm.index.maxsim import ranges_index, top_k
 
-STAGES = ("centroid_scores", "candidates", "pruned_interaction", "interaction", "decompression", "rerank")
+STAGES = ("centroid_scores", "tables", "candidates", "pruned_interaction", "interaction", "lookup", "maxsim")
 
 
 @contextmanager
@@ -97,22 +103,46 @@ def centroid_interaction(bags: np.ndarray, bag_off: np.ndarray, rows: np.ndarray
     return best.sum(axis=1)
 
 
-def decompressed_maxsim(query: np.ndarray, tok_off: np.ndarray, rows: np.ndarray,
-                        decode: Callable[[np.ndarray], np.ndarray], timings: dict[str, float] | None = None,
-                        max_tokens: int = 65536) -> np.ndarray:
-    """Exact MaxSim of ``query`` (rotated) against decoded token vectors of documents ``rows``.
+def token_scores(st: np.ndarray, table: Any, bias: np.ndarray, cids: np.ndarray, codes: np.ndarray,
+                 inv_norms: np.ndarray | None) -> np.ndarray:
+    """Scores (tokens x q) of tokens given by centroid ids and code bytes, from the query's lookup tables.
 
-    ``decode(token_indices) -> (n, dim)`` decompresses; work goes in chunks of about ``max_tokens`` tokens.
+    ``table``: the query tables as a torch tensor (``n_bytes * 256 x q``); ``inv_norms``: 1 / norm per token or None.
     """
-    def similarities(idx: np.ndarray | slice) -> np.ndarray:
-        if isinstance(idx, slice):
-            idx = np.arange(idx.start, idx.stop, dtype=np.int64)
-        with stage(timings, "decompression"):
-            vectors = decode(idx)
-        with stage(timings, "rerank"):
-            return query @ vectors.T
+    import torch
 
-    return maxsim_ragged(tok_off, rows, similarities, max_tokens)
+    out = st[np.asarray(cids, dtype=np.intp)]
+    out += bias
+    if codes.shape[1]:
+        idx = torch.from_numpy(np.asarray(codes)).to(torch.int32)
+        idx += torch.arange(0, 256 * codes.shape[1], 256, dtype=torch.int32)
+        out += torch.nn.functional.embedding_bag(idx, table, mode="sum").numpy()
+    if inv_norms is not None:
+        out *= inv_norms[:, None]
+    return out
+
+
+def lookup_maxsim(st: np.ndarray, tables: tuple[Any, np.ndarray], tok_off: np.ndarray, rows: np.ndarray,
+                  seg: dict[str, Any], timings: dict[str, float] | None = None, max_tokens: int = 65536) -> np.ndarray:
+    """Exact MaxSim of documents ``rows`` (ascending) of a compressed segment view ``seg``, from lookup tables.
+
+    ``tables``: (torch table, bias) of :meth:`~mm.index.codec.ResidualCodec.query_tables`; work goes
+    in chunks of about ``max_tokens`` tokens.
+    """
+    rows = np.asarray(rows, dtype=np.int64)
+    out = np.empty(len(rows), dtype=np.float32)
+    lens = tok_off[rows + 1] - tok_off[rows]
+    i = 0
+    while i < len(rows):
+        j = i + max(1, int(np.searchsorted(np.cumsum(lens[i:]), max_tokens, side="right")))
+        idx, starts = ranges_index(tok_off[rows[i:j]], tok_off[rows[i:j] + 1])
+        with stage(timings, "lookup"):
+            norms = seg["inverse_norms"](idx) if seg["inverse_norms"] is not None else None
+            sims = token_scores(st, tables[0], tables[1], seg["cids"][idx], seg["codes"][idx], norms)
+        with stage(timings, "maxsim"):
+            out[i:j] = np.maximum.reduceat(sims, starts, axis=0).sum(axis=1)
+        i = j
+    return out
 
 
 def select(parts: list[tuple[int, np.ndarray, np.ndarray]], n: int) -> list[tuple[int, np.ndarray, np.ndarray]]:
@@ -132,13 +162,14 @@ def select(parts: list[tuple[int, np.ndarray, np.ndarray]], n: int) -> list[tupl
     return out
 
 
-def search(segments: list[dict[str, Any]], query: np.ndarray, st: np.ndarray, k: int, *, nprobe: int,
+def search(segments: list[dict[str, Any]], tables: tuple[Any, np.ndarray], st: np.ndarray, k: int, *, nprobe: int,
            ncandidates: int, nrerank: int, threshold: float,
            timings: dict[str, float] | None = None) -> list[tuple[int, np.ndarray, np.ndarray]]:
     """Top ``k`` as per-segment (segment, rows, scores) through the four stages.
 
     ``segments``: per compressed segment a dict with ``bags``, ``bag_off``, ``ivf``, ``ivf_off``,
-    ``tok_off``, ``allowed`` (bool per row) and ``decode`` (token indices -> rotated vectors).
+    ``tok_off``, ``cids``, ``codes``, ``allowed`` (bool per row) and ``inverse_norms`` (token
+    indices -> 1 / norm, or None); ``tables``: the query's lookup tables (see :func:`lookup_maxsim`).
     """
     with stage(timings, "candidates"):
         probed = probe(st, nprobe)
@@ -152,6 +183,5 @@ def search(segments: list[dict[str, Any]], query: np.ndarray, st: np.ndarray, k:
         with stage(timings, "interaction"):
             pool = select([(s, r, centroid_interaction(segments[s]["bags"], segments[s]["bag_off"], r, st))
                            for s, r, _ in pool], nrerank)
-    scored = [(s, r, decompressed_maxsim(query, segments[s]["tok_off"], r, segments[s]["decode"], timings))
-              for s, r, _ in pool]
+    scored = [(s, r, lookup_maxsim(st, tables, segments[s]["tok_off"], r, segments[s], timings)) for s, r, _ in pool]
     return select(scored, k)

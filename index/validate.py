@@ -333,6 +333,8 @@ def check_multivector_segment(folder: Path, entry: dict[str, Any], manifest: dic
     files.expect("cids", "iu", (n_tokens,))
     files.in_range("cids", 0, n_centroids, "centroid ids")
     files.expect("codes", "u", (n_tokens, None))
+    if codec.get("normalize"):  # one byte per token: the decoded vector's norm (layout 3)
+        files.expect("norms", "u", (n_tokens,))
     files.expect("rnorm", "f", (n,))
     files.expect("post", "u", (n,))
     pairs = files.expect("bags", "iu", (None,))[0]
@@ -353,7 +355,7 @@ def check_codec(folder: Path, manifest: dict[str, Any]) -> None:
     files = _Files(folder, codec["files"])
     files.expect("centroids", "f", (codec["n_centroids"], manifest["dim"]))
     scheme = codec.get("scheme", "scalar")
-    for key in CODEC_TABLES.get(scheme, ()):
+    for key in CODEC_TABLES.get(scheme, ()) + (("norm_range",) if codec.get("normalize") else ()):
         files.path(key)  # every table the scheme decodes with is named
     for key in codec["files"]:
         if key != "centroids":

@@ -84,7 +84,8 @@ def test_codec_rotation_keeps_inner_products_and_more_bits_cut_error():
     errors = []
     for nbits in (1, 2, 4):
         codec = ResidualCodec.train(x, nbits=nbits, n_centroids=32, seed=0)
-        assert codec.n_bytes == DIM * nbits // 8
+        assert codec.normalize and codec.n_bytes == DIM * nbits // 8 - 1  # one byte of the budget: the norm
+        assert codec.nbits == nbits
         np.testing.assert_allclose(codec.rotation @ codec.rotation.T, np.eye(DIM), atol=1e-4)
         q = x[:5]
         np.testing.assert_allclose(codec.rotate(q) @ codec.rotate(x[5:50]).T, q @ x[5:50].T, atol=1e-4)
@@ -98,7 +99,7 @@ def test_codec_rotation_keeps_inner_products_and_more_bits_cut_error():
 def test_fractional_bits_split_dimensions():
     x = np.concatenate(clustered_docs(300, seed=4))
     codec = ResidualCodec.train(x, nbits=1.5, n_centroids=32, seed=0)
-    assert codec.n_bytes == DIM * 3 // 16 and int(codec.bits.sum()) <= DIM * 1.5
+    assert codec.n_bytes == DIM * 3 // 16 - 1 and int(codec.bits.sum()) <= DIM * 1.5 - 8
     assert codec.bits[0] >= codec.bits[-1]
 
 
@@ -152,9 +153,12 @@ def test_open_is_memory_mapped_and_fast(tmp_path):
     assert time.perf_counter() - t < 1.0
     seg = index._segments[0]
     assert seg.entry["compressed"]
-    for key in ("codes", "cids", "bags", "ivf"):
+    for key in ("codes", "cids", "norms", "bags", "ivf"):
         assert isinstance(seg.arrays[key], np.memmap), key
-    assert not any(name.endswith("norms.npy") for name in index._files())  # no per-token norms
+    # one norm byte per token, inside the nbits budget (2 bits x 32 dims = 8 bytes: 7 code bytes + the norm)
+    assert seg.arrays["norms"].dtype == np.uint8 and seg.arrays["norms"].shape == (seg.entry["n_tokens"],)
+    assert seg.arrays["codes"].shape[1] + 1 == DIM * 2 // 8
+    assert seg.arrays["ivf"].dtype == np.uint16  # rows of a segment of < 65,536 documents
 
 
 def test_bad_search_options(tmp_path):
