@@ -36,7 +36,7 @@ import torch.nn.functional as F
 from mm.encoders.audio_out import END_OF_AUDIO, AudioHead, SamplingSettings
 from torch import nn
 
-from mm.int8_linear import int8_parts, is_dynamic_int8, pack_int8, quantize_rows
+from mm.int8_linear import is_dynamic_int8, pack_int8, quantize_rows, stack_int8
 
 Linear = Callable[[torch.Tensor], torch.Tensor]
 
@@ -44,11 +44,7 @@ Linear = Callable[[torch.Tensor], torch.Tensor]
 def _bind(modules: list[nn.Module]) -> tuple[Linear, bool]:
     """One callable for several linears sharing an input (outputs concatenated); True when int8."""
     if all(is_dynamic_int8(m) for m in modules):
-        parts = [int8_parts(m) for m in modules]
-        biases = [p[2] for p in parts]
-        bias = None if all(b is None for b in biases) else torch.cat(
-            [b if b is not None else torch.zeros(p[0].shape[0]) for b, p in zip(biases, parts, strict=True)])
-        return pack_int8(torch.cat([p[0] for p in parts]), torch.cat([p[1] for p in parts]), bias), True
+        return pack_int8(*stack_int8(modules)), True
     if all(type(m) is nn.Linear for m in modules):
         weight = modules[0].weight
         if len(modules) > 1:  # one matrix; the modules keep views into it (no second copy of the weights)

@@ -68,19 +68,24 @@ def pack_int8(values: torch.Tensor, scales: torch.Tensor, bias: torch.Tensor | N
     return lambda x: torch.ops.quantized.linear_dynamic(x, packed, True)
 
 
-def fused_dynamic_linear(modules: Sequence[nn.Module]) -> nn.Module:
-    """One dynamic-int8 ``Linear`` whose outputs are those of ``modules`` (same input) concatenated."""
-    from torch.ao.nn.quantized.dynamic import Linear as DynamicLinear
-
+def stack_int8(modules: Sequence[nn.Module]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+    """(int8 values, per-row scales, bias) of dynamic-int8 linears sharing an input, rows stacked in order."""
     parts = [int8_parts(m) for m in modules]
     if len({p[0].shape[1] for p in parts}) != 1:
         raise ValueError("fused linears must share their input size")
     biases = [p[2] for p in parts]
     bias = None if all(b is None for b in biases) else torch.cat(
         [b if b is not None else torch.zeros(p[0].shape[0]) for b, p in zip(biases, parts, strict=True)])
-    values = torch.cat([p[0] for p in parts])
+    return torch.cat([p[0] for p in parts]), torch.cat([p[1] for p in parts]), bias
+
+
+def fused_dynamic_linear(modules: Sequence[nn.Module]) -> nn.Module:
+    """One dynamic-int8 ``Linear`` whose outputs are those of ``modules`` (same input) concatenated."""
+    from torch.ao.nn.quantized.dynamic import Linear as DynamicLinear
+
+    values, scales, bias = stack_int8(modules)
     fused = DynamicLinear(values.shape[1], values.shape[0], bias_=bias is not None, dtype=torch.qint8)
-    fused.set_weight_bias(_per_row_qweight(values, torch.cat([p[1] for p in parts])), bias)
+    fused.set_weight_bias(_per_row_qweight(values, scales), bias)
     return fused
 
 
