@@ -135,3 +135,16 @@ any_scalar = st.one_of(
 any_value = st.recursive(any_scalar, lambda inner: st.one_of(st.lists(inner, max_size=4),
                                                             st.dictionaries(st.text(max_size=4), inner, max_size=4)),
                          max_leaves=8)
+
+
+def small_index(root: Any) -> Any:
+    """Build a five-document MiniLM index under ``root / "index"`` (the fuzz targets' search fixture)."""
+    import json
+
+    from mm.index import build_job
+
+    corpus = root / "corpus.jsonl"
+    corpus.write_text("\n".join(json.dumps({"_id": f"d{i}", "text": f"river {i} flows", "lang": "en"})
+                                for i in range(5)))
+    build_job(corpus, root / "index", encoder="minilm", workers=1, progress=False)
+    return root / "index"

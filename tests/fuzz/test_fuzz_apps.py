@@ -14,7 +14,7 @@ import pytest
 from hypothesis import strategies as st
 
 from mm.errors import InvalidInputError
-from tests.fuzz.harness import any_scalar, any_text, any_value, fuzz_tests
+from tests.fuzz.harness import any_scalar, any_text, any_value, fuzz_tests, small_index
 from tests.fuzz.test_fuzz_media import _png, _wav, mutated
 
 SUFFIXES = st.sampled_from([".png", ".jpg", ".webp", ".gif", ".wav", ".flac", ".mp3", ".ogg", ".txt", "", ".PNG"])
@@ -79,14 +79,8 @@ test_app_fields, test_app_fields_long = fuzz_tests("app form fields", FIELDS, ch
 @pytest.fixture(scope="module")
 def search_slot(tmp_path_factory):
     from mm.apps.search import search_slot as make_slot
-    from mm.index import build_job
 
-    root = tmp_path_factory.mktemp("fuzz-app")
-    corpus = root / "corpus.jsonl"
-    corpus.write_text("\n".join(json.dumps({"_id": f"d{i}", "text": f"river {i} flows", "lang": "en"})
-                                for i in range(5)))
-    build_job(corpus, root / "index", encoder="minilm", workers=1, progress=False)
-    slot = make_slot(str(root / "index"))
+    slot = make_slot(str(small_index(tmp_path_factory.mktemp("fuzz-app"))))
     slot.load()
     return slot
 

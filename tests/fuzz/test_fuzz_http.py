@@ -23,7 +23,7 @@ import pytest
 from hypothesis import strategies as st
 
 from mm.errors import MMError
-from tests.fuzz.harness import any_scalar, any_text, any_value, fuzz_tests
+from tests.fuzz.harness import any_scalar, any_text, any_value, fuzz_tests, small_index
 from tests.fuzz.test_fuzz_media import _png, _wav, mutated
 
 MAX_FILE = 64 * 1024  # --max-file-size of the fuzzed server: bodies past ~1.1 MiB are refused
@@ -51,20 +51,16 @@ class _Errors(logging.Handler):
 def http_server(tmp_path_factory):
     """A TestClient over the server with every endpoint on tiny models (no key, 64 KiB files, 16 tokens)."""
     from fastapi.testclient import TestClient
-    from mm.index import build_job
 
     import mm.testing
     from mm.server import ServerConfig, create_app
 
     root = tmp_path_factory.mktemp("fuzz-http")
-    corpus = root / "corpus.jsonl"
-    corpus.write_text("\n".join(json.dumps({"_id": f"d{i}", "text": f"river {i} flows", "lang": "en"})
-                                for i in range(5)))
-    build_job(corpus, root / "index", encoder="minilm", workers=1, progress=False)
+    index = small_index(root)
     config = ServerConfig(chat_model=mm.testing.make_tiny_lfm2(root / "chat"),
                           vqa_model=mm.testing.make_tiny_lfm2_vl(root / "vl"),
                           speech_model=mm.testing.make_tiny_lfm2_audio(root / "audio"),
-                          embedding_model="minilm", search_index=root / "index", max_file_size=MAX_FILE,
+                          embedding_model="minilm", search_index=index, max_file_size=MAX_FILE,
                           queue_size=64, max_new_tokens=16, dtype="float32")
     app = create_app(config)
     with TestClient(app, raise_server_exceptions=False) as client:

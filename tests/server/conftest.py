@@ -129,16 +129,22 @@ def tiny_index(tmp_path_factory) -> Path:
     return root / "idx"
 
 
+def start_full_server(chat: Path, vl: Path, audio: Path, index: Path, log_path: Path, max_new_tokens: int) -> Server:
+    """`mm serve --api` with every endpoint, an API key, a 1 MiB upload limit and a queue of 4."""
+    served = start_server(["--chat-model", str(chat), "--vqa-model", str(vl), "--speech-model",
+                           str(audio), "--embedding-model", "minilm", "--search-index", str(index),
+                           "--api-key", API_KEY, "--max-file-size", "1mb", "--queue-size", "4",
+                           "--max-new-tokens", str(max_new_tokens)], log_path)
+    served.models = {"chat": chat.name, "vqa": vl.name, "speech": audio.name,
+                     "embedding": "minilm", "search": f"search-{index.name}"}
+    return served
+
+
 @pytest.fixture(scope="session")
 def server(tiny_chat, tiny_vl, tiny_audio, tiny_index, tmp_path_factory) -> Server:
-    """`mm serve --api` with every endpoint, an API key, a 1 MiB upload limit and a queue of 4."""
+    """The full server (:func:`start_full_server`), 64 new tokens at most."""
     log = tmp_path_factory.mktemp("server") / "server.log"
-    served = start_server(["--chat-model", str(tiny_chat), "--vqa-model", str(tiny_vl), "--speech-model",
-                           str(tiny_audio), "--embedding-model", "minilm", "--search-index", str(tiny_index),
-                           "--api-key", API_KEY, "--max-file-size", "1mb", "--queue-size", "4",
-                           "--max-new-tokens", "64"], log)
-    served.models = {"chat": tiny_chat.name, "vqa": tiny_vl.name, "speech": tiny_audio.name,
-                     "embedding": "minilm", "search": f"search-{tiny_index.name}"}
+    served = start_full_server(tiny_chat, tiny_vl, tiny_audio, tiny_index, log, max_new_tokens=64)
     yield served
     stop_server(served)
 

@@ -19,7 +19,7 @@ import httpx
 import pytest
 
 from tests.loadkit import Failed, check_report, run_load, save_report
-from tests.server.conftest import API_KEY, start_server, stop_server
+from tests.server.conftest import API_KEY, start_full_server, stop_server
 
 SECONDS = float(os.environ.get("MM_LOAD_SECONDS", "60"))
 CLIENTS = int(os.environ.get("MM_LOAD_CLIENTS", "20"))
@@ -125,12 +125,7 @@ def load(served: Any, png_data_url: str, wav_bytes: bytes, *, clients: int, seco
 @pytest.fixture(scope="module")
 def load_server(tiny_chat, tiny_vl, tiny_audio, tiny_index, tmp_path_factory):
     log = tmp_path_factory.mktemp("load-server") / "server.log"
-    served = start_server(["--chat-model", str(tiny_chat), "--vqa-model", str(tiny_vl), "--speech-model",
-                           str(tiny_audio), "--embedding-model", "minilm", "--search-index", str(tiny_index),
-                           "--api-key", API_KEY, "--max-file-size", "1mb", "--queue-size", "4",
-                           "--max-new-tokens", "32"], log)
-    served.models = {"chat": tiny_chat.name, "vqa": tiny_vl.name, "speech": tiny_audio.name,
-                     "embedding": "minilm", "search": f"search-{tiny_index.name}"}
+    served = start_full_server(tiny_chat, tiny_vl, tiny_audio, tiny_index, log, max_new_tokens=32)
     yield served
     stop_server(served)
 
