@@ -23,7 +23,11 @@ Rows:
 * ``int8_inline``: ``quantize="int8"`` with ``audio_decode="inline"`` (Mimi decoded between steps);
 * ``int8``: ``quantize="int8"`` (the fastest setting: int8 backbone, depth loop and Mimi, Mimi on a
   background thread);
+* ``int4_inline`` / ``int4``: ``quantize="int4"`` (the LFM2 backbone's linears group-wise 4-bit on mm's native
+  int4 kernel, half the int8 bytes per step; depth loop and Mimi int8), Mimi inline / on a background thread;
 * ``bf16``: ``dtype="bfloat16"`` (``--no-bf16`` leaves it out).
+
+``--rows`` picks the mm rows (the reference row always runs: every ratio is against it).
 
 * ``batch``: ASR and TTS prompts of ``--batch`` different inputs decoded together
   (:func:`mm.models.lfm2_audio_batch.generate_batch`: left-padded prompts, one backbone step for the
@@ -40,6 +44,7 @@ Ratios are against ``reference`` measured in the same run. Prints one JSON objec
 from __future__ import annotations
 
 import argparse
+import functools
 import gc
 import json
 import os
@@ -297,6 +302,17 @@ def _single(steps, stop_at_audio_start: bool = False, stop_after_audio: bool = F
     return out
 
 
+#: mm rows: name -> pipeline options
+ROWS = {
+    "fp32": dict(dtype="float32"),
+    "int8_inline": dict(dtype="float32", quantize="int8", audio_decode="inline"),
+    "int8": dict(dtype="float32", quantize="int8"),
+    "int4_inline": dict(dtype="float32", quantize="int4", audio_decode="inline"),
+    "int4": dict(dtype="float32", quantize="int4"),
+    "bf16": dict(dtype="bfloat16"),
+}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="fewer layers, a tiny Mimi and fewer steps (smoke run)")
@@ -305,6 +321,7 @@ def main() -> None:
     parser.add_argument("--no-bf16", action="store_true", help="leave out the bf16 row")
     parser.add_argument("--batch", type=int, default=4, help="prompts in the ASR/TTS batch rows (0 skips them)")
     parser.add_argument("--only-batch", action="store_true", help="run only the batch rows")
+    parser.add_argument("--rows", default=",".join(ROWS), help=f"mm rows to time (default: {','.join(ROWS)})")
     parser.add_argument("--keep", type=Path, default=None, help="write the checkpoint here and keep it")
     args = parser.parse_args()
 
@@ -358,21 +375,19 @@ def main() -> None:
         }, indent=1))
         return
     results = {}
-    pipe = pipeline(dtype="float32")
-    results["reference"] = row("reference", lambda: run_reference(pipe.bundle, samples, steps))
-    results["fp32"] = row("fp32", lambda: run_public(pipe, samples, steps))
-    del pipe
+    wanted = [r for r in args.rows.split(",") if r and not (r == "bf16" and args.no_bf16)]
+    if unknown := set(wanted) - set(ROWS):
+        parser.error(f"unknown --rows {sorted(unknown)}; valid: {','.join(ROWS)}")
+    base = pipeline(dtype="float32")
+    results["reference"] = row("reference", functools.partial(run_reference, base.bundle, samples, steps))
+    if "fp32" in wanted:
+        results["fp32"] = row("fp32", functools.partial(run_public, base, samples, steps))
+    del base
     gc.collect()
-    pipe = pipeline(dtype="float32", quantize="int8", audio_decode="inline")
-    results["int8_inline"] = row("int8_inline", lambda: run_public(pipe, samples, steps))
-    pipe = pipeline(dtype="float32", quantize="int8")  # same cached bundle, Mimi on a background thread
-    results["int8"] = row("int8", lambda: run_public(pipe, samples, steps))
-    del pipe
-    gc.collect()
-    if not args.no_bf16:
-        pipe = pipeline(dtype="bfloat16")
-        results["bf16"] = row("bf16", lambda: run_public(pipe, samples, steps))
-        del pipe
+    for name in wanted:
+        if name == "fp32":
+            continue
+        results[name] = row(name, functools.partial(run_public, pipeline(**ROWS[name]), samples, steps))
         gc.collect()
     if tmp is not None:
         tmp.cleanup()

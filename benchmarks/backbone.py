@@ -95,7 +95,7 @@ def timed(fn: Any, repeats: int) -> float:
 
 
 def agreement(path: Path, new_tokens: int, dtype: str, quantize: str | None = None,
-              reference: tuple[str, str | None, str] | None = None) -> float:
+              reference: tuple[str, str | None, str] | None = None, engine: str = "fast") -> float:
     """Share of greedy tokens (position by position) equal between two (dtype, quantize, engine) settings."""
     from mm.backbone import Backbone, GenerationSettings
 
@@ -106,7 +106,7 @@ def agreement(path: Path, new_tokens: int, dtype: str, quantize: str | None = No
         bb = Backbone.load(path, dtype=dt, quantize=q)
         return [bb.generate(bb.encode_chat([c]), settings, engine=engine)[0] for c in convs]
 
-    mine = rows(dtype, quantize, "fast")
+    mine = rows(dtype, quantize, engine)
     ref = rows(*(reference or (dtype, quantize, "transformers")))
     same = total = 0
     for a, b in zip(mine, ref, strict=True):
@@ -263,13 +263,14 @@ class LlamaCppEngine:
 
 
 class MmEngine:
-    """mm's fast engine (``Backbone.generate(engine="fast")``) on token ids."""
+    """mm's decode loop (``Backbone.generate(engine=...)``: ``native`` kernels or ``fast`` = torch's ops) on ids."""
 
-    def __init__(self, path: Path, dtype: str, quantize: str | None) -> None:
+    def __init__(self, path: Path, dtype: str, quantize: str | None, engine: str = "native") -> None:
         from mm.backbone import Backbone
 
         self.bb = Backbone.load(path, dtype=dtype, quantize=quantize)
         self.bytes = decode_bytes(self.bb.model)
+        self.engine = engine
 
     def run(self, ids: list[int], n: int) -> list[int]:
         import torch
@@ -277,7 +278,7 @@ class MmEngine:
         from mm.backbone import GenerationSettings
 
         inputs = {"input_ids": torch.tensor([ids])}
-        return self.bb.generate(inputs, GenerationSettings(max_new_tokens=n), engine="fast")[0]
+        return self.bb.generate(inputs, GenerationSettings(max_new_tokens=n), engine=self.engine)[0]
 
 
 def alternate_decode(engines: dict[str, Any], ids: list[int], new_tokens: int, repeats: int) -> dict[str, Any]:
@@ -389,6 +390,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--step-cpu-time", action="store_true",
                         help="only the CPU time per decode step of each mm setting (use with --threads 1)")
     parser.add_argument("--no-llama-cpp", action="store_true", help="skip llama.cpp even when installed")
+    parser.add_argument("--no-torch-ops", action="store_true",
+                        help="skip the rows of mm's loop on torch's ops (engine='fast'; the pre-native engine)")
     parser.add_argument("--llama-cpp-source", default=None,
                         help="unpacked llama-cpp-python sdist (default: pip download of the installed version)")
     args = parser.parse_args(argv)
@@ -417,6 +420,10 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         "cpus": os.cpu_count(), "load_average_start": os.getloadavg(), "new_tokens": args.new_tokens,
         "repeats": repeats, "memory_bandwidth": memory_bandwidth(args.threads),
     }
+    from mm import kernels
+
+    mm_engine = "native" if kernels.available() else "fast"
+    result["mm_engine"] = mm_engine if kernels.available() else f"fast ({kernels.unavailable_reason()})"
     have_llama = importlib.util.find_spec("llama_cpp") is not None and not args.no_llama_cpp
     with tempfile.TemporaryDirectory(prefix="mm-bench-backbone-") as tmp:
         path = write_checkpoint(Path(tmp) / "lfm2-350m", LFM2_350M)
@@ -436,7 +443,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         result["decode_prompt_tokens"] = len(short_ids)
         engines: dict[str, Any] = {}
         for label in labels:
-            engines[f"mm_{label}"] = MmEngine(path, *MM_SETTINGS[label])
+            engines[f"mm_{label}"] = MmEngine(path, *MM_SETTINGS[label], engine=mm_engine)
+            if not args.no_torch_ops and mm_engine == "native":
+                engines[f"mm_{label}_torch_ops"] = MmEngine(path, *MM_SETTINGS[label], engine="fast")
         if have_llama:
             import llama_cpp
 
@@ -467,10 +476,12 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             result["greedy_agreement"] = {
                 "prompts": len(AGREEMENT_PROMPTS), "tokens_per_prompt": agree_tokens,
                 "fast_vs_transformers_bf16": agreement(path, agree_tokens, "bfloat16"),
-                "int8_fast_vs_fp32_transformers": agreement(path, agree_tokens, "float32", "int8",
-                                                            ("float32", None, "transformers")),
-                "int4_fast_vs_fp32_transformers": agreement(path, agree_tokens, "bfloat16", "int4",
-                                                            ("float32", None, "transformers")),
+                f"{mm_engine}_vs_transformers_bf16": agreement(path, agree_tokens, "bfloat16", engine=mm_engine),
+                f"{mm_engine}_vs_transformers_fp32": agreement(path, agree_tokens, "float32", engine=mm_engine),
+                f"int8_{mm_engine}_vs_fp32_transformers": agreement(
+                    path, agree_tokens, "float32", "int8", ("float32", None, "transformers"), engine=mm_engine),
+                f"int4_{mm_engine}_vs_fp32_transformers": agreement(
+                    path, agree_tokens, "bfloat16", "int4", ("float32", None, "transformers"), engine=mm_engine),
                 "teacher_forced_vs_fp32": {
                     "bf16": logits_agreement(path, agree_tokens, "bfloat16", None),
                     "int8": logits_agreement(path, agree_tokens, "float32", "int8"),

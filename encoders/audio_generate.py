@@ -33,7 +33,9 @@ AUDIO_START = 128  # <|audio_start|>
 TEXT_END = 130  # <|text_end|>
 IM_END = 7  # <|im_end|>
 MODES = ("interleaved", "sequential")
-ENGINES = ("auto", "fast", "transformers")
+ENGINES = ("auto", "native", "fast", "transformers")
+#: the FastLfm2 kernels behind each engine that runs mm's decode loop
+_KERNELS = {"auto": "auto", "native": "native", "fast": "torch"}
 Mode = Literal["interleaved", "sequential"]
 
 
@@ -168,11 +170,12 @@ def generate(model: Any, history: ChatHistory, config: GenerationConfig, *,
              info: dict[str, Any] | None = None, engine: str = "auto") -> Iterator[Step]:
     """Run the official decoding loop for ``config.mode`` on ``history``; yield each :class:`Step`.
 
-    ``engine``: ``"fast"`` runs the backbone steps through :mod:`mm.fast_decode` (preallocated caches,
-    fused weights; same hidden states up to float rounding) and the depth transformer through
+    ``engine``: ``"fast"`` runs the backbone steps through :mod:`mm.fast_decode` on torch's ops (preallocated
+    caches, fused weights; same hidden states up to float rounding), ``"native"`` the same loop on mm's native
+    kernels (:mod:`mm.kernels`, every layer of a step in one C call), both with the depth transformer on
     :class:`~mm.encoders.audio_out_fast.FastDepthLoop`; ``"transformers"`` runs the backbone through
     ``Lfm2Model``'s forward with its cache and the depth transformer through its generic modules;
-    ``"auto"`` is ``"fast"`` on CPU.
+    ``"auto"`` is ``"native"`` on CPU where the kernels build, else ``"fast"``.
     ``hidden_states`` (if given) receives the backbone's last-position hidden state of every forward call;
     ``info`` (if given) gets ``stop_reason``: ``"im_end"`` or ``"max_new_tokens"``.
     """
@@ -182,7 +185,8 @@ def generate(model: Any, history: ChatHistory, config: GenerationConfig, *,
     config.validate()
     if engine not in ENGINES:
         raise InvalidInputError(f"engine must be one of {ENGINES}, got {engine!r}")
-    fast = model.fast_backbone() if engine == "fast" or (engine == "auto" and model.on_cpu) else None
+    use_loop = engine in ("fast", "native") or (engine == "auto" and model.on_cpu)
+    fast = model.fast_backbone(_KERNELS[engine]) if use_loop else None
     head = model.audio_head
     if fast is not None:  # the depth transformer on its lean loop too (the generic modules otherwise)
         from mm.encoders.audio_out_fast import fast_depth_loop

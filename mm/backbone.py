@@ -108,7 +108,7 @@ class Backbone:
         self.dtype = dtype
         self.quantize = quantize
         self.engine = check_engine(engine)
-        self._fast: Any = None
+        self._fast: dict[str, Any] = {}  # FastLfm2 per kernels choice ("native", "torch")
         self._lock = threading.Lock()
 
     # -- loading -------------------------------------------------------------------------------
@@ -191,17 +191,25 @@ class Backbone:
             kwargs["tokenizer"] = self.tokenizer
         return kwargs
 
-    def fast(self) -> Any:
-        """The :class:`mm.fast_decode.FastLfm2` over this model (built once), or None where it does not apply.
+    def fast(self, engine: str = "auto") -> Any:
+        """The :class:`mm.fast_decode.FastLfm2` over this model for ``engine`` (built once), or None where it does
+        not apply: ``native`` on mm's kernels (an error when they cannot run), ``fast`` on torch's ops, ``auto`` the
+        native one when the kernels run here.
 
         Pipelines that drive decode steps themselves (audio, VQA) use its ``prefill``/``step``/``logits``.
         """
         from mm import fast_decode
 
-        if self._fast is None and self.device == "cpu" and self._fast_target() is not None:
+        if self.device != "cpu" or self._fast_target() is None:
+            return None
+        kernels = {"native": "native", "fast": "torch"}.get(engine, "auto")
+        if kernels not in self._fast:
             backbone, lm_head = self._fast_target()
-            self._fast = fast_decode.FastLfm2(backbone, lm_head=lm_head)
-        return self._fast
+            built = fast_decode.FastLfm2(backbone, lm_head=lm_head, kernels=kernels)
+            self._fast[kernels] = built
+            if kernels == "auto":  # the same object serves the explicit choice it turned out to be
+                self._fast.setdefault("native" if built.native is not None else "torch", built)
+        return self._fast[kernels]
 
     def _fast_target(self) -> tuple[Any, Any] | None:
         """``(LFM2 backbone or causal LM, LM head)`` the fast loop drives, or None when the model has none."""
@@ -214,7 +222,7 @@ class Backbone:
         return None
 
     def resolve_engine(self, settings: GenerationSettings, engine: str | None = None) -> str:
-        """``fast`` or ``transformers`` for these settings (``engine`` overrides the backbone's default)."""
+        """``native``, ``fast`` or ``transformers`` for these settings (``engine`` overrides the backbone's default)."""
         from mm import fast_decode
 
         engine = check_engine(engine or self.engine)
@@ -229,14 +237,17 @@ class Backbone:
             if bad:
                 reasons.append(f"the generation config sets {', '.join(bad)}")
         if not reasons:
-            return "fast"
-        if engine == "fast":
-            raise InvalidInputError(f"engine='fast' cannot run here: {'; '.join(reasons)}; use engine='auto' or "
+            if engine == "fast":
+                return "fast"
+            return "native" if self.fast(engine).native is not None else "fast"
+        if engine in ("fast", "native"):
+            raise InvalidInputError(f"engine={engine!r} cannot run here: {'; '.join(reasons)}; use engine='auto' or "
                                     "'transformers'")
         log.debug("using transformers' generate: %s", "; ".join(reasons))
         return "transformers"
 
-    def _fast_generate(self, inputs: dict, settings: GenerationSettings, on_tokens: Any = None) -> Any:
+    def _fast_generate(self, inputs: dict, settings: GenerationSettings, on_tokens: Any = None,
+                       engine: str = "auto") -> Any:
         settings.validate()
         kwargs = settings.generate_kwargs()
         eos = _as_list(self.model.generation_config.eos_token_id)
@@ -246,7 +257,7 @@ class Backbone:
 
             criteria = StopStringCriteria(tokenizer=self.tokenizer, stop_strings=list(settings.stop))
             stop_check = lambda ids: criteria(ids, None)  # noqa: E731
-        return self.fast().generate(
+        return self.fast(engine).generate(
             inputs["input_ids"], inputs.get("attention_mask"), max_new_tokens=settings.max_new_tokens,
             do_sample=settings.do_sample, temperature=kwargs.get("temperature", 1.0), top_k=kwargs.get("top_k", 0),
             top_p=kwargs.get("top_p", 1.0), repetition_penalty=settings.repetition_penalty
@@ -258,8 +269,11 @@ class Backbone:
                  engine: str | None = None) -> list[list[int]]:
         """Generate for a left-padded batch; return the new token ids of each row (EOS/padding removed).
 
-        ``engine`` (default: the backbone's, normally ``auto``) picks mm's fast decode loop or
-        transformers' ``generate``; both give the same tokens.
+        ``engine`` (default: the backbone's, normally ``auto``) picks mm's decode loop on its native kernels
+        (``native``), the same loop on torch's ops (``fast``: the same tokens as transformers) or transformers'
+        ``generate``. The native kernels sum in another order (and quantize activations per block for int8/int4),
+        so their tokens can part from transformers' where two logits nearly tie (agreement measured in
+        docs/backbone-speed.md).
         """
         return [row.token_ids for row in self.generate_rows(inputs, settings, engine)]
 
@@ -272,8 +286,9 @@ class Backbone:
         settings.validate()
         self.check_context(inputs, settings)
         with self._lock, torch.inference_mode():
-            if self.resolve_engine(settings, engine) == "fast":
-                new = self._fast_generate(inputs, settings)
+            resolved = self.resolve_engine(settings, engine)
+            if resolved != "transformers":
+                new = self._fast_generate(inputs, settings, engine=resolved)
             else:
                 with _seeded_global_rng(settings.seed):
                     out = self.model.generate(**self._generate_kwargs(inputs, settings))
@@ -317,7 +332,8 @@ class Backbone:
             raise InvalidInputError("stream() takes one prompt at a time")
         settings.validate()
         self.check_context(inputs, settings)
-        use_fast = self.resolve_engine(settings, engine) == "fast"
+        resolved = self.resolve_engine(settings, engine)
+        use_fast = resolved != "transformers"
         kwargs = {} if use_fast else self._generate_kwargs(inputs, settings)
         streamer = TextIteratorStreamer(self.tokenizer, skip_prompt=True, skip_special_tokens=True, timeout=600)
         kwargs["streamer"] = streamer
@@ -328,7 +344,7 @@ class Backbone:
                 with self._lock, torch.inference_mode():
                     if use_fast:
                         streamer.put(inputs["input_ids"])  # the prompt, skipped like generate's first put
-                        self._fast_generate(inputs, settings, on_tokens=streamer.put)
+                        self._fast_generate(inputs, settings, on_tokens=streamer.put, engine=resolved)
                         streamer.end()
                     else:
                         with _seeded_global_rng(settings.seed):

@@ -71,6 +71,10 @@ def unsupported_generation_fields(generation_config: Any) -> list[str]:
     return bad
 
 
+#: ``FastLfm2(kernels=...)``: mm's native kernels when they run here, always, or never
+KERNEL_CHOICES = ("auto", "native", "torch")
+
+
 @dataclass
 class DecodeState:
     """Caches of one (batched) generation: conv states, KV buffers, positions and the padding mask."""
@@ -83,6 +87,7 @@ class DecodeState:
     positions: Any                   # [B] long, RoPE position of the next token per row
     kv_mask: Any | None              # [B, 1, 1, capacity] bool (True = attend) when the batch had padding
     hidden: Any                      # [B, H] final-normed hidden state of the last position
+    native: Any = None               # the native kernels' view of these buffers (mm.kernels.lfm2), built on use
 
     @property
     def batch_size(self) -> int:
@@ -99,10 +104,15 @@ class FastLfm2:
     ``fuse=True`` re-lays q/k/v, in_proj and w1/w3 weights of plain ``nn.Linear`` layers into one tensor per
     group (the modules keep views into it, so transformers' path still works and memory is unchanged), turning
     3-4 small matrix-vector products per layer into 1-2.  ``int8_head=True`` keeps an int8 copy of the
-    65,536-row LM head (fbgemm dynamic int8, fp32 activations) for the decode steps.
+    65,536-row LM head for the decode steps.
+
+    ``kernels``: ``"auto"`` runs batch-1 decode steps and the LM head on mm's native kernels (:mod:`mm.kernels`:
+    every layer in one C call, compiled for this CPU) when they build here and support the weights, else torch's
+    ops; ``"native"`` requires them (an error says why they cannot run); ``"torch"`` never uses them.
     """
 
-    def __init__(self, model: Any, *, lm_head: Any = None, fuse: bool = True, int8_head: bool = False) -> None:
+    def __init__(self, model: Any, *, lm_head: Any = None, fuse: bool = True, int8_head: bool = False,
+                 kernels: str = "auto") -> None:
         import torch
 
         if supports(model):
@@ -127,6 +137,7 @@ class FastLfm2:
         self._head = self._make_int8_head() if int8_head else None
         self.int8_head = int8_head
         self._torch = torch
+        self.native, self._native_head = self._make_native(kernels)
 
     # -- weights -------------------------------------------------------------------------------
     @staticmethod
@@ -199,6 +210,37 @@ class FastLfm2:
         packed = torch.ops.quantized.linear_prepack(qweight, None)
         del weight
         return lambda x: torch.ops.quantized.linear_dynamic(x.float(), packed, True)
+
+    def _make_native(self, kernels: str) -> tuple[Any, Any]:
+        """(the native step, the native LM head) when ``kernels`` allows and the kernels run here, else Nones."""
+        from mm.kernels import KernelUnavailableError, available, unavailable_reason
+        from mm.kernels.lfm2 import NativeLfm2, Unsupported, native_weight
+
+        if kernels not in KERNEL_CHOICES:
+            raise InvalidInputError(f"kernels={kernels!r} is not supported; valid: {', '.join(KERNEL_CHOICES)}")
+        if kernels == "torch":
+            return None, None
+        if not available():
+            if kernels == "native":
+                raise KernelUnavailableError(f"kernels='native': {unavailable_reason()}")
+            return None, None
+        try:
+            step = NativeLfm2(self)
+            head = None
+            if self.lm_head is not None:
+                head = native_weight([self.lm_head]) if not self.int8_head else self._native_int8_head()
+        except Unsupported as exc:
+            if kernels == "native":
+                raise InvalidInputError(f"kernels='native' cannot run this model: {exc}") from exc
+            log.info("native decode kernels skipped: %s", exc)
+            return None, None
+        return step, head
+
+    def _native_int8_head(self) -> Any:
+        from mm.int8_linear import quantize_rows
+        from mm.kernels.weights import NativeWeight
+
+        return NativeWeight.q8(*quantize_rows(self.lm_head.weight))
 
     # -- prefill -------------------------------------------------------------------------------
     def prefill(self, input_ids: Any = None, *, inputs_embeds: Any = None, attention_mask: Any = None,
@@ -276,9 +318,17 @@ class FastLfm2:
         pos = state.length
         freqs = state.positions.view(-1, 1, 1).float() * self._inv_freq  # [B, 1, D/2], as transformers computes
         emb = torch.cat((freqs, freqs), dim=-1)
-        cos = (emb.cos() * self._rope_scale).to(x.dtype).unsqueeze(1)
-        sin = (emb.sin() * self._rope_scale).to(x.dtype).unsqueeze(1)
+        cos, sin = emb.cos() * self._rope_scale, emb.sin() * self._rope_scale
         batch = x.shape[0]
+        if self.native is not None and batch == 1 and state.kv_mask is None:
+            if state.native is None:
+                state.native = self.native.bind(state)
+            hidden = self.native.step(state.native, x.reshape(-1), pos, cos.reshape(-1), sin.reshape(-1))
+            state.length += 1
+            state.positions += 1
+            state.hidden = hidden.view(1, -1).to(self.dtype)
+            return state.hidden
+        cos, sin = cos.to(x.dtype).unsqueeze(1), sin.to(x.dtype).unsqueeze(1)
         mask = state.kv_mask[..., : pos + 1] if state.kv_mask is not None else None
         for plan in self._plan:
             residual = x
@@ -351,6 +401,8 @@ class FastLfm2:
                 return self.logits(hidden, decode=decode)
         if self.lm_head is None:
             raise InvalidInputError("this FastLfm2 has no LM head; compute logits with the model's own head")
+        if decode and self._native_head is not None and hidden.shape[0] <= 16:
+            return self._native_head(hidden).to(hidden.dtype)  # rounded like torch's head in bfloat16
         if decode and self._head is not None:
             return self._head(hidden)
         return self.lm_head(hidden)

@@ -1,11 +1,12 @@
-"""Group-wise 4-bit weight-only quantization of linear layers (``quantize="int4"``) on torch's packed CPU kernels.
+"""Group-wise 4-bit weight-only quantization of linear layers (``quantize="int4"``) on mm's native kernels.
 
 Each ``nn.Linear`` weight ``[out, in]`` is cut into groups of ``group_size`` consecutive input columns; a group
-stores 4-bit codes ``q`` in 0..15 with one scale and one offset (min/max round-to-nearest, asymmetric like
-llama.cpp's q4_1), and the layer computes ``x @ ((q - 8) * scale + zero).T`` with
-``torch._weight_int4pack_mm_for_cpu`` over weights packed once by ``torch._convert_weight_to_int4pack_for_cpu``.
-Activations stay in the model's dtype (bfloat16 or float32).  At ``group_size=32`` a weight costs 4 bits plus
-2 x 16 bits per 32 (5 bits in bf16), against 16 for bf16.
+stores 4-bit codes ``q`` in 0..15 with an fp16 scale and minimum (min/max round-to-nearest, asymmetric like
+llama.cpp's q4_1): ``w ~ q * scale + min`` (:func:`mm.kernels.weights.pack_q4`). At ``group_size=32`` a weight
+costs 4 bits plus 2 x 16 bits per 32 (5 bits), against 16 for bf16. A few rows at a time (decode steps) run on
+the native int4 kernel (:mod:`mm.kernels`, int8 activations per block of 32, integer products); longer inputs
+(prefill) multiply the dequantized weight in the activation dtype with ``F.linear``, as does every call where the
+native kernels cannot be built.
 
 >>> import torch
 >>> layer = torch.nn.Linear(64, 48, bias=False)
@@ -19,80 +20,94 @@ Activations stay in the model's dtype (bfloat16 or float32).  At ``group_size=32
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 
 import torch
 
+from mm import kernels
 from mm.errors import InvalidInputError
+from mm.kernels.weights import NativeWeight, dequantize_q4, pack_q4
 
 log = logging.getLogger(__name__)
 
-#: input columns per (scale, offset) pair; llama.cpp's q4_0/q4_1 use 32 as well
+#: input columns per (scale, min) pair; llama.cpp's q4_0/q4_1 use 32 as well
 DEFAULT_GROUP_SIZE = 32
 GROUP_SIZES = (32, 64, 128, 256)
+#: inputs of at most this many rows run on the native matrix-vector kernel (weights read once for all rows)
+NATIVE_MAX_ROWS = 16
 
 
-def quantize_groups(weight: torch.Tensor, group_size: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """``(codes [out, in] int32 in 0..15, scale [out, in/g], zero [out, in/g])`` with ``w ~ (q - 8) * scale + zero``.
+def check_group_size(group_size: int, in_features: int) -> None:
+    """Refuse a group size mm does not implement or that does not divide ``in_features``.
 
-    >>> w = (torch.arange(32) % 16 * 0.5 - 1).reshape(1, 32)  # 16 levels, 0.5 apart
-    >>> q, s, z = quantize_groups(w, 32)
-    >>> q[0, :4].tolist(), s.tolist(), bool(torch.equal((q - 8) * s + z, w))
-    ([0, 1, 2, 3], [[0.5]], True)
+    >>> check_group_size(48, 96)
+    Traceback (most recent call last):
+    ...
+    mm.errors.InvalidInputError: int4 group_size=48 must be one of (32, 64, 128, 256) and divide the input size 96
     """
-    out_f, in_f = weight.shape
-    if group_size not in GROUP_SIZES or in_f % group_size:
+    if group_size not in GROUP_SIZES or in_features % group_size:
         raise InvalidInputError(f"int4 group_size={group_size} must be one of {GROUP_SIZES} and divide the "
-                                f"input size {in_f}")
-    groups = weight.detach().float().reshape(out_f, in_f // group_size, group_size)
-    low, high = groups.amin(-1, keepdim=True), groups.amax(-1, keepdim=True)
-    scale = ((high - low) / 15).clamp(min=1e-8)
-    codes = torch.clamp(torch.round((groups - low) / scale), 0, 15).to(torch.int32).reshape(out_f, in_f)
-    zero = low + 8 * scale  # the kernel subtracts 8 from every code
-    return codes, scale.squeeze(-1), zero.squeeze(-1)
+                                f"input size {in_features}")
 
 
 class Int4Linear(torch.nn.Module):
     """A bias-optional linear layer over group-wise 4-bit weights (build with :meth:`from_linear`)."""
 
-    def __init__(self, packed: torch.Tensor, scales_and_zeros: torch.Tensor, bias: torch.Tensor | None,
-                 in_features: int, out_features: int, group_size: int) -> None:
+    def __init__(self, codes: torch.Tensor, scale_min: torch.Tensor, bias: torch.Tensor | None,
+                 in_features: int, out_features: int, group_size: int, dtype: torch.dtype) -> None:
         super().__init__()
-        self.register_buffer("packed", packed)
-        self.register_buffer("scales_and_zeros", scales_and_zeros)  # [in/g, out, 2] in the activation dtype
+        self.register_buffer("codes", codes)          # uint8 [out, in / 2], two codes per byte
+        self.register_buffer("scale_min", scale_min)  # fp16 [out, in / group, 2]
         self.bias = bias
-        self.in_features, self.out_features, self.group_size = in_features, out_features, group_size
+        self.in_features, self.out_features, self.group_size, self.dtype = in_features, out_features, group_size, dtype
+        self._native: NativeWeight | None = None
 
     @classmethod
     def from_linear(cls, linear: torch.nn.Linear, group_size: int = DEFAULT_GROUP_SIZE) -> Int4Linear:
         """Quantize ``linear``'s weight; activations will run in the weight's current dtype."""
-        dtype = linear.weight.dtype
-        codes, scale, zero = quantize_groups(linear.weight, group_size)
-        packed = torch._convert_weight_to_int4pack_for_cpu(codes, 1)
-        scales_and_zeros = torch.stack([scale, zero], dim=-1).transpose(0, 1).contiguous().to(dtype)
+        check_group_size(group_size, linear.in_features)
+        codes, scale_min = pack_q4(linear.weight, group_size)
         bias = None if linear.bias is None else linear.bias.detach().clone()
-        return cls(packed, scales_and_zeros, bias, linear.in_features, linear.out_features, group_size)
+        return cls(codes, scale_min, bias, linear.in_features, linear.out_features, group_size, linear.weight.dtype)
 
-    @property
-    def dtype(self) -> torch.dtype:
-        return self.scales_and_zeros.dtype
+    @staticmethod
+    def fuse_native(modules: Sequence[Int4Linear]) -> NativeWeight:
+        """One native weight over ``modules`` (same input) stacked by rows; the modules then view into it."""
+        if len(modules) == 1:
+            return modules[0].native()
+        codes = torch.cat([m.codes for m in modules])
+        scale_min = torch.cat([m.scale_min for m in modules])
+        biases = [m.bias for m in modules]
+        bias = None if all(b is None for b in biases) else torch.cat(
+            [b.float() if b is not None else torch.zeros(m.out_features) for b, m in zip(biases, modules,
+                                                                                      strict=True)])
+        start = 0
+        for m in modules:  # same memory as before: each module keeps a view of its rows
+            m.codes, m.scale_min = codes[start:start + m.out_features], scale_min[start:start + m.out_features]
+            m._native = None
+            start += m.out_features
+        return NativeWeight.q4(codes, scale_min, group_size=modules[0].group_size, bias=bias)
+
+    def native(self) -> NativeWeight:
+        """This layer on the native int4 kernel (built once)."""
+        if self._native is None:
+            self._native = NativeWeight.q4(self.codes, self.scale_min, group_size=self.group_size, bias=self.bias)
+        return self._native
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        lead = x.shape[:-1]
-        flat = x.reshape(-1, self.in_features)
-        if flat.dtype != self.dtype:
-            flat = flat.to(self.dtype)
-        out = torch._weight_int4pack_mm_for_cpu(flat, self.packed, self.group_size, self.scales_and_zeros)
-        if self.bias is not None:
-            out = out + self.bias
-        return out.reshape(*lead, self.out_features)
+        rows = x.numel() // self.in_features
+        if rows <= NATIVE_MAX_ROWS and kernels.available():
+            return self.native()(x).to(x.dtype)
+        weight = dequantize_q4(self.codes, self.scale_min, group_size=self.group_size, dtype=x.dtype)
+        return torch.nn.functional.linear(x, weight, None if self.bias is None else self.bias.to(x.dtype))
 
     def extra_repr(self) -> str:
         return (f"in_features={self.in_features}, out_features={self.out_features}, group_size={self.group_size}, "
                 f"dtype={self.dtype}")
 
     def nbytes(self) -> int:
-        """Bytes a forward pass reads (packed codes + scales and offsets)."""
-        return self.packed.nbytes + self.scales_and_zeros.nbytes
+        """Bytes a forward pass reads (packed codes + scales and minimums)."""
+        return self.codes.nbytes + self.scale_min.nbytes
 
 
 def quantize_int4(model: torch.nn.Module, group_size: int = DEFAULT_GROUP_SIZE) -> torch.nn.Module:
@@ -101,6 +116,8 @@ def quantize_int4(model: torch.nn.Module, group_size: int = DEFAULT_GROUP_SIZE) 
     Layers it cannot group stay as they are and are logged; a model with no such layer is an error.
     Returns ``model``.
     """
+    if group_size not in GROUP_SIZES:
+        raise InvalidInputError(f"int4 group_size={group_size} must be one of {GROUP_SIZES}")
     targets = [(name, module) for name, module in model.named_modules() if type(module) is torch.nn.Linear]
     done = skipped = 0
     for name, module in targets:

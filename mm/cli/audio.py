@@ -13,7 +13,8 @@ DEFAULT_MODEL = "LiquidAI/LFM2-Audio-1.5B"
 
 ModelOpt = Annotated[str, typer.Option("--model", "-m", help="Checkpoint directory or hub id")]
 DtypeOpt = Annotated[str, typer.Option(help="auto, float32 or bfloat16")]
-QuantOpt = Annotated[str | None, typer.Option(help="int8: dynamic int8 linear layers")]
+QuantOpt = Annotated[str | None, typer.Option(
+    help="int8: dynamic int8 linear layers (float32); int4: 4-bit backbone on the native kernel, int8 elsewhere")]
 TempOpt = Annotated[float, typer.Option(min=0.0, help="sampling temperature for text; 0 = greedy")]
 AudioTempOpt = Annotated[float, typer.Option(min=0.0, help="sampling temperature for audio; 0 = greedy")]
 

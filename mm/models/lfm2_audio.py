@@ -30,7 +30,7 @@ from torch import nn
 
 from mm.encoders.audio_in import AudioAdapter, build_conformer, conformer_key, encode_mel
 from mm.encoders.audio_out import AUDIO_VOCAB, AudioHead
-from mm.errors import CheckpointError
+from mm.errors import CheckpointError, InvalidInputError
 from mm.runtime import restores_global_rng
 
 log = logging.getLogger(__name__)
@@ -145,19 +145,20 @@ class LFM2AudioModel(nn.Module):
                                     tie=config.depth_tie)
         #: an int8 copy of the tied text head, set by :func:`quantize_linears`
         self.text_head: nn.Module | None = None
-        self._fast: Any = None
+        self._fast: dict[str, Any] = {}  # FastLfm2 per kernels choice
 
     @property
     def on_cpu(self) -> bool:
         return self.lfm.embed_tokens.weight.device.type == "cpu"
 
-    def fast_backbone(self) -> Any:
-        """:class:`mm.fast_decode.FastLfm2` over the backbone (built once, after any dtype change/quantization)."""
-        if self._fast is None:
+    def fast_backbone(self, kernels: str = "auto") -> Any:
+        """:class:`mm.fast_decode.FastLfm2` over the backbone (built once per ``kernels`` choice, after any dtype
+        change/quantization): ``auto``/``native`` on mm's native kernels where they run, ``torch`` on torch's ops."""
+        if kernels not in self._fast:
             from mm.fast_decode import FastLfm2
 
-            self._fast = FastLfm2(self.lfm)
-        return self._fast
+            self._fast[kernels] = FastLfm2(self.lfm, kernels=kernels)
+        return self._fast[kernels]
 
     @property
     def hidden_size(self) -> int:
@@ -394,7 +395,8 @@ class LFM2Audio:
         """Resolve ``model`` (directory, HF-cache id or hub id) and load it once per (path, dtype, quantize).
 
         The sequence of :func:`mm.models.loading.load_model`; ``quantize="int8"``: every linear layer
-        and the tied text head (:func:`quantize_linears`). ``dtype="auto"`` picks float32 or bfloat16 by a short
+        and the tied text head (:func:`quantize_linears`); ``quantize="int4"``: the LFM2 backbone's linears
+        group-wise 4-bit (:func:`quantize_backbone_int4`: half the bytes per decode step), the rest int8. ``dtype="auto"`` picks float32 or bfloat16 by a short
         measurement on this CPU (:func:`mm.encoders.audio_dtype.fastest_dtype`).
         """
         from mm.models.loading import load_model
@@ -403,7 +405,11 @@ class LFM2Audio:
             from mm.encoders.audio_dtype import fastest_dtype
 
             dtype = torch.float32 if quantize else fastest_dtype()
-        return load_model("lfm2-audio", model, load=cls._load_uncached, quantizers={"int8": cls._quantized},
+        if quantize == "int4" and str(dtype).removeprefix("torch.") != "float32":
+            raise InvalidInputError(f"quantize='int4' for LFM2-Audio needs dtype='float32' (its 4-bit backbone "
+                                    f"runs float32 activations and the other layers int8), got dtype={dtype!r}")
+        return load_model("lfm2-audio", model, load=cls._load_uncached,
+                          quantizers={"int8": cls._quantized, "int4": cls._quantized_int4},
                           device=device, dtype=dtype, quantize=quantize, required=(CONFIG_FILE, WEIGHTS_FILE),
                           cpu_only=True)
 
@@ -426,6 +432,12 @@ class LFM2Audio:
         bundle.quantize = "int8"
         return bundle
 
+    @staticmethod
+    def _quantized_int4(bundle: LFM2Audio) -> LFM2Audio:
+        bundle.model = quantize_backbone_int4(bundle.model)
+        bundle.quantize = "int4"
+        return bundle
+
     @property
     def codec(self):
         """The Mimi codec (``tokenizer-e351c8d8-checkpoint125.safetensors`` + optional ``mimi_config.json``)."""
@@ -434,8 +446,9 @@ class LFM2Audio:
 
             with self._codec_lock:
                 if self._codec is None:
+                    quantize = "int8" if self.quantize else None  # int4 is the backbone's; Mimi runs int8
                     self._codec = load_mimi(self.path, dtype=torch.float32,
-                                            num_codebooks=self.model.config.codebooks, quantize=self.quantize)
+                                            num_codebooks=self.model.config.codebooks, quantize=quantize)
         return self._codec
 
     def new_history(self):
@@ -456,7 +469,7 @@ def quantize_linears(model: LFM2AudioModel) -> LFM2AudioModel:
 
     if model.dtype != torch.float32:
         raise CheckpointError("int8 quantization needs a float32 model")
-    model._fast = None  # its plan holds the float linears
+    model._fast = {}  # their plans hold the float linears
     head = nn.Linear(model.hidden_size, model.lfm.config.vocab_size, bias=False)
     head.weight = model.lfm.embed_tokens.weight
     with warnings.catch_warnings():
@@ -467,9 +480,22 @@ def quantize_linears(model: LFM2AudioModel) -> LFM2AudioModel:
     return model
 
 
+def quantize_backbone_int4(model: LFM2AudioModel) -> LFM2AudioModel:
+    """``quantize="int4"``, in place: the LFM2 backbone's linears as group-wise 4-bit :class:`mm.quant.Int4Linear`
+    (float32 activations; decode steps on mm's native int4 kernel), then :func:`quantize_linears` for the rest
+    (encoder, adapter, depth transformer and text head int8; the 4-bit layers are left alone)."""
+    from mm.quant import quantize_int4
+
+    if model.dtype != torch.float32:
+        raise CheckpointError("int4 quantization of LFM2-Audio needs a float32 model")
+    model._fast = {}
+    quantize_int4(model.lfm)
+    return quantize_linears(model)
+
+
 def convert_dtype(model: LFM2AudioModel, dtype: torch.dtype) -> LFM2AudioModel:
     """Cast the weights to ``dtype`` in place, keeping the RoPE/position tables in float32."""
-    model._fast = None
+    model._fast = {}
     model.to(dtype)
     _fp32_depthwise(model)
     _reset_nonpersistent(model)

@@ -7,7 +7,7 @@ mm.errors.InvalidInputError: quantize='int4' is not supported here; valid: 'int8
 >>> check_engine("turbo")
 Traceback (most recent call last):
 ...
-mm.errors.InvalidInputError: engine='turbo' is not supported; valid: 'auto', 'fast', 'transformers'
+mm.errors.InvalidInputError: engine='turbo' is not supported; valid: 'auto', 'native', 'fast', 'transformers'
 """
 
 from __future__ import annotations
@@ -26,8 +26,9 @@ T = TypeVar("T")
 
 #: every quantization mm implements somewhere; each loader passes the subset it implements
 QUANTIZE_CHOICES = ("int8", "int4")
-#: ``auto``: mm's fast decode loop (mm.fast_decode) when the model and settings allow it, else transformers
-ENGINE_CHOICES = ("auto", "fast", "transformers")
+#: ``native``: mm's decode loop on its native kernels (mm.kernels); ``fast``: the same loop on torch's ops (the
+#: same tokens as transformers, bit for bit); ``auto``: native when the kernels run here, else fast, else transformers
+ENGINE_CHOICES = ("auto", "native", "fast", "transformers")
 
 
 def check_quantize(quantize: str | None, dtype: Any, choices: Sequence[str] = ("int8",)) -> str | None:
@@ -48,7 +49,7 @@ def check_quantize(quantize: str | None, dtype: Any, choices: Sequence[str] = ("
 
 
 def check_engine(engine: str) -> str:
-    """Validate an ``engine`` name (``auto``, ``fast`` or ``transformers``)."""
+    """Validate an ``engine`` name (``auto``, ``native``, ``fast`` or ``transformers``)."""
     if engine not in ENGINE_CHOICES:
         raise InvalidInputError(f"engine={engine!r} is not supported; valid: {choices_text(ENGINE_CHOICES)}")
     return engine

@@ -132,8 +132,9 @@ def generate_rows(backbone: Any, inputs: dict[str, Any], rows: list[Row], sampli
         return torch.tensor([row.finished for row in rows], dtype=torch.bool)
 
     with backbone._lock, torch.inference_mode():
-        if backbone.resolve_engine(settings) == "fast":
-            _fast(backbone, inputs, settings, on_tokens, done)  # a seed seeds the call's own torch.Generator
+        engine = backbone.resolve_engine(settings)
+        if engine != "transformers":
+            _fast(backbone, inputs, settings, on_tokens, done, engine)  # a seed seeds the call's own torch.Generator
         else:
             with torch.random.fork_rng(devices=[]):  # transformers samples from the global RNG: restored after
                 if sampling.seed is not None:
@@ -146,9 +147,10 @@ def generate_rows(backbone: Any, inputs: dict[str, Any], rows: list[Row], sampli
             row._finish("length")
 
 
-def _fast(backbone: Any, inputs: dict, settings: GenerationSettings, on_tokens: Any, done: Any) -> None:
+def _fast(backbone: Any, inputs: dict, settings: GenerationSettings, on_tokens: Any, done: Any,
+          engine: str) -> None:
     kwargs = settings.generate_kwargs()
-    backbone.fast().generate(
+    backbone.fast(engine).generate(
         inputs["input_ids"], inputs.get("attention_mask"), max_new_tokens=settings.max_new_tokens,
         do_sample=settings.do_sample, temperature=kwargs.get("temperature", 1.0), top_k=kwargs.get("top_k", 0),
         top_p=kwargs.get("top_p", 1.0), repetition_penalty=backbone.model.generation_config.repetition_penalty,

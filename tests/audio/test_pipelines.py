@@ -280,3 +280,19 @@ def test_engine_option(fixture_checkpoint, goldens, input_wav):
     assert result.audio_codes.tolist() == goldens["inter.mimi_codes"].T.tolist()
     with pytest.raises(InvalidInputError, match="engine"):
         mm.pipeline("asr", model=fixture_checkpoint, dtype="float32", engine="warp")
+
+
+def test_int4_backbone_runs_native(fixture_checkpoint, input_wav):
+    """quantize="int4": the LFM2 backbone 4-bit (native kernel on decode steps), everything else int8."""
+    from mm.kernels import available
+    from mm.quant import Int4Linear
+
+    pipe = mm.pipeline("s2s", model=fixture_checkpoint, dtype="float32", quantize="int4")
+    model = pipe.bundle.model
+    assert any(isinstance(m, Int4Linear) for m in model.lfm.modules())
+    assert not any(isinstance(m, Int4Linear) for m in model.audio_head.modules())  # the depth loop stays int8
+    result = pipe(str(input_wav), max_new_tokens=20)
+    assert result.audio_codes.shape[1] == 8 and len(result.audio) == 1920 * len(result.audio_codes)
+    assert (model.fast_backbone().native is not None) == available()
+    with pytest.raises(InvalidInputError, match="int4"):
+        mm.pipeline("s2s", model=fixture_checkpoint, dtype="bfloat16", quantize="int4")

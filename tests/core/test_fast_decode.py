@@ -113,7 +113,10 @@ def test_engine_choice_is_validated(backbone):
     inputs = backbone.encode_chat(PROMPTS[:1])
     with pytest.raises(InvalidInputError, match="engine"):
         backbone.generate(inputs, GenerationSettings(max_new_tokens=2), engine="llama")
-    assert backbone.resolve_engine(GenerationSettings()) == "fast"
+    from mm.kernels import available
+
+    assert backbone.resolve_engine(GenerationSettings()) == ("native" if available() else "fast")
+    assert backbone.resolve_engine(GenerationSettings(), "fast") == "fast"
 
 
 def test_unsupported_generation_config_falls_back(backbone):

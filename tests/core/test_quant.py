@@ -8,14 +8,12 @@ torch = pytest.importorskip("torch")
 
 from mm.backbone import Backbone, GenerationSettings, check_quantize  # noqa: E402
 from mm.errors import InvalidInputError  # noqa: E402
-from mm.quant import Int4Linear, quantize_groups, quantize_int4  # noqa: E402
+from mm.kernels.weights import dequantize_q4, pack_q4  # noqa: E402
+from mm.quant import Int4Linear, check_group_size, quantize_int4  # noqa: E402
 
 
 def _dequantized(linear: torch.nn.Linear, group_size: int) -> torch.Tensor:
-    q, scale, zero = quantize_groups(linear.weight, group_size)
-    out_f, in_f = linear.weight.shape
-    groups = (q.reshape(out_f, -1, group_size) - 8) * scale[..., None] + zero[..., None]
-    return groups.reshape(out_f, in_f)
+    return dequantize_q4(*pack_q4(linear.weight, group_size), group_size=group_size)
 
 
 @pytest.mark.parametrize("shape,group_size,bias", [((96, 64), 32, False), ((48, 256), 64, True),
@@ -24,12 +22,16 @@ def test_int4_linear_equals_its_dequantized_weight(shape, group_size, bias):
     torch.manual_seed(0)
     linear = torch.nn.Linear(shape[1], shape[0], bias=bias)
     q = Int4Linear.from_linear(linear, group_size)
-    x = torch.randn(3, 5, shape[1])
+    x = torch.randn(3, 7, shape[1])  # 21 rows: the dequantized float path (prefill)
     ref = torch.nn.functional.linear(x, _dequantized(linear, group_size), linear.bias)
     torch.testing.assert_close(q(x), ref, rtol=1e-4, atol=1e-4)
-    # the 4-bit grid is close to the original weight: error well below one step of the grid
+    # a few rows (decode) run on the native kernel with int8 activations per block of 32: close, not equal
+    small = x[0, :2]
+    err_small = (q(small) - torch.nn.functional.linear(small, _dequantized(linear, group_size), linear.bias)).abs()
+    assert float(err_small.max()) < 0.02 * float(ref.abs().max())
+    # the 4-bit grid is close to the original weight: error well below one step of the grid (+ fp16 rounding)
     err = (_dequantized(linear, group_size) - linear.weight).abs().max()
-    assert err <= 0.5 * (linear.weight.max() - linear.weight.min()) / 15 + 1e-6
+    assert err <= 0.51 * (linear.weight.max() - linear.weight.min()) / 15 + 1e-4
     assert q.nbytes() < linear.weight.nbytes / 4  # 4 bits + scale/offset per group vs 32
 
 
@@ -46,9 +48,11 @@ def test_int4_linear_bf16_activations():
 
 def test_bad_group_size_and_nothing_to_quantize():
     with pytest.raises(InvalidInputError, match="group_size=48"):
-        quantize_groups(torch.zeros(4, 96), 48)
+        check_group_size(48, 96)
     with pytest.raises(InvalidInputError, match=r"group_size=64 .* 96"):
-        quantize_groups(torch.zeros(4, 96), 64)
+        check_group_size(64, 96)
+    with pytest.raises(InvalidInputError, match="group_size=48"):
+        quantize_int4(torch.nn.Sequential(torch.nn.Linear(96, 8)), group_size=48)
     with pytest.raises(InvalidInputError, match="no linear layer"):
         quantize_int4(torch.nn.Sequential(torch.nn.Linear(20, 8)))
 

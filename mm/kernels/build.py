@@ -1,0 +1,127 @@
+"""Compile mm's native decode kernels (``lfm2_step.cpp``) for this CPU at first use, and load them.
+
+The source is compiled once per machine with the C++ compiler found on ``PATH`` (``$CXX``, else ``g++``/``c++``)
+and ``-O3 -march=native -fopenmp``, so the kernels use the instruction set of the CPU they run on (AVX2 + FMA,
+AVX-512 where present). The shared library is cached under ``$MM_KERNEL_CACHE`` (default
+``~/.cache/mm/kernels``), keyed by the source, the compiler and the CPU's flags, and written atomically so
+concurrent processes never load a half-written file. Nothing process-wide is changed: the library joins the
+OpenMP runtime torch already loaded (``libgomp``), and each call takes its thread count as an argument.
+
+>>> lib = library()
+>>> lib is None or hasattr(lib, "mm_step")
+True
+>>> available() == (lib is not None)
+True
+"""
+
+from __future__ import annotations
+
+import ctypes
+import functools
+import hashlib
+import logging
+import os
+import platform
+import shutil
+import subprocess
+import tempfile
+from pathlib import Path
+
+from mm.errors import MMError
+
+log = logging.getLogger(__name__)
+
+SOURCE = Path(__file__).with_name("lfm2_step.cpp")
+FLAGS = ("-O3", "-march=native", "-fopenmp", "-shared", "-fPIC", "-std=c++17")
+COMPILE_TIMEOUT_S = 300
+
+
+class KernelUnavailableError(MMError):
+    """The native kernels could not be built or loaded here (no C++ compiler, or the build failed)."""
+
+
+def cache_dir() -> Path:
+    """Where compiled kernels are kept: ``$MM_KERNEL_CACHE``, else ``$XDG_CACHE_HOME/mm/kernels`` or ``~/.cache``."""
+    if os.environ.get("MM_KERNEL_CACHE"):
+        return Path(os.environ["MM_KERNEL_CACHE"])
+    root = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
+    return Path(root) / "mm" / "kernels"
+
+
+def _compiler() -> str | None:
+    for name in (os.environ.get("CXX"), "g++", "c++"):
+        if name and shutil.which(name):
+            return shutil.which(name)
+    return None
+
+
+def _cpu_flags() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith(("flags", "Features")):
+                return line
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def _build(cxx: str) -> Path:
+    version = subprocess.run([cxx, "--version"], capture_output=True, text=True, timeout=30).stdout
+    key = hashlib.sha256("\n".join([SOURCE.read_text(), version, " ".join(FLAGS), _cpu_flags()]).encode())
+    target = cache_dir() / f"lfm2_step-{key.hexdigest()[:16]}.so"
+    if target.exists():
+        return target
+    target.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.NamedTemporaryFile(dir=target.parent, suffix=".so.tmp", delete=False) as tmp:
+        partial = Path(tmp.name)
+    try:
+        done = subprocess.run([cxx, *FLAGS, str(SOURCE), "-o", str(partial)], capture_output=True, text=True,
+                              timeout=COMPILE_TIMEOUT_S)
+        if done.returncode != 0:
+            raise KernelUnavailableError(f"compiling {SOURCE.name} with {cxx} failed: {done.stderr.strip()[-800:]}")
+        os.replace(partial, target)
+    finally:
+        partial.unlink(missing_ok=True)
+    log.info("compiled mm's native kernels into %s", target)
+    return target
+
+
+@functools.lru_cache(maxsize=1)
+def _load() -> tuple[ctypes.CDLL | None, str]:
+    cxx = _compiler()
+    if cxx is None:
+        return None, "no C++ compiler on PATH (install g++, or set CXX)"
+    try:
+        lib = ctypes.CDLL(str(_build(cxx)))
+    except (KernelUnavailableError, OSError, subprocess.SubprocessError) as exc:
+        return None, str(exc)
+    lib.mm_scratch_floats.restype = ctypes.c_long
+    for name in ("mm_gemv", "mm_step"):
+        getattr(lib, name).restype = None
+    return lib, ""
+
+
+def library() -> ctypes.CDLL | None:
+    """The loaded kernels, or None when they cannot be built here (see :func:`unavailable_reason`)."""
+    lib, reason = _load()
+    if lib is None:
+        log.info("mm's native kernels are unavailable: %s", reason)
+    return lib
+
+
+def available() -> bool:
+    """True when the native kernels are built (or can be) and loaded."""
+    return _load()[0] is not None
+
+
+def unavailable_reason() -> str:
+    """Why :func:`library` returned None ('' when the kernels are available)."""
+    return _load()[1]
+
+
+def require() -> ctypes.CDLL:
+    """The loaded kernels; :class:`KernelUnavailableError` with the reason when they cannot be built."""
+    lib, reason = _load()
+    if lib is None:
+        raise KernelUnavailableError(f"mm's native kernels are unavailable: {reason}")
+    return lib

@@ -1,0 +1,178 @@
+"""One LFM2 decode step (batch 1, every layer) on the native kernels, over a :class:`mm.fast_decode.FastLfm2`'s weights.
+
+:class:`NativeLfm2` reads the backbone's weights in place where their format allows (float32 and bfloat16
+matrices, the fused q|k|v, in_proj and w1|w3 tensors of ``FastLfm2(fuse=True)``, :class:`mm.quant.Int4Linear`
+codes) and packs int8 copies of fbgemm's dynamic-int8 linears (``quantize="int8"``, whose packed form the
+kernels cannot read). Norm and convolution weights are copied to float32 (a few KB per layer). A step then is one
+C call: the layers run inside one OpenMP parallel region (see ``lfm2_step.cpp``), the residual stream in float32.
+
+>>> import tempfile, torch, mm.testing
+>>> from transformers import AutoModelForCausalLM
+>>> from mm.fast_decode import FastLfm2
+>>> from mm.kernels import available
+>>> model = AutoModelForCausalLM.from_pretrained(mm.testing.make_tiny_lfm2(tempfile.mkdtemp())).eval()
+>>> fast, ref = FastLfm2(model), FastLfm2(model, kernels="torch")
+>>> ids = torch.tensor([[1, 6, 20, 30]])
+>>> a, b = fast.prefill(ids, max_new_tokens=4), ref.prefill(ids, max_new_tokens=4)
+>>> (fast.native is not None) == available()
+True
+>>> bool(torch.allclose(fast.step(a, torch.tensor([40])), ref.step(b, torch.tensor([40])), atol=1e-4))
+True
+"""
+
+from __future__ import annotations
+
+import ctypes
+import itertools
+from typing import Any
+
+import torch
+
+from mm.int8_linear import int8_parts, is_dynamic_int8, stack_int8
+from mm.kernels.build import require
+from mm.kernels.weights import QBLOCK, NativeWeight, WeightStruct
+
+
+class LayerStruct(ctypes.Structure):
+    _fields_ = [("attn", ctypes.c_int32), ("op_norm", ctypes.c_void_p), ("ffn_norm", ctypes.c_void_p),
+                ("in_proj", WeightStruct), ("out_proj", WeightStruct), ("qkv", WeightStruct), ("o", WeightStruct),
+                ("w13", WeightStruct), ("w2", WeightStruct), ("conv_w", ctypes.c_void_p), ("conv_b", ctypes.c_void_p),
+                ("q_norm", ctypes.c_void_p), ("k_norm", ctypes.c_void_p)]
+
+
+class ModelStruct(ctypes.Structure):
+    _fields_ = [("hidden", ctypes.c_int32), ("n_layers", ctypes.c_int32), ("ff_dim", ctypes.c_int32),
+                ("n_heads", ctypes.c_int32), ("n_kv", ctypes.c_int32), ("head_dim", ctypes.c_int32),
+                ("conv_L", ctypes.c_int32), ("state_dtype", ctypes.c_int32), ("bf16_acts", ctypes.c_int32),
+                ("eps", ctypes.c_float),
+                ("attn_scale", ctypes.c_float), ("layers", ctypes.POINTER(LayerStruct)),
+                ("final_norm", ctypes.c_void_p)]
+
+
+class StateStruct(ctypes.Structure):
+    _fields_ = [("conv", ctypes.POINTER(ctypes.c_void_p)), ("keys", ctypes.POINTER(ctypes.c_void_p)),
+                ("values", ctypes.POINTER(ctypes.c_void_p)), ("capacity", ctypes.c_int32)]
+
+
+class Unsupported(ValueError):
+    """This model (or one of its layers) cannot run on the native step; FastLfm2 keeps torch's ops."""
+
+
+def native_weight(modules: list[Any]) -> NativeWeight:
+    """One native weight computing the outputs of ``modules`` (same input) concatenated."""
+    from mm.quant import Int4Linear
+
+    if all(type(m) is torch.nn.Linear for m in modules):
+        return _dense(modules)
+    if all(is_dynamic_int8(m) for m in modules):
+        values, scales, bias = int8_parts(modules[0]) if len(modules) == 1 else stack_int8(modules)
+        return NativeWeight.q8(values, scales, bias)
+    if all(isinstance(m, Int4Linear) for m in modules) and len({m.group_size for m in modules}) == 1:
+        return Int4Linear.fuse_native(modules)
+    raise Unsupported(f"no native format for {[type(m).__name__ for m in modules]}")
+
+
+def _dense(linears: list[Any]) -> NativeWeight:
+    weights = [m.weight.detach() for m in linears]
+    biases = [m.bias for m in linears]
+    bias = None if all(b is None for b in biases) else torch.cat(
+        [b.detach().float() if b is not None else torch.zeros(w.shape[0]) for b, w in zip(biases, weights,
+                                                                                        strict=True)])
+    first = weights[0]
+    rows = sum(w.shape[0] for w in weights)
+    if all(w.is_contiguous() and w.dtype == first.dtype for w in weights) and all(
+            b.data_ptr() == a.data_ptr() + a.nbytes for a, b in itertools.pairwise(weights)):
+        # consecutive in memory (FastLfm2's fused tensor): one weight over the same storage, no copy
+        view = first.as_strided((rows, first.shape[1]), (first.shape[1], 1))
+        return NativeWeight.dense(view, bias)
+    return NativeWeight.dense(torch.cat(weights), bias)
+
+
+def _f32(t: torch.Tensor | None) -> torch.Tensor | None:
+    return None if t is None else t.detach().float().contiguous()
+
+
+class NativeLfm2:
+    """The native step of one :class:`mm.fast_decode.FastLfm2` (raises :class:`Unsupported` for other layouts)."""
+
+    def __init__(self, fast: Any) -> None:
+        self.lib = require()
+        cfg = fast.config
+        self.keep: list[Any] = []  # everything the C structs point into
+        self.layers = (LayerStruct * len(fast.layers))()
+        for i, (layer, plan) in enumerate(zip(fast.layers, fast._plan, strict=True)):
+            self._fill(self.layers[i], layer, plan)
+        first_attn = next((p for p in fast._plan if p["attn"]), None)
+        head_dim = first_attn["head_dim"] if first_attn else cfg.hidden_size // cfg.num_attention_heads
+        self.ff_dim = fast._plan[0]["ff_dim"]
+        final = self._keep(_f32(fast.inner.embedding_norm.weight))
+        self.hidden = cfg.hidden_size
+        self.head_dim = head_dim
+        self.model = ModelStruct(cfg.hidden_size, len(fast.layers), self.ff_dim, cfg.num_attention_heads,
+                                 cfg.num_key_value_heads, head_dim, cfg.conv_L_cache, 0,
+                                 int(fast.dtype == torch.bfloat16), float(cfg.norm_eps),
+                                 float(first_attn["scale"] if first_attn else 1.0), self.layers, final.data_ptr())
+
+    def _keep(self, t: torch.Tensor | None) -> torch.Tensor | None:
+        if t is not None:
+            self.keep.append(t)
+        return t
+
+    def _ptr(self, t: Any) -> int | None:
+        t = self._keep(_f32(t))
+        return None if t is None else t.data_ptr()
+
+    def _weight(self, modules: list[Any]) -> WeightStruct:
+        weight = native_weight(modules)
+        self.keep.append(weight)
+        return weight.struct
+
+    def _fill(self, s: LayerStruct, layer: Any, plan: dict[str, Any]) -> None:
+        ff = layer.feed_forward
+        s.attn = int(plan["attn"])
+        s.op_norm, s.ffn_norm = self._ptr(layer.operator_norm.weight), self._ptr(layer.ffn_norm.weight)
+        s.w13 = self._weight([ff.w13] if hasattr(ff, "w13") else [ff.w1, ff.w3])
+        s.w2 = self._weight([ff.w2])
+        if plan["attn"]:
+            at = layer.self_attn
+            s.qkv, s.o = self._weight([at.q_proj, at.k_proj, at.v_proj]), self._weight([at.out_proj])
+            s.q_norm, s.k_norm = self._ptr(at.q_layernorm.weight), self._ptr(at.k_layernorm.weight)
+        else:
+            conv = layer.conv
+            if conv.conv.weight.shape[1] != 1:
+                raise Unsupported("the short convolution must be depthwise")
+            s.in_proj, s.out_proj = self._weight([conv.in_proj]), self._weight([conv.out_proj])
+            s.conv_w = self._ptr(conv.conv.weight[:, 0, :])
+            s.conv_b = self._ptr(conv.conv.bias)
+        if any(w.format >= 2 and w.cols % QBLOCK for w in (s.w13, s.w2)):
+            raise Unsupported("quantized native weights need a multiple of 32 columns")
+
+    # -- per decode state ----------------------------------------------------------------------------
+    def bind(self, state: Any) -> Any:
+        """The C view of a :class:`~mm.fast_decode.DecodeState`'s buffers (+ scratch), built once per state."""
+        n = len(self.layers)
+        tensors = list(state.conv.values()) + list(state.keys.values()) + list(state.values.values())
+        dtypes = {t.dtype for t in tensors}
+        if not dtypes <= {torch.float32, torch.bfloat16} or len(dtypes) > 1 or not all(
+                t.is_contiguous() for t in tensors):
+            raise Unsupported(f"decode state buffers must be contiguous float32 or bfloat16, got {dtypes}")
+        conv = (ctypes.c_void_p * n)(*[state.conv[i].data_ptr() if i in state.conv else None for i in range(n)])
+        keys = (ctypes.c_void_p * n)(*[state.keys[i].data_ptr() if i in state.keys else None for i in range(n)])
+        values = (ctypes.c_void_p * n)(*[state.values[i].data_ptr() if i in state.values else None for i in range(n)])
+        c_state = StateStruct(conv, keys, values, state.capacity)
+        scratch = torch.empty(self.lib.mm_scratch_floats(ctypes.byref(self.model), state.capacity))
+        dtype = 1 if dtypes == {torch.bfloat16} else 0
+        return (c_state, scratch, dtype, (conv, keys, values))
+
+    def step(self, bound: Any, x: torch.Tensor, pos: int, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
+        """Run every layer for one token: ``x`` ``[H]`` float32 embedding -> final-normed hidden ``[H]`` float32."""
+        c_state, scratch, dtype, _ = bound
+        self.model.state_dtype = dtype
+        x = x.float().contiguous().clone()
+        if self.model.bf16_acts:  # torch's bfloat16 path multiplies by bfloat16 cos/sin
+            cos, sin = cos.to(torch.bfloat16), sin.to(torch.bfloat16)
+        cos, sin = cos.float().contiguous(), sin.float().contiguous()
+        self.lib.mm_step(ctypes.byref(self.model), ctypes.byref(c_state), ctypes.c_void_p(x.data_ptr()), pos,
+                         ctypes.c_void_p(cos.data_ptr()), ctypes.c_void_p(sin.data_ptr()),
+                         ctypes.c_void_p(scratch.data_ptr()), torch.get_num_threads())
+        return x

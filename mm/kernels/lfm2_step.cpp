@@ -1,0 +1,519 @@
+// mm native decode kernels: matrix-vector products over bf16 / int8 / int4 weights and one whole LFM2 decode
+// step (all layers, batch 1) inside a single OpenMP parallel region.
+//
+// Why: a decode step is ~100 small matrix-vector products that each stream their weights once from memory.
+// torch runs each as its own operator (dispatch, a fork/join of the thread pool, an output allocation), and the
+// ~400 small element-wise ops between them cost as much again. Here the threads stay inside one parallel region
+// for the whole step: each product splits its rows over the threads, the element-wise work between products runs
+// on one thread, and a barrier (a few hundred nanoseconds while the threads spin) separates the stages.
+//
+// Formats (see mm/kernels/formats.py, which packs them):
+//   F32  float  [rows][cols]
+//   BF16 uint16 [rows][cols]                     (bfloat16 bits; products accumulate in float32)
+//   Q8   int8   [rows][cols] + float scale[rows]  (w = q * scale)
+//   Q4   uint8  [rows][cols/2] + fp16 (scale, min) per group of `group` columns (w = q * scale + min, q in 0..15);
+//        inside every 32 columns byte j holds column j (low nibble) and column j + 16 (high nibble).
+// Q8 and Q4 products quantize the activation to int8 per block of 32 (scale = max|x| / 127), like llama.cpp's
+// q8_0, and multiply in integers; BF16 and F32 products run in float32.
+//
+// Compiled at first use with the machine's own instruction set (-march=native); without AVX2+FMA+F16C the
+// portable loops below run instead.
+
+#include <omp.h>
+
+#include <algorithm>
+#include <cmath>
+#include <cstdint>
+#include <cstring>
+#include <vector>
+
+#if defined(__AVX2__) && defined(__FMA__) && defined(__F16C__)
+#include <immintrin.h>
+#define MM_AVX2 1
+#endif
+
+extern "C" {
+
+enum { FMT_F32 = 0, FMT_BF16 = 1, FMT_Q8 = 2, FMT_Q4 = 3 };
+enum { DT_F32 = 0, DT_BF16 = 1 };
+
+typedef struct {
+    int32_t format, rows, cols, group;
+    const void* data;
+    const void* scale;  // Q8: float[rows]; Q4: uint16 (fp16) [rows][cols / group][2] = (scale, min)
+    const float* bias;  // float[rows] or null
+} mm_weight;
+
+typedef struct {
+    int32_t attn;
+    const float* op_norm;
+    const float* ffn_norm;
+    mm_weight in_proj, out_proj, qkv, o, w13, w2;
+    const float* conv_w;  // [hidden][conv_L]
+    const float* conv_b;  // [hidden] or null
+    const float* q_norm;  // [head_dim]
+    const float* k_norm;
+} mm_layer;
+
+typedef struct {
+    int32_t hidden, n_layers, ff_dim, n_heads, n_kv, head_dim, conv_L, state_dtype;
+    int32_t bf16_acts;  // 1: round activations to bfloat16 where torch's bfloat16 ops do (same tokens as transformers)
+    float eps, attn_scale;
+    const mm_layer* layers;
+    const float* final_norm;
+} mm_model;
+
+typedef struct {
+    void** conv;    // per layer: [hidden][conv_L] in state_dtype (null for attention layers)
+    void** keys;    // per layer: [n_kv][capacity][head_dim] in state_dtype (null for conv layers)
+    void** values;
+    int32_t capacity;
+} mm_state;
+
+}  // extern "C"
+
+namespace {
+
+constexpr int QB = 32;  // activation quantization block
+
+inline float bf16_to_f32(uint16_t v) {
+    uint32_t bits = static_cast<uint32_t>(v) << 16;
+    float f;
+    std::memcpy(&f, &bits, 4);
+    return f;
+}
+
+inline uint16_t f32_to_bf16(float f) {  // round to nearest even, as torch does
+    uint32_t bits;
+    std::memcpy(&bits, &f, 4);
+    if ((bits & 0x7fffffffu) > 0x7f800000u) return static_cast<uint16_t>((bits >> 16) | 0x40);  // NaN stays NaN
+    bits += 0x7fffu + ((bits >> 16) & 1u);
+    return static_cast<uint16_t>(bits >> 16);
+}
+
+inline float f16_to_f32(uint16_t h) {
+#ifdef MM_AVX2
+    return _cvtsh_ss(h);
+#else
+    uint32_t sign = (h & 0x8000u) << 16, exp = (h >> 10) & 0x1f, mant = h & 0x3ffu, bits;
+    if (exp == 0) {
+        if (mant == 0) {
+            bits = sign;
+        } else {  // subnormal
+            exp = 127 - 15 + 1;
+            while (!(mant & 0x400u)) { mant <<= 1; exp--; }
+            bits = sign | (exp << 23) | ((mant & 0x3ffu) << 13);
+        }
+    } else if (exp == 31) {
+        bits = sign | 0x7f800000u | (mant << 13);
+    } else {
+        bits = sign | ((exp + 127 - 15) << 23) | (mant << 13);
+    }
+    float f;
+    std::memcpy(&f, &bits, 4);
+    return f;
+#endif
+}
+
+inline float round_bf16(float v) { return bf16_to_f32(f32_to_bf16(v)); }
+
+inline float load_state(const void* p, int dt, long i) {
+    return dt == DT_BF16 ? bf16_to_f32(static_cast<const uint16_t*>(p)[i]) : static_cast<const float*>(p)[i];
+}
+
+inline void store_state(void* p, int dt, long i, float v) {
+    if (dt == DT_BF16) static_cast<uint16_t*>(p)[i] = f32_to_bf16(v);
+    else static_cast<float*>(p)[i] = v;
+}
+
+#ifdef MM_AVX2
+inline float hsum(__m256 v) {
+    __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+    s = _mm_add_ps(s, _mm_movehl_ps(s, s));
+    s = _mm_add_ss(s, _mm_movehdup_ps(s));
+    return _mm_cvtss_f32(s);
+}
+#endif
+
+// ---- activation quantization (Q8/Q4 products) -------------------------------------------------------------
+
+struct QAct {
+    int8_t* q;   // [cols]
+    float* d;    // [cols / QB] block scales
+    float* sum;  // [cols / QB] sum of the (unquantized) block
+};
+
+void quantize_act(const float* x, int cols, QAct a) {
+    for (int b = 0; b < cols / QB; b++) {
+        const float* xb = x + b * QB;
+        float amax = 0.f, s = 0.f;
+        for (int i = 0; i < QB; i++) { amax = std::max(amax, std::fabs(xb[i])); s += xb[i]; }
+        float d = amax / 127.f, id = d > 0.f ? 1.f / d : 0.f;
+        for (int i = 0; i < QB; i++) a.q[b * QB + i] = static_cast<int8_t>(std::nearbyint(xb[i] * id));
+        a.d[b] = d;
+        a.sum[b] = s;
+    }
+}
+
+// ---- row dot products: one weight row against one activation ----------------------------------------------
+// One row at a time, so each thread reads its rows as one sequential stream (the hardware prefetcher's best case;
+// measured: 4 interleaved 1 KB row streams ran at half the bandwidth). Two accumulators hide the FMA latency.
+
+float dot_f32(const float* w, const float* x, int cols) {
+    int i = 0;
+    float s = 0.f;
+#ifdef MM_AVX2
+    __m256 a0 = _mm256_setzero_ps(), a1 = _mm256_setzero_ps();
+    for (; i + 16 <= cols; i += 16) {
+        a0 = _mm256_fmadd_ps(_mm256_loadu_ps(w + i), _mm256_loadu_ps(x + i), a0);
+        a1 = _mm256_fmadd_ps(_mm256_loadu_ps(w + i + 8), _mm256_loadu_ps(x + i + 8), a1);
+    }
+    s = hsum(_mm256_add_ps(a0, a1));
+#endif
+    for (; i < cols; i++) s += w[i] * x[i];
+    return s;
+}
+
+float dot_bf16(const uint16_t* w, const float* x, int cols) {
+    int i = 0;
+    float s = 0.f;
+#ifdef MM_AVX2
+    __m256 a0 = _mm256_setzero_ps(), a1 = _mm256_setzero_ps();
+    for (; i + 16 <= cols; i += 16) {
+        __m256i raw = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(w + i));
+        __m256 w0 = _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_cvtepu16_epi32(_mm256_castsi256_si128(raw)), 16));
+        __m256 w1 = _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_cvtepu16_epi32(_mm256_extracti128_si256(raw, 1)), 16));
+        a0 = _mm256_fmadd_ps(w0, _mm256_loadu_ps(x + i), a0);
+        a1 = _mm256_fmadd_ps(w1, _mm256_loadu_ps(x + i + 8), a1);
+    }
+    s = hsum(_mm256_add_ps(a0, a1));
+#endif
+    for (; i < cols; i++) s += bf16_to_f32(w[i]) * x[i];
+    return s;
+}
+
+float dot_q8(const int8_t* w, QAct a, int cols) {
+    const int nb = cols / QB;
+#ifdef MM_AVX2
+    const __m256i ones = _mm256_set1_epi16(1);
+    __m256 acc[2] = {_mm256_setzero_ps(), _mm256_setzero_ps()};
+    for (int b = 0; b < nb; b++) {
+        __m256i xv = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(a.q + b * QB));
+        __m256i wv = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(w + b * QB));
+        __m256i p = _mm256_maddubs_epi16(_mm256_sign_epi8(wv, wv), _mm256_sign_epi8(xv, wv));
+        acc[b & 1] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(_mm256_madd_epi16(p, ones)), _mm256_set1_ps(a.d[b]),
+                                     acc[b & 1]);
+    }
+    return hsum(_mm256_add_ps(acc[0], acc[1]));
+#else
+    float s = 0.f;
+    for (int b = 0; b < nb; b++) {
+        int32_t isum = 0;
+        for (int i = 0; i < QB; i++) isum += int32_t(w[b * QB + i]) * a.q[b * QB + i];
+        s += a.d[b] * float(isum);
+    }
+    return s;
+#endif
+}
+
+// sm: this row's (scale, min) fp16 pairs, one per group
+float dot_q4(const uint8_t* w, const uint16_t* sm, int group, QAct a, int cols) {
+    const int per_group = group / QB, groups = cols / group;
+    float zacc = 0.f;
+#ifdef MM_AVX2
+    const __m256i ones = _mm256_set1_epi16(1), low = _mm256_set1_epi8(0x0f);
+    __m256 acc[2] = {_mm256_setzero_ps(), _mm256_setzero_ps()};
+    for (int g = 0; g < groups; g++) {
+        const float scale = f16_to_f32(sm[2 * g]);
+        float gsum = 0.f;
+        for (int k = 0; k < per_group; k++) {
+            const int b = g * per_group + k;
+            gsum += a.sum[b];
+            __m256i xv = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(a.q + b * QB));
+            __m128i c = _mm_loadu_si128(reinterpret_cast<const __m128i*>(w + b * QB / 2));
+            __m256i q = _mm256_and_si256(_mm256_set_m128i(_mm_srli_epi16(c, 4), c), low);
+            __m256i p = _mm256_madd_epi16(_mm256_maddubs_epi16(q, xv), ones);
+            acc[b & 1] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(p), _mm256_set1_ps(a.d[b] * scale), acc[b & 1]);
+        }
+        zacc += f16_to_f32(sm[2 * g + 1]) * gsum;
+    }
+    return hsum(_mm256_add_ps(acc[0], acc[1])) + zacc;
+#else
+    float s = 0.f;
+    for (int g = 0; g < groups; g++) {
+        const float scale = f16_to_f32(sm[2 * g]), mn = f16_to_f32(sm[2 * g + 1]);
+        for (int k = 0; k < per_group; k++) {
+            const int b = g * per_group + k;
+            int32_t isum = 0;
+            for (int i = 0; i < QB / 2; i++) {
+                const uint8_t byte = w[b * QB / 2 + i];
+                isum += int32_t(byte & 0x0f) * a.q[b * QB + i] + int32_t(byte >> 4) * a.q[b * QB + i + QB / 2];
+            }
+            s += a.d[b] * scale * float(isum);
+        }
+        float gsum = 0.f;
+        for (int k = 0; k < per_group; k++) gsum += a.sum[g * per_group + k];
+        zacc += mn * gsum;
+    }
+    return s + zacc;
+#endif
+}
+
+float dot_row(const mm_weight* W, long row, const float* x, QAct a) {
+    const int cols = W->cols;
+    float out;
+    switch (W->format) {
+        case FMT_F32:
+            out = dot_f32(static_cast<const float*>(W->data) + row * cols, x, cols);
+            break;
+        case FMT_BF16:
+            out = dot_bf16(static_cast<const uint16_t*>(W->data) + row * cols, x, cols);
+            break;
+        case FMT_Q8:
+            out = dot_q8(static_cast<const int8_t*>(W->data) + row * cols, a, cols) *
+                  static_cast<const float*>(W->scale)[row];
+            break;
+        default:
+            out = dot_q4(static_cast<const uint8_t*>(W->data) + row * (cols / 2),
+                         static_cast<const uint16_t*>(W->scale) + row * 2 * (cols / W->group), W->group, a, cols);
+    }
+    return W->bias ? out + W->bias[row] : out;
+}
+
+inline bool quantized(const mm_weight* W) { return W->format == FMT_Q8 || W->format == FMT_Q4; }
+
+// rows [begin, end) of y[m] = W x[m] for m < M (x: [M][cols] float; a: quantized copies, one per row of x)
+void gemv_rows(const mm_weight* W, int M, const float* x, const QAct* a, float* y, int begin, int end,
+               bool bf16 = false) {
+    for (long row = begin; row < end; row++)
+        for (int m = 0; m < M; m++) {
+            const float v = dot_row(W, row, x + long(m) * W->cols, a[m]);
+            y[long(m) * W->rows + row] = bf16 ? round_bf16(v) : v;
+        }
+}
+
+// this thread's share of W's rows (multiples of 4, so the 4-row kernel covers nearly all)
+inline void my_rows(int rows, int& begin, int& end) {
+    const int nth = omp_get_num_threads(), tid = omp_get_thread_num();
+    const int blocks = (rows + 3) / 4, per = blocks / nth, extra = blocks % nth;
+    const int b0 = tid * per + std::min(tid, extra), b1 = b0 + per + (tid < extra ? 1 : 0);
+    begin = std::min(rows, b0 * 4);
+    end = std::min(rows, b1 * 4);
+}
+
+// all threads of the current parallel region: y = W x (one activation row), then a barrier
+void gemv_team(const mm_weight* W, const float* x, QAct a, float* y, bool bf16) {
+    int begin, end;
+    my_rows(W->rows, begin, end);
+    gemv_rows(W, 1, x, &a, y, begin, end, bf16);
+#pragma omp barrier
+}
+
+// transformers' Lfm2RMSNorm: w * (x / sqrt(mean(x^2) + eps)), in bfloat16 rounded twice as torch does
+void rmsnorm(const float* x, const float* w, float* out, int n, float eps, bool bf16) {
+    double ss = 0.0;
+    for (int i = 0; i < n; i++) ss += double(x[i]) * x[i];
+    const float inv = 1.f / std::sqrt(float(ss / n) + eps);
+    for (int i = 0; i < n; i++) out[i] = bf16 ? round_bf16(w[i] * round_bf16(x[i] * inv)) : w[i] * (x[i] * inv);
+}
+
+// scratch layout (floats), sized by mm_scratch_floats
+struct Scratch {
+    float *h, *t, *big, *act, *attn, *scores;
+    QAct qa;
+};
+
+Scratch carve(const mm_model* m, int capacity, float* base) {
+    const int H = m->hidden, F = m->ff_dim, qd = m->n_heads * m->head_dim, kvd = m->n_kv * m->head_dim;
+    const int big = std::max(std::max(3 * H, qd + 2 * kvd), 2 * F), widest = std::max(std::max(H, F), qd);
+    Scratch s;
+    s.h = base;
+    s.t = s.h + widest;
+    s.big = s.t + widest;
+    s.act = s.big + big;
+    s.attn = s.act + widest;
+    s.scores = s.attn + qd;
+    float* rest = s.scores + long(m->n_heads) * capacity;
+    s.qa.d = rest;
+    s.qa.sum = rest + widest / QB + 1;
+    s.qa.q = reinterpret_cast<int8_t*>(rest + 2 * (widest / QB + 1));
+    return s;
+}
+
+// q * cos + rotate_half(q) * sin (in bfloat16: cos/sin arrive rounded, and each product and the sum round)
+void rope(float* v, const float* cos, const float* sin, int hd, bool bf16) {
+    const int half = hd / 2;
+    auto r = [bf16](float f) { return bf16 ? round_bf16(f) : f; };
+    for (int i = 0; i < half; i++) {
+        const float a = v[i], b = v[i + half];
+        v[i] = r(r(a * cos[i]) + r(-b * sin[i]));
+        v[i + half] = r(r(b * cos[i + half]) + r(a * sin[i + half]));
+    }
+}
+
+// one attention layer's mixing after its qkv product (s.big holds q | k | v); writes s.attn [n_heads * hd]
+void attention(const mm_model* m, const mm_layer* L, void* keys, void* values, int capacity, int pos,
+               const float* cos, const float* sin, Scratch& s) {
+    const int hd = m->head_dim, nh = m->n_heads, nkv = m->n_kv, dt = m->state_dtype, groups = nh / nkv;
+    float* q = s.big;
+    float* k = q + nh * hd;
+    float* v = k + nkv * hd;
+#pragma omp single
+    {
+        for (int h = 0; h < nh; h++) {
+            rmsnorm(q + h * hd, L->q_norm, q + h * hd, hd, m->eps, m->bf16_acts);
+            rope(q + h * hd, cos, sin, hd, m->bf16_acts);
+        }
+        for (int h = 0; h < nkv; h++) {
+            rmsnorm(k + h * hd, L->k_norm, k + h * hd, hd, m->eps, m->bf16_acts);
+            rope(k + h * hd, cos, sin, hd, m->bf16_acts);
+            for (int i = 0; i < hd; i++) {
+                store_state(keys, dt, (long(h) * capacity + pos) * hd + i, k[h * hd + i]);
+                store_state(values, dt, (long(h) * capacity + pos) * hd + i, v[h * hd + i]);
+            }
+        }
+    }
+    const int nth = omp_get_num_threads(), tid = omp_get_thread_num();
+    for (int h = tid; h < nh; h += nth) {
+        const long base = long(h / groups) * capacity * hd;
+        float* sc = s.scores + long(h) * capacity;
+        const float* qh = q + h * hd;
+        float mx = -INFINITY;
+        for (int t = 0; t <= pos; t++) {
+            float d = 0.f;
+            if (dt == DT_F32) {
+                const float* kt = static_cast<const float*>(keys) + base + long(t) * hd;
+                for (int i = 0; i < hd; i++) d += qh[i] * kt[i];
+            } else {
+                const uint16_t* kt = static_cast<const uint16_t*>(keys) + base + long(t) * hd;
+                for (int i = 0; i < hd; i++) d += qh[i] * bf16_to_f32(kt[i]);
+            }
+            sc[t] = d * m->attn_scale;
+            mx = std::max(mx, sc[t]);
+        }
+        float total = 0.f;
+        for (int t = 0; t <= pos; t++) { sc[t] = std::exp(sc[t] - mx); total += sc[t]; }
+        float* out = s.attn + h * hd;
+        for (int i = 0; i < hd; i++) out[i] = 0.f;
+        for (int t = 0; t <= pos; t++) {
+            const float p = sc[t] / total;
+            for (int i = 0; i < hd; i++) out[i] += p * load_state(values, dt, base + long(t) * hd + i);
+        }
+        if (m->bf16_acts)
+            for (int i = 0; i < hd; i++) out[i] = round_bf16(out[i]);
+    }
+#pragma omp barrier
+}
+
+// the short convolution of one conv layer after its in_proj (s.big holds B | C | x); writes s.act [hidden]
+void short_conv(const mm_model* m, const mm_layer* L, void* state, Scratch& s) {
+    const int H = m->hidden, Lc = m->conv_L, dt = m->state_dtype;
+    const bool bf16 = m->bf16_acts;
+    for (int c = 0; c < H; c++) {
+        const float bx = bf16 ? round_bf16(s.big[c] * s.big[2 * H + c]) : s.big[c] * s.big[2 * H + c];
+        float acc = L->conv_b ? L->conv_b[c] : 0.f;
+        const long row = long(c) * Lc;
+        for (int j = 0; j < Lc - 1; j++) {
+            const float prev = load_state(state, dt, row + j + 1);
+            store_state(state, dt, row + j, prev);
+            acc += prev * L->conv_w[row + j];
+        }
+        store_state(state, dt, row + Lc - 1, bx);
+        acc += load_state(state, dt, row + Lc - 1) * L->conv_w[row + Lc - 1];
+        s.act[c] = bf16 ? round_bf16(s.big[H + c] * round_bf16(acc)) : s.big[H + c] * acc;
+    }
+}
+
+inline void prepare(const float* x, int n, bool quant, QAct a) {
+    if (quant) quantize_act(x, n, a);
+}
+
+}  // namespace
+
+extern "C" {
+
+// floats of scratch memory mm_step needs for this model and KV capacity
+long mm_scratch_floats(const mm_model* m, int capacity) {
+    const int H = m->hidden, F = m->ff_dim, qd = m->n_heads * m->head_dim, kvd = m->n_kv * m->head_dim;
+    const long widest = std::max(std::max(H, F), qd), big = std::max(std::max(3 * H, qd + 2 * kvd), 2 * F);
+    return 3 * widest + big + qd + long(m->n_heads) * capacity + 2 * (widest / QB + 1) + widest / 4 + 16;
+}
+
+// y[m] = W x[m] for m < M, on nthreads threads; qscratch: int8 [M][cols] + 2 floats per 32 columns per row
+void mm_gemv(const mm_weight* W, int M, const float* x, float* y, void* qscratch, int nthreads) {
+    std::vector<QAct> a(M);
+    const int nb = W->cols / QB;
+    if (quantized(W)) {
+        float* f = static_cast<float*>(qscratch);
+        int8_t* q = reinterpret_cast<int8_t*>(f + 2L * M * nb);
+        for (int i = 0; i < M; i++) {
+            a[i] = QAct{q + long(i) * W->cols, f + long(i) * nb, f + long(M + i) * nb};
+            quantize_act(x + long(i) * W->cols, W->cols, a[i]);
+        }
+    }
+#pragma omp parallel num_threads(nthreads)
+    {
+        int begin, end;
+        my_rows(W->rows, begin, end);
+        gemv_rows(W, M, x, a.data(), y, begin, end);
+    }
+}
+
+// one decode step of batch 1: x [hidden] is the token's embedding on entry and the final-normed hidden state on
+// return; the layers' conv states and KV caches (position pos) are updated in place
+void mm_step(const mm_model* m, const mm_state* st, float* x, int pos, const float* cos, const float* sin,
+             float* scratch, int nthreads) {
+    Scratch s = carve(m, st->capacity, scratch);
+    const int H = m->hidden, F = m->ff_dim, qd = m->n_heads * m->head_dim;
+    const bool bf16 = m->bf16_acts;
+    auto add = [bf16](float a, float b) { return bf16 ? round_bf16(a + b) : a + b; };
+#pragma omp parallel num_threads(nthreads)
+    {
+        for (int l = 0; l < m->n_layers; l++) {
+            const mm_layer* L = &m->layers[l];
+            const mm_weight* first = L->attn ? &L->qkv : &L->in_proj;
+#pragma omp single
+            {
+                rmsnorm(x, L->op_norm, s.h, H, m->eps, bf16);
+                prepare(s.h, H, quantized(first), s.qa);
+            }
+            if (L->attn) {
+                gemv_team(&L->qkv, s.h, s.qa, s.big, bf16);
+                attention(m, L, st->keys[l], st->values[l], st->capacity, pos, cos, sin, s);
+#pragma omp single
+                prepare(s.attn, qd, quantized(&L->o), s.qa);
+                gemv_team(&L->o, s.attn, s.qa, s.t, bf16);
+            } else {
+                gemv_team(&L->in_proj, s.h, s.qa, s.big, bf16);
+#pragma omp single
+                {
+                    short_conv(m, L, st->conv[l], s);
+                    prepare(s.act, H, quantized(&L->out_proj), s.qa);
+                }
+                gemv_team(&L->out_proj, s.act, s.qa, s.t, bf16);
+            }
+#pragma omp single
+            {
+                for (int i = 0; i < H; i++) x[i] = add(s.t[i], x[i]);
+                rmsnorm(x, L->ffn_norm, s.h, H, m->eps, bf16);
+                prepare(s.h, H, quantized(&L->w13), s.qa);
+            }
+            gemv_team(&L->w13, s.h, s.qa, s.big, bf16);
+#pragma omp single
+            {
+                for (int i = 0; i < F; i++) {
+                    const float g = s.big[i], silu = g / (1.f + std::exp(-g));
+                    s.act[i] = bf16 ? round_bf16(round_bf16(silu) * s.big[F + i]) : silu * s.big[F + i];
+                }
+                prepare(s.act, F, quantized(&L->w2), s.qa);
+            }
+            gemv_team(&L->w2, s.act, s.qa, s.t, bf16);
+#pragma omp single
+            for (int i = 0; i < H; i++) x[i] = add(x[i], s.t[i]);
+        }
+#pragma omp single
+        rmsnorm(x, m->final_norm, x, H, m->eps, bf16);
+    }
+}
+
+}  // extern "C"
