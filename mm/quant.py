@@ -57,7 +57,7 @@ class Int4Linear(torch.nn.Module):
                  in_features: int, out_features: int, group_size: int, dtype: torch.dtype) -> None:
         super().__init__()
         self.register_buffer("codes", codes)          # uint8 [out, in / 2], two codes per byte
-        self.register_buffer("scale_min", scale_min)  # fp16 [out, in / group, 2]
+        self.register_buffer("scale_min", scale_min)  # fp16 [out, 2, in / group]: scales, minimums
         self.bias = bias
         self.in_features, self.out_features, self.group_size, self.dtype = in_features, out_features, group_size, dtype
         self._native: NativeWeight | None = None

@@ -11,8 +11,9 @@
 //   F32  float  [rows][cols]
 //   BF16 uint16 [rows][cols]                     (bfloat16 bits; products accumulate in float32)
 //   Q8   int8   [rows][cols] + float scale[rows]  (w = q * scale)
-//   Q4   uint8  [rows][cols/2] + fp16 (scale, min) per group of `group` columns (w = q * scale + min, q in 0..15);
-//        inside every 32 columns byte j holds column j (low nibble) and column j + 16 (high nibble).
+//   Q4   uint8  [rows][cols/2] + fp16 [rows][2][cols/group] (scales, then minimums) per group of `group` columns
+//        (w = q * scale + min, q in 0..15); inside every 32 columns byte j holds column j (low nibble) and
+//        column j + 16 (high nibble).
 // Q8 and Q4 products quantize the activation to int8 per block of 32 (scale = max|x| / 127), like llama.cpp's
 // q8_0, and multiply in integers; BF16 and F32 products run in float32.
 //
@@ -40,7 +41,7 @@ enum { DT_F32 = 0, DT_BF16 = 1 };
 typedef struct {
     int32_t format, rows, cols, group;
     const void* data;
-    const void* scale;  // Q8: float[rows]; Q4: uint16 (fp16) [rows][cols / group][2] = (scale, min)
+    const void* scale;  // Q8: float[rows]; Q4: uint16 (fp16) [rows][2][cols / group] = scales, minimums
     const float* bias;  // float[rows] or null
 } mm_weight;
 
@@ -75,6 +76,7 @@ typedef struct {
 namespace {
 
 constexpr int QB = 32;  // activation quantization block
+constexpr int MAX_COLS = 1 << 17;  // widest Q4 row
 
 inline float bf16_to_f32(uint16_t v) {
     uint32_t bits = static_cast<uint32_t>(v) << 16;
@@ -141,10 +143,13 @@ struct QAct {
     int8_t* q;   // [cols]
     float* d;    // [cols / QB] block scales
     float* sum;  // [cols / QB] sum of the (unquantized) block
+    int8_t* qp;  // [cols] q with each pair of blocks (2p, 2p+1) laid out as the Q4 kernel unpacks codes:
+                 // 2p[0:16], 2p+1[0:16], 2p[16:32], 2p+1[16:32] (a last odd block stays as it is)
 };
 
 void quantize_act(const float* x, int cols, QAct a) {
-    for (int b = 0; b < cols / QB; b++) {
+    const int nb = cols / QB;
+    for (int b = 0; b < nb; b++) {
         const float* xb = x + b * QB;
         float amax = 0.f, s = 0.f;
         for (int i = 0; i < QB; i++) { amax = std::max(amax, std::fabs(xb[i])); s += xb[i]; }
@@ -153,6 +158,15 @@ void quantize_act(const float* x, int cols, QAct a) {
         a.d[b] = d;
         a.sum[b] = s;
     }
+    for (int p = 0; p + 1 < nb; p += 2) {
+        const int8_t* b0 = a.q + p * QB;
+        int8_t* out = a.qp + p * QB;
+        std::memcpy(out, b0, 16);
+        std::memcpy(out + 16, b0 + QB, 16);
+        std::memcpy(out + 32, b0 + 16, 16);
+        std::memcpy(out + 48, b0 + QB + 16, 16);
+    }
+    if (nb % 2) std::memcpy(a.qp + (nb - 1) * QB, a.q + (nb - 1) * QB, QB);
 }
 
 // ---- row dot products: one weight row against one activation ----------------------------------------------
@@ -216,47 +230,64 @@ float dot_q8(const int8_t* w, QAct a, int cols) {
 #endif
 }
 
-// sm: this row's (scale, min) fp16 pairs, one per group
+// sm: this row's fp16 scales [groups] followed by its fp16 minimums [groups]
 float dot_q4(const uint8_t* w, const uint16_t* sm, int group, QAct a, int cols) {
-    const int per_group = group / QB, groups = cols / group;
+    const int nb = cols / QB, per_group = group / QB, groups = cols / group;
+    const uint16_t* mins = sm + groups;
+    // factor of each block: activation scale x weight scale; and the minimums' term sum_g min_g * sum_g(x)
+    float fs[MAX_COLS / QB];  // NativeWeight refuses wider Q4 weights
     float zacc = 0.f;
+    int g = 0;
+#ifdef MM_AVX2
+    if (per_group == 1) {  // one block per group (the default group of 32): eight groups per step
+        __m256 z = _mm256_setzero_ps();
+        for (; g + 8 <= groups; g += 8) {
+            const __m256 scale = _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(sm + g)));
+            const __m256 mn = _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(mins + g)));
+            _mm256_storeu_ps(fs + g, _mm256_mul_ps(scale, _mm256_loadu_ps(a.d + g)));
+            z = _mm256_fmadd_ps(mn, _mm256_loadu_ps(a.sum + g), z);
+        }
+        zacc = hsum(z);
+    }
+#endif
+    for (; g < groups; g++) {
+        const float scale = f16_to_f32(sm[g]);
+        float gsum = 0.f;
+        for (int k = 0; k < per_group; k++) {
+            fs[g * per_group + k] = a.d[g * per_group + k] * scale;
+            gsum += a.sum[g * per_group + k];
+        }
+        zacc += f16_to_f32(mins[g]) * gsum;
+    }
+    float s = 0.f;
+    int b = 0;
 #ifdef MM_AVX2
     const __m256i ones = _mm256_set1_epi16(1), low = _mm256_set1_epi8(0x0f);
-    __m256 acc[2] = {_mm256_setzero_ps(), _mm256_setzero_ps()};
-    for (int g = 0; g < groups; g++) {
-        const float scale = f16_to_f32(sm[2 * g]);
-        float gsum = 0.f;
-        for (int k = 0; k < per_group; k++) {
-            const int b = g * per_group + k;
-            gsum += a.sum[b];
-            __m256i xv = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(a.q + b * QB));
-            __m128i c = _mm_loadu_si128(reinterpret_cast<const __m128i*>(w + b * QB / 2));
-            __m256i q = _mm256_and_si256(_mm256_set_m128i(_mm_srli_epi16(c, 4), c), low);
-            __m256i p = _mm256_madd_epi16(_mm256_maddubs_epi16(q, xv), ones);
-            acc[b & 1] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(p), _mm256_set1_ps(a.d[b] * scale), acc[b & 1]);
-        }
-        zacc += f16_to_f32(sm[2 * g + 1]) * gsum;
+    __m256 acc0 = _mm256_setzero_ps(), acc1 = _mm256_setzero_ps();
+    // two blocks (64 columns, 32 code bytes) per iteration: low nibbles are columns 0-15 of both blocks, high
+    // nibbles columns 16-31, matching a.qp; lanes 0-3 of the sums belong to block b, lanes 4-7 to block b + 1
+    for (; b + 1 < nb; b += 2) {
+        const __m256i v = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(w + b * QB / 2));
+        const __m256i lo = _mm256_and_si256(v, low), hi = _mm256_and_si256(_mm256_srli_epi16(v, 4), low);
+        const __m256i x0 = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(a.qp + b * QB));
+        const __m256i x1 = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(a.qp + b * QB + 32));
+        const __m256i p16 = _mm256_add_epi16(_mm256_maddubs_epi16(lo, x0), _mm256_maddubs_epi16(hi, x1));
+        const __m256 f = _mm256_set_m128(_mm_set1_ps(fs[b + 1]), _mm_set1_ps(fs[b]));
+        const __m256 prod = _mm256_mul_ps(_mm256_cvtepi32_ps(_mm256_madd_epi16(p16, ones)), f);
+        if (b & 2) acc1 = _mm256_add_ps(acc1, prod);
+        else acc0 = _mm256_add_ps(acc0, prod);
     }
-    return hsum(_mm256_add_ps(acc[0], acc[1])) + zacc;
-#else
-    float s = 0.f;
-    for (int g = 0; g < groups; g++) {
-        const float scale = f16_to_f32(sm[2 * g]), mn = f16_to_f32(sm[2 * g + 1]);
-        for (int k = 0; k < per_group; k++) {
-            const int b = g * per_group + k;
-            int32_t isum = 0;
-            for (int i = 0; i < QB / 2; i++) {
-                const uint8_t byte = w[b * QB / 2 + i];
-                isum += int32_t(byte & 0x0f) * a.q[b * QB + i] + int32_t(byte >> 4) * a.q[b * QB + i + QB / 2];
-            }
-            s += a.d[b] * scale * float(isum);
+    s = hsum(_mm256_add_ps(acc0, acc1));
+#endif
+    for (; b < nb; b++) {  // portable path, and a last odd block
+        int32_t isum = 0;
+        for (int i = 0; i < QB / 2; i++) {
+            const uint8_t byte = w[b * QB / 2 + i];
+            isum += int32_t(byte & 0x0f) * a.q[b * QB + i] + int32_t(byte >> 4) * a.q[b * QB + i + QB / 2];
         }
-        float gsum = 0.f;
-        for (int k = 0; k < per_group; k++) gsum += a.sum[g * per_group + k];
-        zacc += mn * gsum;
+        s += fs[b] * float(isum);
     }
     return s + zacc;
-#endif
 }
 
 float dot_row(const mm_weight* W, long row, const float* x, QAct a) {
@@ -337,6 +368,7 @@ Scratch carve(const mm_model* m, int capacity, float* base) {
     s.qa.d = rest;
     s.qa.sum = rest + widest / QB + 1;
     s.qa.q = reinterpret_cast<int8_t*>(rest + 2 * (widest / QB + 1));
+    s.qa.qp = s.qa.q + widest;
     return s;
 }
 
@@ -436,10 +468,10 @@ extern "C" {
 long mm_scratch_floats(const mm_model* m, int capacity) {
     const int H = m->hidden, F = m->ff_dim, qd = m->n_heads * m->head_dim, kvd = m->n_kv * m->head_dim;
     const long widest = std::max(std::max(H, F), qd), big = std::max(std::max(3 * H, qd + 2 * kvd), 2 * F);
-    return 3 * widest + big + qd + long(m->n_heads) * capacity + 2 * (widest / QB + 1) + widest / 4 + 16;
+    return 3 * widest + big + qd + long(m->n_heads) * capacity + 2 * (widest / QB + 1) + widest / 2 + 16;
 }
 
-// y[m] = W x[m] for m < M, on nthreads threads; qscratch: int8 [M][cols] + 2 floats per 32 columns per row
+// y[m] = W x[m] for m < M, on nthreads threads; qscratch: 2 floats per 32 columns + 2 * cols bytes, per row
 void mm_gemv(const mm_weight* W, int M, const float* x, float* y, void* qscratch, int nthreads) {
     std::vector<QAct> a(M);
     const int nb = W->cols / QB;
@@ -447,7 +479,8 @@ void mm_gemv(const mm_weight* W, int M, const float* x, float* y, void* qscratch
         float* f = static_cast<float*>(qscratch);
         int8_t* q = reinterpret_cast<int8_t*>(f + 2L * M * nb);
         for (int i = 0; i < M; i++) {
-            a[i] = QAct{q + long(i) * W->cols, f + long(i) * nb, f + long(M + i) * nb};
+            a[i] = QAct{q + long(i) * W->cols, f + long(i) * nb, f + long(M + i) * nb,
+                        q + long(M + i) * W->cols};
             quantize_act(x + long(i) * W->cols, W->cols, a[i]);
         }
     }

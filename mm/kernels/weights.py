@@ -29,6 +29,7 @@ from mm.kernels.build import available, require
 
 F32, BF16, Q8, Q4 = 0, 1, 2, 3
 QBLOCK = 32  # the kernels quantize activations per 32 columns
+MAX_COLS = 1 << 17  # widest int4 row the kernel takes (lfm2_step.cpp MAX_COLS)
 
 __all__ = ["NativeWeight", "available", "dequantize_q4", "pack_q4"]
 
@@ -50,6 +51,8 @@ class NativeWeight:
                  bias: torch.Tensor | None = None, group: int = 0) -> None:
         if fmt in (Q8, Q4) and cols % QBLOCK:
             raise ValueError(f"int8/int4 native weights need a multiple of {QBLOCK} columns, got {cols}")
+        if fmt == Q4 and cols > MAX_COLS:
+            raise ValueError(f"int4 native weights take at most {MAX_COLS} columns, got {cols}")
         for t in (data, scale):
             if t is not None and not t.is_contiguous():
                 raise ValueError("native weights must be contiguous")
@@ -78,7 +81,7 @@ class NativeWeight:
     @classmethod
     def q4(cls, codes: torch.Tensor, scale_min: torch.Tensor, *, group_size: int,
            bias: torch.Tensor | None = None) -> NativeWeight:
-        """Packed 4-bit ``codes [out, in / 2]`` and fp16 ``scale_min [out, in / group, 2]`` (see :func:`pack_q4`)."""
+        """Packed 4-bit ``codes [out, in / 2]`` and fp16 ``scale_min [out, 2, in / group]`` (see :func:`pack_q4`)."""
         rows, cols = codes.shape[0], codes.shape[1] * 2
         return cls(Q4, codes.contiguous(), rows, cols, scale=scale_min.contiguous(), bias=bias, group=group_size)
 
@@ -90,7 +93,7 @@ class NativeWeight:
         flat = x.reshape(-1, self.cols).float().contiguous()
         rows = flat.shape[0]
         out = torch.empty(rows, self.rows, dtype=torch.float32)
-        scratch = torch.empty(rows * (self.cols + 8 * (self.cols // QBLOCK)), dtype=torch.uint8)
+        scratch = torch.empty(rows * (2 * self.cols + 8 * (self.cols // QBLOCK)), dtype=torch.uint8)
         lib.mm_gemv(ctypes.byref(self.struct), rows, ctypes.c_void_p(flat.data_ptr()),
                     ctypes.c_void_p(out.data_ptr()), ctypes.c_void_p(scratch.data_ptr()),
                     threads or torch.get_num_threads())
@@ -102,7 +105,9 @@ class NativeWeight:
 
 
 def pack_q4(weight: torch.Tensor, group_size: int = 32) -> tuple[torch.Tensor, torch.Tensor]:
-    """Group-wise asymmetric 4-bit codes of ``weight [out, in]``: ``(codes uint8 [out, in/2], scale_min fp16)``.
+    """Group-wise asymmetric 4-bit codes of ``weight [out, in]``: ``(codes uint8 [out, in/2], scale_min)``.
+
+    ``scale_min`` is fp16 ``[out, 2, in / group_size]``: each row's scales, then its minimums.
 
     Each group of ``group_size`` columns maps its [min, max] onto 16 levels (``w ~ q * scale + min``); the fp16
     scale and min are rounded first and the codes chosen against the rounded values. Within every 32 columns,
@@ -118,7 +123,7 @@ def pack_q4(weight: torch.Tensor, group_size: int = 32) -> tuple[torch.Tensor, t
     codes = torch.round((groups - low.float()[..., None]) / scale.float()[..., None]).clamp(0, 15).to(torch.uint8)
     blocks = codes.reshape(out_f, in_f // QBLOCK, 2, QBLOCK // 2)
     packed = (blocks[:, :, 0] | (blocks[:, :, 1] << 4)).reshape(out_f, in_f // 2).contiguous()
-    return packed, torch.stack([scale, low], dim=-1).contiguous()
+    return packed, torch.stack([scale, low], dim=1).contiguous()
 
 
 def dequantize_q4(codes: torch.Tensor, scale_min: torch.Tensor, *, group_size: int,
@@ -128,5 +133,5 @@ def dequantize_q4(codes: torch.Tensor, scale_min: torch.Tensor, *, group_size: i
     blocks = codes.reshape(out_f, half * 2 // QBLOCK, 1, QBLOCK // 2)
     q = torch.cat([blocks & 0x0F, blocks >> 4], dim=2).reshape(out_f, -1, group_size).to(dtype)
     sm = scale_min.to(dtype)
-    return (q * sm[..., 0:1] + sm[..., 1:2]).reshape(out_f, half * 2)
+    return (q * sm[:, 0, :, None] + sm[:, 1, :, None]).reshape(out_f, half * 2)
 
