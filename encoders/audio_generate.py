@@ -191,7 +191,7 @@ def generate(model: Any, history: ChatHistory, config: GenerationConfig, *,
     if fast is not None:  # the depth transformer on its lean loop too (the generic modules otherwise)
         from mm.encoders.audio_out_fast import fast_depth_loop
 
-        head = fast_depth_loop(model.audio_head)
+        head = fast_depth_loop(model.audio_head, native=fast.native is not None)
     limit = int(getattr(model.lfm.config, "max_position_embeddings", 0) or 0)
     if limit and len(history) + config.max_new_tokens > limit:
         raise InputTooLargeError(

@@ -10,7 +10,10 @@ runs the same computation over the head's own weights with
 * a static key/value cache ``[layers, 2, kv_heads, codebooks, hd]`` allocated once per frame;
 * no module calls inside the loop: weights are bound once (float ``F.linear``, or fbgemm's dynamic
   int8 GEMV on prepacked weights when the head was quantized with ``quantize="int8"``);
-* int8 per-codebook logits (``to_logits``, tied to the embeddings) when the head is int8.
+* int8 per-codebook logits (``to_logits``, tied to the embeddings) when the head is int8;
+* with ``native=True`` (float32 or int8 heads, when mm's kernels build here) each token's 6 blocks run as one
+  C call on :mod:`mm.kernels` (:class:`NativeDepth`: fused projections, int8 GEMVs at memory speed, the
+  threads kept inside one parallel region).
 
 With float weights it computes what the generic head computes (same ops, up to float rounding;
 the official goldens hold). With ``quantize="int8"`` the int8 values of every block weight are the
@@ -37,6 +40,7 @@ from mm.encoders.audio_out import END_OF_AUDIO, AudioHead, SamplingSettings
 from torch import nn
 
 from mm.int8_linear import is_dynamic_int8, pack_int8, quantize_rows, stack_int8
+from mm.kernels.lfm2 import NativeStack, Unsupported
 
 Linear = Callable[[torch.Tensor], torch.Tensor]
 
@@ -82,7 +86,7 @@ class FastDepthLoop:
     the drop-in for :meth:`AudioHead.sample_frame`.
     """
 
-    def __init__(self, head: AudioHead) -> None:
+    def __init__(self, head: AudioHead, native: bool = False) -> None:
         self.codebooks, self.dim = head.codebooks, head.dim
         first = head.depthformer.layers[0].operator
         self.heads, self.kv_heads, self.hd = first.heads, first.kv_heads, first.head_dim
@@ -113,6 +117,7 @@ class FastDepthLoop:
             else:
                 self.logits_fns.append(lambda x, w=weight: F.linear(x, w))
         self.signature = head_signature(head)  # after the fused weights were bound
+        self.native = _native_depth(head) if native else None
 
     def _rms(self, x: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
         if x.dtype == torch.float32 and weight.dtype == torch.float32:
@@ -124,7 +129,9 @@ class FastDepthLoop:
         x = self._rms(h, self.out_norms[i])
         return self.logits_fns[i](x.float() if self.int8 else x)[0]
 
-    def _token(self, h: torch.Tensor, pos: int, cache: torch.Tensor) -> torch.Tensor:
+    def _token(self, h: torch.Tensor, pos: int, cache: Any) -> torch.Tensor:
+        if self.native is not None:
+            return self.native.token(cache, h, pos)
         heads, kv, hd, eps = self.heads, self.kv_heads, self.hd, self.eps
         rot = self.rope[pos]
         q_width = heads * hd
@@ -144,7 +151,10 @@ class FastDepthLoop:
 
     def _run(self, hidden: torch.Tensor, choose: Callable[[int, torch.Tensor], int]) -> list[int]:
         x = self.depth_linear(hidden.to(self.dtype)[None]).view(self.codebooks, 1, self.dim)
-        cache = x.new_empty(len(self.layers), 2, self.kv_heads, self.codebooks, self.hd)
+        if self.native is not None:
+            cache = self.native.new_frame()
+        else:
+            cache = x.new_empty(len(self.layers), 2, self.kv_heads, self.codebooks, self.hd)
         codes: list[int] = []
         prev = None
         for i in range(self.codebooks):
@@ -172,10 +182,57 @@ class FastDepthLoop:
         return torch.stack(out)
 
 
-def fast_depth_loop(head: AudioHead) -> FastDepthLoop:
-    """The head's :class:`FastDepthLoop`, rebuilt when its weights changed (quantization, dtype)."""
-    loop = getattr(head, "_mm_fast_loop", None)
+def fast_depth_loop(head: AudioHead, native: bool = False) -> FastDepthLoop:
+    """The head's :class:`FastDepthLoop` (on mm's native kernels with ``native`` where they run), rebuilt when its
+    weights changed (quantization, dtype)."""
+    loops = head.__dict__.setdefault("_mm_fast_loops", {})
+    loop = loops.get(native)
     if loop is None or loop.signature != head_signature(head):
-        loop = FastDepthLoop(head)
-        head._mm_fast_loop = loop
+        loop = FastDepthLoop(head, native=native)
+        loops[native] = loop
     return loop
+
+
+def _native_depth(head: AudioHead) -> Any:
+    """The head's :class:`NativeDepth`, or None where the native kernels do not run it (bfloat16 heads keep
+    torch's ops, whose rounding the official goldens were made with; no compiler; unsupported widths)."""
+    from mm import kernels
+
+    if head.depth_embeddings[0].embedding.weight.dtype != torch.float32 or not kernels.available():
+        return None
+    try:
+        return NativeDepth(head)
+    except Unsupported:
+        return None
+
+
+class NativeDepth(NativeStack):
+    """The depth transformer's 6 blocks as one native stack (attention-only, pair-wise RoPE, no final norm)."""
+
+    def __init__(self, head: AudioHead) -> None:
+        blocks = head.depthformer.layers
+        super().__init__(len(blocks))
+        for s, block in zip(self.layers, blocks, strict=True):
+            attn, ff, norms = block.operator, block.feed_forward, block.operator.bounded_attention
+            s.op_norm, s.ffn_norm = self._ptr(block.operator_norm.weight), self._ptr(block.ffn_norm.weight)
+            self._attention(s, [attn.qkv_proj], [attn.out_proj], norms.q_layernorm.weight, norms.k_layernorm.weight)
+            s.w13, s.w2 = self._weight([ff.w1, ff.w3]), self._weight([ff.w2])
+        first = blocks[0].operator
+        self.kv_heads, self.hd, self.codebooks = first.kv_heads, first.head_dim, head.codebooks
+        self._finish(hidden=head.dim, ff_dim=blocks[0].feed_forward.w1.out_features, n_heads=first.heads,
+                     n_kv=first.kv_heads, head_dim=first.head_dim, conv_L=0, eps=blocks[0].operator_norm.eps,
+                     attn_scale=first.head_dim ** -0.5, final_norm=None, bf16_acts=False, rope_pairs=True)
+        pairs = torch.arange(0, first.head_dim, 2)
+        rope = head.rope.float()  # rotations [positions, hd, hd]: cos on the diagonal, sin at (2i, 2i + 1)
+        self.cos, self.sin = rope[:, pairs, pairs].contiguous(), rope[:, pairs, pairs + 1].contiguous()
+
+    def new_frame(self) -> Any:
+        """Key/value buffers (+ scratch) for one frame's 8 tokens (per call: frames may run in several threads)."""
+        n = len(self.layers)
+        keys = {j: torch.zeros(self.kv_heads, self.codebooks, self.hd) for j in range(n)}
+        values = {j: torch.zeros(self.kv_heads, self.codebooks, self.hd) for j in range(n)}
+        return self.bind_buffers({}, keys, values, self.codebooks)
+
+    def token(self, bound: Any, h: torch.Tensor, pos: int) -> torch.Tensor:
+        """One codebook token ``h [1, dim]`` at position ``pos`` through every block."""
+        return self.step(bound, h.reshape(-1), pos, self.cos[pos], self.sin[pos]).view(1, -1)

@@ -30,7 +30,7 @@ import torch
 
 from mm.int8_linear import int8_parts, is_dynamic_int8, stack_int8
 from mm.kernels.build import require
-from mm.kernels.weights import QBLOCK, NativeWeight, WeightStruct
+from mm.kernels.weights import NativeWeight, WeightStruct
 
 
 class LayerStruct(ctypes.Structure):
@@ -44,7 +44,7 @@ class ModelStruct(ctypes.Structure):
     _fields_ = [("hidden", ctypes.c_int32), ("n_layers", ctypes.c_int32), ("ff_dim", ctypes.c_int32),
                 ("n_heads", ctypes.c_int32), ("n_kv", ctypes.c_int32), ("head_dim", ctypes.c_int32),
                 ("conv_L", ctypes.c_int32), ("state_dtype", ctypes.c_int32), ("bf16_acts", ctypes.c_int32),
-                ("eps", ctypes.c_float),
+                ("rope_pairs", ctypes.c_int32), ("eps", ctypes.c_float),
                 ("attn_scale", ctypes.c_float), ("layers", ctypes.POINTER(LayerStruct)),
                 ("final_norm", ctypes.c_void_p)]
 
@@ -92,26 +92,21 @@ def _f32(t: torch.Tensor | None) -> torch.Tensor | None:
     return None if t is None else t.detach().float().contiguous()
 
 
-class NativeLfm2:
-    """The native step of one :class:`mm.fast_decode.FastLfm2` (raises :class:`Unsupported` for other layouts)."""
+class NativeStack:
+    """A stack of pre-norm blocks on ``mm_step``: LFM2's conv/attention layers, or attention-only stacks (the
+    LFM2-Audio depth transformer). Subclasses fill :attr:`layers` and call :meth:`_finish`."""
 
-    def __init__(self, fast: Any) -> None:
+    def __init__(self, n_layers: int) -> None:
         self.lib = require()
-        cfg = fast.config
         self.keep: list[Any] = []  # everything the C structs point into
-        self.layers = (LayerStruct * len(fast.layers))()
-        for i, (layer, plan) in enumerate(zip(fast.layers, fast._plan, strict=True)):
-            self._fill(self.layers[i], layer, plan)
-        first_attn = next((p for p in fast._plan if p["attn"]), None)
-        head_dim = first_attn["head_dim"] if first_attn else cfg.hidden_size // cfg.num_attention_heads
-        self.ff_dim = fast._plan[0]["ff_dim"]
-        final = self._keep(_f32(fast.inner.embedding_norm.weight))
-        self.hidden = cfg.hidden_size
-        self.head_dim = head_dim
-        self.model = ModelStruct(cfg.hidden_size, len(fast.layers), self.ff_dim, cfg.num_attention_heads,
-                                 cfg.num_key_value_heads, head_dim, cfg.conv_L_cache, 0,
-                                 int(fast.dtype == torch.bfloat16), float(cfg.norm_eps),
-                                 float(first_attn["scale"] if first_attn else 1.0), self.layers, final.data_ptr())
+        self.layers = (LayerStruct * n_layers)()
+
+    def _finish(self, *, hidden: int, ff_dim: int, n_heads: int, n_kv: int, head_dim: int, conv_L: int, eps: float,
+                attn_scale: float, final_norm: torch.Tensor | None, bf16_acts: bool, rope_pairs: bool) -> None:
+        self.hidden, self.head_dim = hidden, head_dim
+        self.model = ModelStruct(hidden, len(self.layers), ff_dim, n_heads, n_kv, head_dim, conv_L, 0,
+                                 int(bf16_acts), int(rope_pairs), float(eps), float(attn_scale), self.layers,
+                                 self._ptr(final_norm))
 
     def _keep(self, t: torch.Tensor | None) -> torch.Tensor | None:
         if t is not None:
@@ -123,50 +118,41 @@ class NativeLfm2:
         return None if t is None else t.data_ptr()
 
     def _weight(self, modules: list[Any]) -> WeightStruct:
-        weight = native_weight(modules)
+        try:
+            weight = native_weight(modules)
+        except ValueError as exc:  # e.g. an int8 weight whose width is not a multiple of 32
+            raise Unsupported(str(exc)) from exc
         self.keep.append(weight)
         return weight.struct
 
-    def _fill(self, s: LayerStruct, layer: Any, plan: dict[str, Any]) -> None:
-        ff = layer.feed_forward
-        s.attn = int(plan["attn"])
-        s.op_norm, s.ffn_norm = self._ptr(layer.operator_norm.weight), self._ptr(layer.ffn_norm.weight)
-        s.w13 = self._weight([ff.w13] if hasattr(ff, "w13") else [ff.w1, ff.w3])
-        s.w2 = self._weight([ff.w2])
-        if plan["attn"]:
-            at = layer.self_attn
-            s.qkv, s.o = self._weight([at.q_proj, at.k_proj, at.v_proj]), self._weight([at.out_proj])
-            s.q_norm, s.k_norm = self._ptr(at.q_layernorm.weight), self._ptr(at.k_layernorm.weight)
-        else:
-            conv = layer.conv
-            if conv.conv.weight.shape[1] != 1:
-                raise Unsupported("the short convolution must be depthwise")
-            s.in_proj, s.out_proj = self._weight([conv.in_proj]), self._weight([conv.out_proj])
-            s.conv_w = self._ptr(conv.conv.weight[:, 0, :])
-            s.conv_b = self._ptr(conv.conv.bias)
-        if any(w.format >= 2 and w.cols % QBLOCK for w in (s.w13, s.w2)):
-            raise Unsupported("quantized native weights need a multiple of 32 columns")
+    def _attention(self, s: LayerStruct, qkv: list[Any], out: list[Any], q_norm: Any, k_norm: Any) -> None:
+        s.attn = 1
+        s.qkv, s.o = self._weight(qkv), self._weight(out)
+        s.q_norm, s.k_norm = self._ptr(q_norm), self._ptr(k_norm)
 
     # -- per decode state ----------------------------------------------------------------------------
-    def bind(self, state: Any) -> Any:
-        """The C view of a :class:`~mm.fast_decode.DecodeState`'s buffers (+ scratch), built once per state."""
+    def bind_buffers(self, conv: dict[int, Any], keys: dict[int, Any], values: dict[int, Any],
+                     capacity: int) -> Any:
+        """The C view of per-layer state buffers (conv states; keys/values ``[kv_heads, capacity, hd]``) + scratch."""
         n = len(self.layers)
-        tensors = list(state.conv.values()) + list(state.keys.values()) + list(state.values.values())
+        tensors = list(conv.values()) + list(keys.values()) + list(values.values())
         dtypes = {t.dtype for t in tensors}
         if not dtypes <= {torch.float32, torch.bfloat16} or len(dtypes) > 1 or not all(
                 t.is_contiguous() for t in tensors):
             raise Unsupported(f"decode state buffers must be contiguous float32 or bfloat16, got {dtypes}")
-        conv = (ctypes.c_void_p * n)(*[state.conv[i].data_ptr() if i in state.conv else None for i in range(n)])
-        keys = (ctypes.c_void_p * n)(*[state.keys[i].data_ptr() if i in state.keys else None for i in range(n)])
-        values = (ctypes.c_void_p * n)(*[state.values[i].data_ptr() if i in state.values else None for i in range(n)])
-        c_state = StateStruct(conv, keys, values, state.capacity)
-        scratch = torch.empty(self.lib.mm_scratch_floats(ctypes.byref(self.model), state.capacity))
-        dtype = 1 if dtypes == {torch.bfloat16} else 0
-        return (c_state, scratch, dtype, (conv, keys, values))
+
+        def pointers(buffers: dict[int, Any]) -> Any:
+            return (ctypes.c_void_p * n)(*[buffers[i].data_ptr() if i in buffers else None for i in range(n)])
+
+        arrays = (pointers(conv), pointers(keys), pointers(values))
+        c_state = StateStruct(*arrays, capacity)
+        scratch = torch.empty(self.lib.mm_scratch_floats(ctypes.byref(self.model), capacity))
+        return (c_state, scratch, 1 if dtypes == {torch.bfloat16} else 0, arrays, tensors)
 
     def step(self, bound: Any, x: torch.Tensor, pos: int, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
-        """Run every layer for one token: ``x`` ``[H]`` float32 embedding -> final-normed hidden ``[H]`` float32."""
-        c_state, scratch, dtype, _ = bound
+        """Run every layer for one token: ``x`` ``[H]`` -> the last block's output ``[H]`` float32 (final-normed
+        when the stack has a final norm)."""
+        c_state, scratch, dtype, _, _ = bound
         self.model.state_dtype = dtype
         x = x.float().contiguous().clone()
         if self.model.bf16_acts:  # torch's bfloat16 path multiplies by bfloat16 cos/sin
@@ -176,3 +162,44 @@ class NativeLfm2:
                          ctypes.c_void_p(cos.data_ptr()), ctypes.c_void_p(sin.data_ptr()),
                          ctypes.c_void_p(scratch.data_ptr()), torch.get_num_threads())
         return x
+
+
+class NativeLfm2(NativeStack):
+    """The native step of one :class:`mm.fast_decode.FastLfm2` (raises :class:`Unsupported` for other layouts)."""
+
+    def __init__(self, fast: Any) -> None:
+        super().__init__(len(fast.layers))
+        cfg = fast.config
+        for i, (layer, plan) in enumerate(zip(fast.layers, fast._plan, strict=True)):
+            self._fill(self.layers[i], layer, plan)
+        first_attn = next((p for p in fast._plan if p["attn"]), None)
+        self._finish(hidden=cfg.hidden_size, ff_dim=fast._plan[0]["ff_dim"], n_heads=cfg.num_attention_heads,
+                     n_kv=cfg.num_key_value_heads,
+                     head_dim=first_attn["head_dim"] if first_attn else cfg.hidden_size // cfg.num_attention_heads,
+                     conv_L=cfg.conv_L_cache, eps=cfg.norm_eps,
+                     attn_scale=first_attn["scale"] if first_attn else 1.0,
+                     final_norm=fast.inner.embedding_norm.weight, bf16_acts=fast.dtype == torch.bfloat16,
+                     rope_pairs=False)
+
+    def _fill(self, s: LayerStruct, layer: Any, plan: dict[str, Any]) -> None:
+        ff = layer.feed_forward
+        s.op_norm, s.ffn_norm = self._ptr(layer.operator_norm.weight), self._ptr(layer.ffn_norm.weight)
+        s.w13 = self._weight([ff.w13] if hasattr(ff, "w13") else [ff.w1, ff.w3])
+        s.w2 = self._weight([ff.w2])
+        if plan["attn"]:
+            at = layer.self_attn
+            self._attention(s, [at.q_proj, at.k_proj, at.v_proj], [at.out_proj], at.q_layernorm.weight,
+                            at.k_layernorm.weight)
+        else:
+            conv = layer.conv
+            if conv.conv.weight.shape[1] != 1:
+                raise Unsupported("the short convolution must be depthwise")
+            s.in_proj, s.out_proj = self._weight([conv.in_proj]), self._weight([conv.out_proj])
+            s.conv_w = self._ptr(conv.conv.weight[:, 0, :])
+            s.conv_b = self._ptr(conv.conv.bias)
+
+    def bind(self, state: Any) -> Any:
+        """The C view of a :class:`~mm.fast_decode.DecodeState`'s buffers (+ scratch), built once per state."""
+        keys = {i: k[0] for i, k in state.keys.items()}  # batch 1: [kv_heads, capacity, hd]
+        values = {i: v[0] for i, v in state.values.items()}
+        return self.bind_buffers({i: c[0] for i, c in state.conv.items()}, keys, values, state.capacity)

@@ -59,9 +59,10 @@ typedef struct {
 typedef struct {
     int32_t hidden, n_layers, ff_dim, n_heads, n_kv, head_dim, conv_L, state_dtype;
     int32_t bf16_acts;  // 1: round activations to bfloat16 where torch's bfloat16 ops do (same tokens as transformers)
+    int32_t rope_pairs;  // RoPE rotates (i, i + hd/2) (LFM2, cos/sin [hd]) or 1: pairs (2i, 2i+1) (cos/sin [hd/2])
     float eps, attn_scale;
     const mm_layer* layers;
-    const float* final_norm;
+    const float* final_norm;  // null: no final norm (the output of the last block)
 } mm_model;
 
 typedef struct {
@@ -372,9 +373,18 @@ Scratch carve(const mm_model* m, int capacity, float* base) {
     return s;
 }
 
-// q * cos + rotate_half(q) * sin (in bfloat16: cos/sin arrive rounded, and each product and the sum round)
-void rope(float* v, const float* cos, const float* sin, int hd, bool bf16) {
+// q * cos + rotate_half(q) * sin (in bfloat16: cos/sin arrive rounded, and each product and the sum round);
+// with pairs, (v[2i], v[2i+1]) rotate by angle i (the complex-number convention)
+void rope(float* v, const float* cos, const float* sin, int hd, bool bf16, bool pairs) {
     const int half = hd / 2;
+    if (pairs) {
+        for (int i = 0; i < half; i++) {
+            const float a = v[2 * i], b = v[2 * i + 1];
+            v[2 * i] = a * cos[i] - b * sin[i];
+            v[2 * i + 1] = a * sin[i] + b * cos[i];
+        }
+        return;
+    }
     auto r = [bf16](float f) { return bf16 ? round_bf16(f) : f; };
     for (int i = 0; i < half; i++) {
         const float a = v[i], b = v[i + half];
@@ -394,11 +404,11 @@ void attention(const mm_model* m, const mm_layer* L, void* keys, void* values, i
     {
         for (int h = 0; h < nh; h++) {
             rmsnorm(q + h * hd, L->q_norm, q + h * hd, hd, m->eps, m->bf16_acts);
-            rope(q + h * hd, cos, sin, hd, m->bf16_acts);
+            rope(q + h * hd, cos, sin, hd, m->bf16_acts, m->rope_pairs);
         }
         for (int h = 0; h < nkv; h++) {
             rmsnorm(k + h * hd, L->k_norm, k + h * hd, hd, m->eps, m->bf16_acts);
-            rope(k + h * hd, cos, sin, hd, m->bf16_acts);
+            rope(k + h * hd, cos, sin, hd, m->bf16_acts, m->rope_pairs);
             for (int i = 0; i < hd; i++) {
                 store_state(keys, dt, (long(h) * capacity + pos) * hd + i, k[h * hd + i]);
                 store_state(values, dt, (long(h) * capacity + pos) * hd + i, v[h * hd + i]);
@@ -544,8 +554,10 @@ void mm_step(const mm_model* m, const mm_state* st, float* x, int pos, const flo
 #pragma omp single
             for (int i = 0; i < H; i++) x[i] = add(x[i], s.t[i]);
         }
+        if (m->final_norm) {
 #pragma omp single
-        rmsnorm(x, m->final_norm, x, H, m->eps, bf16);
+            rmsnorm(x, m->final_norm, x, H, m->eps, bf16);
+        }
     }
 }
 

@@ -81,12 +81,19 @@ def test_prefill(bundle, goldens, goldens_json, input_wav):
     assert int(logits[-1].argmax()) == goldens_json["prefill"]["first_greedy_text_token"]
 
 
-@pytest.mark.parametrize("loop", ["generic", "fast"])
+@pytest.mark.parametrize("loop", ["generic", "fast", "native"])
 def test_depth_frame(bundle, goldens, loop):
-    """The generic depth head and its lean loop (FastDepthLoop) both give the official frame and logits."""
+    """The generic depth head and its lean loop (FastDepthLoop, on torch's ops or mm's native kernels) all give the
+    official frame and logits."""
     from mm.encoders.audio_out_fast import fast_depth_loop
 
-    head = bundle.model.audio_head if loop == "generic" else fast_depth_loop(bundle.model.audio_head)
+    from mm import kernels
+
+    if loop == "native" and not kernels.available():
+        pytest.skip(f"native kernels: {kernels.unavailable_reason()}")
+    head = bundle.model.audio_head if loop == "generic" else fast_depth_loop(bundle.model.audio_head,
+                                                                             native=loop == "native")
+    assert loop != "native" or head.native is not None
     last = goldens["prefill_last_hidden"][-1]
     with torch.no_grad():
         codes = head.sample_frame(last)
@@ -96,7 +103,7 @@ def test_depth_frame(bundle, goldens, loop):
     close(emb, goldens["depth_frame_from_prefill.audio_embedding_sum"])
 
 
-@pytest.mark.parametrize("engine", ["fast", "transformers"])
+@pytest.mark.parametrize("engine", ["native", "fast", "transformers"])
 @pytest.mark.parametrize(("mode", "prefix", "steps"), [("sequential", "seq", 64), ("interleaved", "inter", 100)])
 def test_generation(bundle, goldens, input_wav, mode, prefix, steps, engine):
     """Both backbone engines (mm's fast decode loop and Lfm2Model's forward) reproduce the official loop."""
