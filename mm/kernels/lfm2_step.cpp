@@ -231,12 +231,11 @@ float dot_q8(const int8_t* w, QAct a, int cols) {
 #endif
 }
 
-// sm: this row's fp16 scales [groups] followed by its fp16 minimums [groups]
-float dot_q4(const uint8_t* w, const uint16_t* sm, int group, QAct a, int cols) {
-    const int nb = cols / QB, per_group = group / QB, groups = cols / group;
+// per-block factors (activation scale x weight scale) of one Q4 row against one activation, and the minimums'
+// term sum_g min_g * sum_g(x); sm: the row's fp16 scales [groups] followed by its fp16 minimums [groups]
+float q4_factors(const uint16_t* sm, int group, QAct a, int cols, float* fs) {
+    const int per_group = group / QB, groups = cols / group;
     const uint16_t* mins = sm + groups;
-    // factor of each block: activation scale x weight scale; and the minimums' term sum_g min_g * sum_g(x)
-    float fs[MAX_COLS / QB];  // NativeWeight refuses wider Q4 weights
     float zacc = 0.f;
     int g = 0;
 #ifdef MM_AVX2
@@ -260,35 +259,51 @@ float dot_q4(const uint8_t* w, const uint16_t* sm, int group, QAct a, int cols) 
         }
         zacc += f16_to_f32(mins[g]) * gsum;
     }
-    float s = 0.f;
+    return zacc;
+}
+
+// one Q4 row against N activations at once (the codes are unpacked once for all N)
+template <int N>
+void dot_q4(const uint8_t* w, const uint16_t* sm, int group, const QAct* a, int cols, float* out) {
+    const int nb = cols / QB;
+    float fs[N][MAX_COLS / QB];  // NativeWeight refuses wider Q4 weights
+    float s[N];
+    for (int n = 0; n < N; n++) {
+        out[n] = q4_factors(sm, group, a[n], cols, fs[n]);
+        s[n] = 0.f;
+    }
     int b = 0;
 #ifdef MM_AVX2
     const __m256i ones = _mm256_set1_epi16(1), low = _mm256_set1_epi8(0x0f);
-    __m256 acc0 = _mm256_setzero_ps(), acc1 = _mm256_setzero_ps();
+    __m256 acc[N][2];
+    for (int n = 0; n < N; n++) acc[n][0] = acc[n][1] = _mm256_setzero_ps();
     // two blocks (64 columns, 32 code bytes) per iteration: low nibbles are columns 0-15 of both blocks, high
     // nibbles columns 16-31, matching a.qp; lanes 0-3 of the sums belong to block b, lanes 4-7 to block b + 1
     for (; b + 1 < nb; b += 2) {
         const __m256i v = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(w + b * QB / 2));
         const __m256i lo = _mm256_and_si256(v, low), hi = _mm256_and_si256(_mm256_srli_epi16(v, 4), low);
-        const __m256i x0 = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(a.qp + b * QB));
-        const __m256i x1 = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(a.qp + b * QB + 32));
-        const __m256i p16 = _mm256_add_epi16(_mm256_maddubs_epi16(lo, x0), _mm256_maddubs_epi16(hi, x1));
-        const __m256 f = _mm256_set_m128(_mm_set1_ps(fs[b + 1]), _mm_set1_ps(fs[b]));
-        const __m256 prod = _mm256_mul_ps(_mm256_cvtepi32_ps(_mm256_madd_epi16(p16, ones)), f);
-        if (b & 2) acc1 = _mm256_add_ps(acc1, prod);
-        else acc0 = _mm256_add_ps(acc0, prod);
+        for (int n = 0; n < N; n++) {
+            const __m256i x0 = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(a[n].qp + b * QB));
+            const __m256i x1 = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(a[n].qp + b * QB + 32));
+            const __m256i p16 = _mm256_add_epi16(_mm256_maddubs_epi16(lo, x0), _mm256_maddubs_epi16(hi, x1));
+            const __m256 f = _mm256_set_m128(_mm_set1_ps(fs[n][b + 1]), _mm_set1_ps(fs[n][b]));
+            acc[n][(b >> 1) & 1] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(_mm256_madd_epi16(p16, ones)), f,
+                                                   acc[n][(b >> 1) & 1]);
+        }
     }
-    s = hsum(_mm256_add_ps(acc0, acc1));
+    for (int n = 0; n < N; n++) s[n] = hsum(_mm256_add_ps(acc[n][0], acc[n][1]));
 #endif
     for (; b < nb; b++) {  // portable path, and a last odd block
-        int32_t isum = 0;
-        for (int i = 0; i < QB / 2; i++) {
-            const uint8_t byte = w[b * QB / 2 + i];
-            isum += int32_t(byte & 0x0f) * a.q[b * QB + i] + int32_t(byte >> 4) * a.q[b * QB + i + QB / 2];
+        for (int n = 0; n < N; n++) {
+            int32_t isum = 0;
+            for (int i = 0; i < QB / 2; i++) {
+                const uint8_t byte = w[b * QB / 2 + i];
+                isum += int32_t(byte & 0x0f) * a[n].q[b * QB + i] + int32_t(byte >> 4) * a[n].q[b * QB + i + QB / 2];
+            }
+            s[n] += fs[n][b] * float(isum);
         }
-        s += fs[b] * float(isum);
     }
-    return s + zacc;
+    for (int n = 0; n < N; n++) out[n] += s[n];
 }
 
 float dot_row(const mm_weight* W, long row, const float* x, QAct a) {
@@ -306,8 +321,8 @@ float dot_row(const mm_weight* W, long row, const float* x, QAct a) {
                   static_cast<const float*>(W->scale)[row];
             break;
         default:
-            out = dot_q4(static_cast<const uint8_t*>(W->data) + row * (cols / 2),
-                         static_cast<const uint16_t*>(W->scale) + row * 2 * (cols / W->group), W->group, a, cols);
+            dot_q4<1>(static_cast<const uint8_t*>(W->data) + row * (cols / 2),
+                      static_cast<const uint16_t*>(W->scale) + row * 2 * (cols / W->group), W->group, &a, cols, &out);
     }
     return W->bias ? out + W->bias[row] : out;
 }
@@ -317,11 +332,26 @@ inline bool quantized(const mm_weight* W) { return W->format == FMT_Q8 || W->for
 // rows [begin, end) of y[m] = W x[m] for m < M (x: [M][cols] float; a: quantized copies, one per row of x)
 void gemv_rows(const mm_weight* W, int M, const float* x, const QAct* a, float* y, int begin, int end,
                bool bf16 = false) {
-    for (long row = begin; row < end; row++)
-        for (int m = 0; m < M; m++) {
-            const float v = dot_row(W, row, x + long(m) * W->cols, a[m]);
+    const int cols = W->cols;
+    for (long row = begin; row < end; row++) {
+        int m = 0;
+        if (W->format == FMT_Q4) {  // four activations per pass over the row's codes (prefill, batches)
+            const uint8_t* codes = static_cast<const uint8_t*>(W->data) + row * (cols / 2);
+            const uint16_t* sm = static_cast<const uint16_t*>(W->scale) + row * 2 * (cols / W->group);
+            for (; m + 4 <= M; m += 4) {
+                float out[4];
+                dot_q4<4>(codes, sm, W->group, a + m, cols, out);
+                for (int n = 0; n < 4; n++) {
+                    const float v = W->bias ? out[n] + W->bias[row] : out[n];
+                    y[long(m + n) * W->rows + row] = bf16 ? round_bf16(v) : v;
+                }
+            }
+        }
+        for (; m < M; m++) {
+            const float v = dot_row(W, row, x + long(m) * cols, a[m]);
             y[long(m) * W->rows + row] = bf16 ? round_bf16(v) : v;
         }
+    }
 }
 
 // this thread's share of W's rows (multiples of 4, so the 4-row kernel covers nearly all)

@@ -22,13 +22,12 @@ def test_int4_linear_equals_its_dequantized_weight(shape, group_size, bias):
     torch.manual_seed(0)
     linear = torch.nn.Linear(shape[1], shape[0], bias=bias)
     q = Int4Linear.from_linear(linear, group_size)
-    x = torch.randn(3, 7, shape[1])  # 21 rows: the dequantized float path (prefill)
+    x = torch.randn(3, 7, shape[1])
     ref = torch.nn.functional.linear(x, _dequantized(linear, group_size), linear.bias)
-    torch.testing.assert_close(q(x), ref, rtol=1e-4, atol=1e-4)
-    # a few rows (decode) run on the native kernel with int8 activations per block of 32: close, not equal
-    small = x[0, :2]
-    err_small = (q(small) - torch.nn.functional.linear(small, _dequantized(linear, group_size), linear.bias)).abs()
-    assert float(err_small.max()) < 0.02 * float(ref.abs().max())
+    # the native kernel quantizes activations to int8 per block of 32: close to the dequantized product, not equal
+    assert float((q(x) - ref).abs().max()) < 0.02 * float(ref.abs().max())
+    for rows in (1, 5):  # four rows per pass over the codes, and the rest one by one: the same values
+        torch.testing.assert_close(q(x.reshape(-1, shape[1])[:rows]), q(x).reshape(-1, shape[0])[:rows])
     # the 4-bit grid is close to the original weight: error well below one step of the grid (+ fp16 rounding)
     err = (_dequantized(linear, group_size) - linear.weight).abs().max()
     assert err <= 0.51 * (linear.weight.max() - linear.weight.min()) / 15 + 1e-4
