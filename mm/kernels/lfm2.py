@@ -153,6 +153,9 @@ class NativeStack:
         """Run every layer for one token: ``x`` ``[H]`` -> the last block's output ``[H]`` float32 (final-normed
         when the stack has a final norm)."""
         c_state, scratch, dtype, _, _ = bound
+        if x.numel() != self.hidden or not 0 <= pos < c_state.capacity:
+            raise ValueError(f"a native step takes {self.hidden} values at a position below {c_state.capacity}, "
+                             f"got {x.numel()} at {pos}")
         self.model.state_dtype = dtype
         x = x.float().contiguous().clone()
         if self.model.bf16_acts:  # torch's bfloat16 path multiplies by bfloat16 cos/sin

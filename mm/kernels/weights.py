@@ -89,6 +89,8 @@ class NativeWeight:
     def __call__(self, x: torch.Tensor, threads: int | None = None) -> torch.Tensor:
         """``x [..., in]`` -> ``[..., out]`` float32 on the native kernels (``threads``: torch's current count)."""
         lib = require()
+        if x.shape[-1] != self.cols:
+            raise ValueError(f"input has {x.shape[-1]} features, the weight takes {self.cols}")
         lead = x.shape[:-1]
         flat = x.reshape(-1, self.cols).float().contiguous()
         rows = flat.shape[0]

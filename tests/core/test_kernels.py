@@ -138,3 +138,12 @@ def test_build_caches_by_source_and_fails_clearly(tmp_path, monkeypatch):
     with pytest.raises(build.KernelUnavailableError, match=r"compiling broken\.cpp"):
         build._build(build._compiler())
     assert not list(tmp_path.glob("*.tmp"))
+
+
+@needs_kernels
+def test_bad_shapes_are_refused_before_the_c_call():
+    weight = NativeWeight.dense(torch.randn(8, 64))
+    with pytest.raises(ValueError, match="32 features"):
+        weight(torch.randn(4, 32))
+    with pytest.raises(ValueError, match="multiple of 32 columns"):
+        NativeWeight.q8(torch.zeros(4, 40, dtype=torch.int8), torch.ones(4))
