@@ -280,8 +280,27 @@ void dot_q4(const uint8_t* w, const uint16_t* sm, int group, const QAct* a, int 
     const __m256i ones = _mm256_set1_epi16(1), low = _mm256_set1_epi8(0x0f);
     __m256 acc[N][2];
     for (int n = 0; n < N; n++) acc[n][0] = acc[n][1] = _mm256_setzero_ps();
-    // two blocks (64 columns, 32 code bytes) per iteration: low nibbles are columns 0-15 of both blocks, high
-    // nibbles columns 16-31, matching a.qp; lanes 0-3 of the sums belong to block b, lanes 4-7 to block b + 1
+    // two blocks (64 columns, 32 code bytes) per pass: low nibbles are columns 0-15 of both blocks, high
+    // nibbles columns 16-31, matching a.qp; lanes 0-3 of the sums belong to block b, lanes 4-7 to block b + 1.
+    // Eight blocks at a time, the factors of each pair spread over the lanes by one permute from 8 loaded at once.
+    const __m256i spread[4] = {_mm256_setr_epi32(0, 0, 0, 0, 1, 1, 1, 1), _mm256_setr_epi32(2, 2, 2, 2, 3, 3, 3, 3),
+                               _mm256_setr_epi32(4, 4, 4, 4, 5, 5, 5, 5), _mm256_setr_epi32(6, 6, 6, 6, 7, 7, 7, 7)};
+    for (; b + 7 < nb; b += 8) {
+        __m256 fv[N];
+        for (int n = 0; n < N; n++) fv[n] = _mm256_loadu_ps(fs[n] + b);
+        for (int p = 0; p < 4; p++) {
+            const int bb = b + 2 * p;
+            const __m256i v = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(w + bb * QB / 2));
+            const __m256i lo = _mm256_and_si256(v, low), hi = _mm256_and_si256(_mm256_srli_epi16(v, 4), low);
+            for (int n = 0; n < N; n++) {
+                const __m256i x0 = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(a[n].qp + bb * QB));
+                const __m256i x1 = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(a[n].qp + bb * QB + 32));
+                const __m256i p16 = _mm256_add_epi16(_mm256_maddubs_epi16(lo, x0), _mm256_maddubs_epi16(hi, x1));
+                acc[n][p & 1] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(_mm256_madd_epi16(p16, ones)),
+                                                _mm256_permutevar8x32_ps(fv[n], spread[p]), acc[n][p & 1]);
+            }
+        }
+    }
     for (; b + 1 < nb; b += 2) {
         const __m256i v = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(w + b * QB / 2));
         const __m256i lo = _mm256_and_si256(v, low), hi = _mm256_and_si256(_mm256_srli_epi16(v, 4), low);
