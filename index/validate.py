@@ -25,7 +25,6 @@ mm.errors.IndexDamagedError: ...vectors.npy is truncated: ...
 
 from __future__ import annotations
 
-import json
 import re
 from collections.abc import Callable
 from pathlib import Path
@@ -34,11 +33,10 @@ from typing import Any
 import numpy as np
 
 from mm.errors import IndexDamagedError, IndexFormatError
-from mm.validation import MAX_JSON_DEPTH, find_surrogate, json_depth_ok
+from mm.validation import MAX_JSON_DEPTH, json_depth_ok
 
-#: largest manifest.json / docs.json read (bytes); larger ones are refused as damaged
+#: largest manifest.json read (bytes); larger ones are refused as damaged
 MAX_MANIFEST_BYTES = 64 * 2**20
-MAX_DOCS_JSON_BYTES = 4 * 2**30
 #: stored texts up to this size are checked for valid UTF-8 when the index opens (larger: per hit)
 MAX_TEXT_CHECK_BYTES = 256 * 2**20
 #: a file name an index writes itself: no folder part, no '..'
@@ -132,7 +130,7 @@ def check_manifest(manifest: dict[str, Any], where: str) -> None:
         n_deleted = _count(entry, "n_deleted", at)
         if n_deleted >= n_docs:
             raise _damaged(at, f"has {n_deleted} deleted of {n_docs} documents (a fully deleted segment is dropped)")
-        _check_file_names(_need(entry, "files", (dict,), at), at, ("docs", "text", "text_off"))
+        _check_file_names(_need(entry, "files", (dict,), at), at, ("entries", "text", "text_off"))
         if kind == "multivector":
             _need(entry, "compressed", (bool,), at)
             _count(entry, "n_tokens", at)
@@ -232,8 +230,9 @@ class _Files:
     def offsets(self, key: str, n: int, total: int | None) -> np.ndarray:
         """An offsets array of n+1 entries: starts at 0, never decreases, ends at ``total``."""
         self.expect(key, "iu", (n + 1,))
-        off = np.asarray(self.load(key))
-        if off[0] != 0 or (np.diff(off) < 0).any() or (total is not None and int(off[-1]) != total):
+        off = self.load(key)
+        if off[0] != 0 or any((np.diff(values) < 0).any() for _, values in _pieces(off)) or \
+                (total is not None and int(off[-1]) != total):
             raise _damaged(self.path(key), f"is not a valid offsets array (must rise from 0 to {total})")
         return off
 
@@ -266,34 +265,62 @@ def check_utf8(array: np.ndarray, piece: int = 8 * 2**20) -> tuple[int, str] | N
     return None
 
 
+def _pieces(array: np.ndarray, piece: int = 2**20):
+    """``(start, values)`` pieces of a (memory-mapped) 1-D array read with plain file reads; each piece
+    also holds the first value of the next one, so differences across pieces are seen."""
+    from mm.index.segments import read_rows
+
+    for start in range(0, max(len(array), 1), piece):
+        yield start, read_rows(array, start, start + piece + 1)
+
+
+def _check_entries(file: Path, n: int) -> None:
+    """A segment's entries file (:mod:`mm.index.entries`): header, sizes, offsets, ranges, sorted id hashes,
+    UTF-8 ids, no id twice. Reads it in bounded pieces: memory does not grow with the segment."""
+    from mm.index.entries import entry_arrays
+
+    shape, dtype = npy_header(file)
+    if dtype != np.uint8 or len(shape) != 1:
+        raise _damaged(file, f"has dtype {dtype} and shape {shape}, expected bytes")
+    try:
+        a = entry_arrays(np.load(file, mmap_mode="r", allow_pickle=False))
+    except ValueError as exc:
+        raise _damaged(file, f"is not a valid entries file ({exc})") from exc
+    if len(a["keys"]) != n:
+        raise _damaged(file, f"holds {len(a['keys'])} entries, the manifest says {n}")
+    for name, blob, strict in (("ids_off", "ids", True), ("src_off", "src", False), ("meta_off", "meta", False)):
+        off, total = a[name], len(a[blob])
+        if int(off[0]) != 0 or int(off[-1]) != total:
+            raise _damaged(file, f"has {name} that do not run from 0 to {total}")
+        for _, values in _pieces(off):
+            step = np.diff(values)
+            if (step <= 0).any() if strict else (step < 0).any():
+                raise _damaged(file, f"has {name} that are not increasing ({'an empty id' if strict else 'order'})")
+    for name, high in (("key_rows", n), ("meta_code", len(a["meta_off"]) - 1)):
+        for _, values in _pieces(a[name]):
+            if len(values) and (int(values.min()) < 0 or int(values.max()) >= high):
+                raise _damaged(file, f"holds {name} outside [0, {high})")
+    ids = a["ids"]
+    for start, values in _pieces(a["keys"]):
+        if (values[1:] < values[:-1]).any():  # (np.diff would overflow on 64-bit hashes)
+            raise _damaged(file, "holds id hashes out of order")
+        for i in np.flatnonzero(values[1:] == values[:-1]):  # same hash: the ids must still differ
+            rows = [int(r) for r in a["key_rows"][start + i:start + i + 2]]
+            spans = [bytes(ids[int(a["ids_off"][r]):int(a["ids_off"][r + 1])]) for r in rows]
+            if spans[0] == spans[1]:
+                raise _damaged(file, "holds the same id twice")
+    if len(ids) <= MAX_TEXT_CHECK_BYTES:
+        for blob in ("ids", "src", "meta"):
+            bad = check_utf8(a[blob])
+            if bad is not None:
+                raise _damaged(file, f"holds invalid UTF-8 in its {blob} ({bad[1]} at byte {bad[0]})")
+
+
 def check_documents(folder: Path, entry: dict[str, Any]) -> _Files:
-    """The files every segment has: docs.json (ids, metadata), UTF-8 texts and their offsets, tombstones."""
+    """The files every segment has: the entries file (ids, metadata), UTF-8 texts and their offsets, tombstones."""
     files = _Files(folder, entry["files"])
     n = entry["n_docs"]
-    docs_file = files.path("docs")
-    if not docs_file.is_file():
-        raise FileNotFoundError(docs_file)
-    size = docs_file.stat().st_size
-    if size == 0 or size > MAX_DOCS_JSON_BYTES:
-        raise _damaged(docs_file, f"has an impossible size ({size:,} bytes)")
-    try:
-        text = docs_file.read_bytes().decode("utf-8")
-        if not json_depth_ok(text):
-            raise ValueError(f"JSON nested deeper than {MAX_JSON_DEPTH} levels")
-        docs = json.loads(text)
-    except (ValueError, RecursionError) as exc:
-        raise _damaged(docs_file, f"is not valid JSON ({str(exc)[:120]})") from exc
-    ids, metadata = docs.get("ids") if isinstance(docs, dict) else None, \
-        docs.get("metadata") if isinstance(docs, dict) else None
-    if not isinstance(ids, list) or not isinstance(metadata, list) or len(ids) != n or len(metadata) != n:
-        raise _damaged(docs_file, f"must hold {n} ids and {n} metadata objects (the manifest's n_docs)")
-    for i, (doc_id, meta) in enumerate(zip(ids, metadata, strict=True)):
-        if not isinstance(doc_id, str) or not doc_id or find_surrogate(doc_id) >= 0:
-            raise _damaged(docs_file, f"holds an invalid id at row {i}: {doc_id!r}")
-        if not isinstance(meta, dict):
-            raise _damaged(docs_file, f"holds invalid metadata at row {i} (a {type(meta).__name__})")
-    if len(set(ids)) != n:
-        raise _damaged(docs_file, "holds the same id twice")
+    _check_entries(files.path("entries"), n)
     text_bytes = files.expect("text", "u", (None,))[0]
     files.offsets("text_off", n, text_bytes)
     if text_bytes <= MAX_TEXT_CHECK_BYTES:
