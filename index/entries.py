@@ -88,12 +88,14 @@ class Strings(Sequence):
         i = int(i)
         if i < 0:
             i += len(self)
-        a, b = int(self.off[i]), int(self.off[i + 1])
         try:
+            a, b = int(self.off[i]), int(self.off[i + 1])
+            if not 0 <= a <= b <= len(self.blob):
+                raise ValueError(f"offsets {a}..{b} outside the {len(self.blob)} stored bytes")
             return bytes(self.blob[a:b]).decode("utf-8")
-        except UnicodeDecodeError as exc:
-            raise IndexDamagedError(f"a stored id or metadata value is not valid UTF-8 ({exc.reason}); the index "
-                                    f"is damaged: restore it from a backup or rebuild it with `mm index build`") from exc
+        except (ValueError, IndexError) as exc:  # UnicodeDecodeError is a ValueError
+            raise IndexDamagedError(f"a stored id or metadata value cannot be read ({exc}); the index is damaged: "
+                                    f"restore it from a backup or rebuild it with `mm index build`") from exc
 
     def __iter__(self) -> Iterator[str]:
         return (self[i] for i in range(len(self)))
@@ -181,7 +183,7 @@ def sections(n: int, distinct: int, ids_bytes: int, src_bytes: int, meta_bytes: 
 
     >>> s = sections(2, 1, 4, 0, 2)
     >>> s["keys"], s["flags"][0], s["meta"]
-    ((64, <class 'numpy.int64'>, 2), 164, (170, <class 'numpy.uint8'>, 2))
+    ((64, <class 'numpy.int64'>, 2), 184, (190, <class 'numpy.uint8'>, 2))
     """
     layout = [("keys", np.int64, n), ("doc_hash", np.int64, n), ("ids_off", np.int64, n + 1),
               ("src_off", np.int64, n + 1), ("meta_off", np.int64, distinct + 1), ("key_rows", np.int32, n),
@@ -312,6 +314,13 @@ class IdMap:
         self._merged: tuple[np.ndarray, np.ndarray] | None = None
 
     def _merge(self) -> tuple[np.ndarray, np.ndarray]:
+        try:
+            return self._merge_all()
+        except IndexError as exc:  # rows out of range in a segment too large to be checked entry by entry at open
+            raise IndexDamagedError(f"an entries file holds rows out of range ({exc}); the index is damaged: restore "
+                                    f"it from a backup or rebuild it with `mm index build`") from exc
+
+    def _merge_all(self) -> tuple[np.ndarray, np.ndarray]:
         keys, locs = [], []
         for s, (seg_keys, seg_rows) in enumerate(self._keys):
             rows = np.asarray(seg_rows, dtype=np.int64)
@@ -338,6 +347,9 @@ class IdMap:
             lo = int(np.searchsorted(seg_keys, h, "left"))
             while lo < len(seg_keys) and seg_keys[lo] == h:
                 row = int(seg_rows[lo])
+                if not 0 <= row < len(self._ids[s]):
+                    raise IndexDamagedError(f"an entries file holds row {row} of {len(self._ids[s])}; the index is "
+                                            f"damaged: restore it from a backup or rebuild it with `mm index build`")
                 if self._live[s]()[row]:
                     yield s, row
                 lo += 1
