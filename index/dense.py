@@ -10,15 +10,21 @@ cosine similarity. ``exact`` is accepted for API symmetry; dense search is alway
 from __future__ import annotations
 
 import logging
+import math
 from typing import Any, ClassVar
 
 import numpy as np
 from mm.index.base import DocRef, Index
 from mm.index.maxsim import top_k
+from mm.index.segments import merge_segments, open_segment
 
 from mm.errors import InvalidInputError
 
 log = logging.getLogger(__name__)
+
+#: segments of one size tier (powers of MERGE_FANOUT times MERGE_BASE live entries) are merged when this many exist
+MERGE_FANOUT = 4
+MERGE_BASE = 4096
 
 
 class DenseIndex(Index):
@@ -51,6 +57,27 @@ class DenseIndex(Index):
         vecs = np.stack([d.vectors if d.vectors is not None else np.asarray(d.segment.arrays["vectors"][d.row])
                          for d in docs]).astype(np.float32)
         manifest["segments"].append(self._new_segment(manifest, docs, {"vectors": vecs}, {"n_tokens": len(docs)}))
+        self._merge_tiers(manifest)
+
+    def _merge_tiers(self, manifest: dict[str, Any]) -> None:
+        """Merge segments of one size tier (powers of :data:`MERGE_FANOUT` x :data:`MERGE_BASE` live entries) once
+        :data:`MERGE_FANOUT` of them exist, in the same commit: a growing index keeps O(log n) segments, so
+        opening it costs the same at any size (each entry is copied about log4(n / MERGE_BASE) times)."""
+        while True:
+            tiers: dict[int, list[int]] = {}
+            for i, entry in enumerate(manifest["segments"]):
+                live = max(int(entry["n_docs"]) - int(entry["n_deleted"]), 1)
+                tiers.setdefault(max(0, int(math.log(live / MERGE_BASE, MERGE_FANOUT))), []).append(i)
+            full = [members for members in tiers.values() if len(members) >= MERGE_FANOUT]
+            if not full:
+                return
+            members = set(full[0])
+            segments = [open_segment(self.path, manifest["segments"][i]) for i in sorted(members)]
+            merged = merge_segments(self.path, segments, ("vectors",), {})
+            manifest["segments"] = [e for i, e in enumerate(manifest["segments"]) if i not in members]
+            if merged is not None:
+                manifest["segments"].append({**merged, "n_tokens": merged["n_docs"]})
+            log.debug("merged %d dense segments (%d entries)", len(members), merged["n_docs"] if merged else 0)
 
     def retrain(self) -> dict[str, Any]:
         """Nothing to train in an exact dense index (kept for API symmetry); returns ``{}``."""

@@ -18,7 +18,7 @@ takes the same time whatever the size of the index (issue 18). Rows are rebuilt 
 >>> import tempfile, pathlib
 >>> path = pathlib.Path(tempfile.mkdtemp()) / "e.npy"
 >>> save_entries(path, ["a", "b#1"], [{"lang": "en"}, {"_src": "h", "_doc": "b", "_chunk": 1}])
->>> ids, meta, keys = open_entries(path)
+>>> ids, meta, keys, _ = open_entries(path)
 >>> meta[0], meta[1], meta.document(1), meta.source(1)
 ({'lang': 'en'}, {'_src': 'h', '_doc': 'b', '_chunk': 1}, 'b', 'h')
 >>> m = IdMap([ids], [keys], [lambda: np.array([True, True])], [2])
@@ -209,20 +209,74 @@ def encode_entries(ids: list[str], metadata: list[dict[str, Any]]) -> np.ndarray
         code[i] = distinct.setdefault(rest, len(distinct))
         doc = meta.get(DOC_KEY, entry_id)
         docs[i] = doc if isinstance(doc, str) else entry_id
-    id_hash = hash_all(ids)
-    order = np.argsort(id_hash, kind="stable")
     id_s, src_s, meta_s = Strings.build(ids), Strings.build(src), Strings.build(list(distinct))
-    lay = sections(n, len(distinct), len(id_s.blob), len(src_s.blob), len(meta_s.blob))
+    return _pack(hash_all(ids), hash_all(docs), (id_s.blob, id_s.off), (src_s.blob, src_s.off),
+                 (meta_s.blob, meta_s.off), code, chunk, flags)
+
+
+def _pack(id_hash: np.ndarray, doc_hash: np.ndarray, ids: tuple[np.ndarray, np.ndarray],
+          src: tuple[np.ndarray, np.ndarray], meta: tuple[np.ndarray, np.ndarray], code: np.ndarray,
+          chunk: np.ndarray, flags: np.ndarray) -> np.ndarray:
+    """The bytes of an entries file from its columns (``(blob, offsets)`` for each kind of string)."""
+    n, order = len(id_hash), np.argsort(id_hash, kind="stable")
+    lay = sections(n, len(meta[1]) - 1, len(ids[0]), len(src[0]), len(meta[0]))
     out = np.zeros(lay["_end"][0], dtype=np.uint8)
-    out[:HEADER_BYTES].view(np.int64)[:7] = [MAGIC, ENTRIES_VERSION, n, len(distinct), len(id_s.blob),
-                                             len(src_s.blob), len(meta_s.blob)]
-    values = {"keys": id_hash[order], "doc_hash": hash_all(docs), "ids_off": id_s.off, "src_off": src_s.off,
-              "meta_off": meta_s.off, "key_rows": order, "meta_code": code, "chunk": chunk, "flags": flags,
-              "ids": id_s.blob, "src": src_s.blob, "meta": meta_s.blob}
+    out[:HEADER_BYTES].view(np.int64)[:7] = [MAGIC, ENTRIES_VERSION, n, len(meta[1]) - 1, len(ids[0]),
+                                             len(src[0]), len(meta[0])]
+    values = {"keys": id_hash[order], "doc_hash": doc_hash, "ids_off": ids[1], "src_off": src[1],
+              "meta_off": meta[1], "key_rows": order, "meta_code": code, "chunk": chunk, "flags": flags,
+              "ids": ids[0], "src": src[0], "meta": meta[0]}
     for name, value in values.items():
         at, dtype, count = lay[name]
         out[at:at + count * np.dtype(dtype).itemsize].view(dtype)[:] = value
     return out
+
+
+def gather_strings(parts: list[tuple[np.ndarray, np.ndarray, np.ndarray]]) -> tuple[np.ndarray, np.ndarray]:
+    """``(blob, offsets)`` of the strings ``rows`` of each ``(blob, offsets, rows)``, in order (numpy only)."""
+    from mm.index.maxsim import ranges_index
+
+    blobs, lengths = [], []
+    for blob, off, rows in parts:
+        starts, ends = np.asarray(off[rows]), np.asarray(off[rows + 1])
+        idx, _ = ranges_index(starts, ends)
+        blobs.append(np.asarray(blob[idx], dtype=np.uint8) if len(idx) else np.zeros(0, np.uint8))
+        lengths.append(ends - starts)
+    length = np.concatenate(lengths) if lengths else np.zeros(0, np.int64)
+    off = np.zeros(len(length) + 1, dtype=np.int64)
+    np.cumsum(length, out=off[1:])
+    return (np.concatenate(blobs) if blobs else np.zeros(0, np.uint8)), off
+
+
+def merge_entries(parts: list[tuple[np.ndarray, np.ndarray]]) -> np.ndarray:
+    """The entries file of rows of other entries files: ``parts`` = [(entries file bytes, rows to keep)].
+
+    Columns are gathered with numpy (no Python object per entry); metadata JSON texts are deduplicated.
+
+    >>> a, b = encode_entries(["x", "y"], [{"k": 1}, {}]), encode_entries(["z"], [{"k": 1}])
+    >>> merged = merge_entries([(a, np.array([1])), (b, np.array([0]))])
+    >>> ids, meta, _ = open_entries_bytes(merged)
+    >>> list(ids), list(meta), len(meta.distinct)
+    (['y', 'z'], [{}, {'k': 1}], 2)
+    """
+    cols = [(entry_arrays(data), np.asarray(rows, dtype=np.int64)) for data, rows in parts]
+    distinct: dict[bytes, int] = {}
+    codes, id_hash = [], []
+    for a, rows in cols:
+        meta = Strings(a["meta"], a["meta_off"])
+        remap = np.array([distinct.setdefault(bytes(meta.blob[int(meta.off[i]):int(meta.off[i + 1])]), len(distinct))
+                          for i in range(len(meta))], dtype=np.int32)
+        codes.append(remap[np.asarray(a["meta_code"])[rows]])
+        by_row = np.empty(len(a["keys"]), dtype=np.int64)
+        by_row[np.asarray(a["key_rows"])] = a["keys"]
+        id_hash.append(by_row[rows])
+    meta_off = np.zeros(len(distinct) + 1, dtype=np.int64)
+    np.cumsum([len(t) for t in distinct], out=meta_off[1:])
+    take = lambda key: np.concatenate([np.asarray(a[key])[rows] for a, rows in cols])  # noqa: E731
+    return _pack(np.concatenate(id_hash), take("doc_hash"), gather_strings([(a["ids"], a["ids_off"], r) for a, r in cols]),
+                 gather_strings([(a["src"], a["src_off"], r) for a, r in cols]),
+                 (np.frombuffer(b"".join(distinct), dtype=np.uint8), meta_off), np.concatenate(codes),
+                 take("chunk"), take("flags"))
 
 
 def save_entries(path: Path, ids: list[str], metadata: list[dict[str, Any]]) -> None:
@@ -254,15 +308,22 @@ def entry_arrays(data: np.ndarray) -> dict[str, np.ndarray]:
             for name, (at, dtype, count) in lay.items() if name != "_end"}
 
 
-def open_entries(path: Path) -> tuple[Strings, Metadata, tuple[np.ndarray, np.ndarray]]:
-    """Map a segment's entries file: ``(ids, metadata, (sorted id hashes, their rows))``; reads only the header."""
+def open_entries(path: Path) -> tuple[Strings, Metadata, tuple[np.ndarray, np.ndarray], np.ndarray]:
+    """Map a segment's entries file: ``(ids, metadata, (sorted id hashes, their rows), the file's bytes)``;
+    reads only the header."""
     from mm.index.storage import load_array
 
     try:
-        a = entry_arrays(load_array(path))
+        data = load_array(path)
+        return (*open_entries_bytes(data), data)
     except ValueError as exc:
         raise IndexDamagedError(f"{path} is damaged ({exc}); restore the index from a backup or rebuild it "
                                 f"with `mm index build`") from exc
+
+
+def open_entries_bytes(data: np.ndarray) -> tuple[Strings, Metadata, tuple[np.ndarray, np.ndarray]]:
+    """:func:`open_entries` of an entries file's bytes (ValueError when they are not one)."""
+    a = entry_arrays(data)
     ids = Strings(a["ids"], a["ids_off"])
     meta = Metadata(ids, a["flags"], a["chunk"], Strings(a["src"], a["src_off"]), a["meta_code"],
                     Strings(a["meta"], a["meta_off"]), a["doc_hash"])

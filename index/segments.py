@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from mm.index.entries import Metadata, Strings, open_entries, save_entries
+from mm.index.entries import Metadata, Strings, gather_strings, merge_entries, open_entries, save_entries
 from mm.index.storage import load_array, new_uid, save_array
 
 log = logging.getLogger(__name__)
@@ -40,6 +40,7 @@ class Segment:
     _text_off: np.ndarray | None = field(default=None, repr=False)
     _deleted: np.ndarray | None = field(default=None, repr=False)
     _live: np.ndarray | None = field(default=None, repr=False)
+    entries_data: np.ndarray | None = field(default=None, repr=False)  # the entries file's bytes (mapped)
 
     @property
     def name(self) -> str:
@@ -91,15 +92,16 @@ def open_segment(folder: Path, entry: dict[str, Any], reuse: Segment | None = No
     if reuse is not None and {k: v for k, v in reuse.entry["files"].items() if k != "deleted"} == files:
         if reuse.entry["files"].get("deleted") == deleted_file:
             return Segment(entry, reuse.ids, reuse.metadata, dict(reuse.arrays), reuse.keys, reuse.tombstones,
-                           reuse._text, reuse._text_off, reuse._deleted, reuse._live)
+                           reuse._text, reuse._text_off, reuse._deleted, reuse._live, reuse.entries_data)
         return Segment(entry, reuse.ids, reuse.metadata, dict(reuse.arrays), reuse.keys,
-                       _tombstones(folder, deleted_file), reuse._text, reuse._text_off)
+                       _tombstones(folder, deleted_file), reuse._text, reuse._text_off,
+                       entries_data=reuse.entries_data)
     tombstones = _tombstones(folder, deleted_file)
-    ids, metadata, keys = open_entries(folder / files.pop("entries"))
+    ids, metadata, keys, data = open_entries(folder / files.pop("entries"))
     text = load_array(folder / files.pop("text"))
     text_off = load_array(folder / files.pop("text_off"))
     arrays = {key: load_array(folder / name) for key, name in files.items()}
-    return Segment(entry, ids, metadata, arrays, keys, tombstones, text, text_off)
+    return Segment(entry, ids, metadata, arrays, keys, tombstones, text, text_off, entries_data=data)
 
 
 def _tombstones(folder: Path, name: str | None) -> np.ndarray | None:
@@ -121,6 +123,26 @@ def write_segment(folder: Path, ids: list[str], texts: list[str], metadata: list
         files[key] = f"{name}.{key}.npy"
         save_array(folder / files[key], array)
     return {"name": name, "n_docs": len(ids), "n_deleted": 0, "files": files, **extra}
+
+
+def merge_segments(folder: Path, segments: list[Segment], row_arrays: tuple[str, ...],
+                   extra: dict[str, Any]) -> dict[str, Any] | None:
+    """Write one segment holding the live rows of ``segments`` (entries, texts and the per-row ``row_arrays``
+    gathered with numpy: no Python object per entry); its manifest entry, ``None`` if no row is live."""
+    parts = [(seg, np.flatnonzero(seg.live)) for seg in segments]
+    n = sum(len(rows) for _, rows in parts)
+    if not n:
+        return None
+    name = f"seg-{new_uid()}"
+    files = {"entries": f"{name}.entries.npy", "text": f"{name}.text.npy", "text_off": f"{name}.text_off.npy"}
+    save_array(folder / files["entries"], merge_entries([(seg.entries_data, rows) for seg, rows in parts]))
+    blob, off = gather_strings([(seg._text, seg._text_off, rows) for seg, rows in parts])
+    save_array(folder / files["text"], blob)
+    save_array(folder / files["text_off"], off)
+    for key in row_arrays:
+        files[key] = f"{name}.{key}.npy"
+        save_array(folder / files[key], np.concatenate([np.asarray(seg.arrays[key][rows]) for seg, rows in parts]))
+    return {"name": name, "n_docs": n, "n_deleted": 0, "files": files, **extra}
 
 
 def with_tombstones(folder: Path, entry: dict[str, Any], deleted: np.ndarray) -> dict[str, Any] | None:

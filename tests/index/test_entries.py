@@ -8,6 +8,7 @@ import tracemalloc
 import numpy as np
 import pytest
 from mm.index import base as index_base
+from mm.index import dense as index_dense
 from mm.index import create_index, open_index, upgrade_index, validate
 from mm.index.entries import MERGE_LOOKUP_ABOVE
 from mm.index.storage import MANIFEST
@@ -60,7 +61,8 @@ def test_open_does_not_read_the_entries_whole(tmp_path, monkeypatch):
     assert per_entry < 0.5, peaks  # format 1: ~550 bytes per entry at open (JSON), ~100 after parsing
 
 
-def test_lookups_across_segments_and_replacements(tmp_path):
+def test_lookups_across_segments_and_replacements(tmp_path, monkeypatch):
+    monkeypatch.setattr(index_dense, "MERGE_FANOUT", 1000)  # keep every add's segment
     index = _dense(tmp_path / "ix", 300, per_add=20)  # 15 segments: the merged lookup
     few = _dense(tmp_path / "few", 300, per_add=100)  # 3 segments: per-segment binary search
     assert len(index._segments) > MERGE_LOOKUP_ABOVE >= len(few._segments)
@@ -107,8 +109,10 @@ def _to_format_1(path) -> None:
     (path / MANIFEST).write_text(json.dumps(manifest))
 
 
-def test_format_1_is_refused_then_upgraded_in_place(tmp_path, capsys):
+def test_format_1_is_refused_then_upgraded_in_place(tmp_path, capsys, monkeypatch):
     from mm.cli import main
+
+    monkeypatch.setattr(index_dense, "MERGE_FANOUT", 1000)  # four segments to convert
 
     path = tmp_path / "ix"
     before = _dense(path, 200, per_add=50)
@@ -146,3 +150,27 @@ def test_damaged_entries_file_is_refused(tmp_path, damage):
     file.write_bytes(bytes(data))
     with pytest.raises(IndexDamagedError, match=r"entries\.npy"):
         open_index(path)
+
+
+def test_dense_segments_merge_by_tier_keeping_every_entry(tmp_path, monkeypatch):
+    """Many small commits (the writer's batches) leave O(log n) segments: entries, texts, vectors, filters kept."""
+    monkeypatch.setattr(index_dense, "MERGE_BASE", 16)
+    index = _dense(tmp_path / "ix", 1_000, per_add=10)
+    index.delete(["e1", "e2"])
+    index.add(["e3"], np.zeros((1, 4), np.float32), texts=["again"], metadata=[{"lang": "xx"}])
+    assert len(index._segments) <= 12, len(index._segments)  # 101 commits
+    again = open_index(index.path)
+    assert len(again) == 998 and sorted(again.ids()) == sorted({_id(i) for i in range(1_000)} - {"e1", "e2"})
+    assert again.get("e3").text == "again" and again.get("e3").metadata == {"lang": "xx"}
+    assert again.get("doc9#0").text == "text 45" and again.get("doc9#0").metadata == _meta(45)
+    rng = np.random.default_rng(0)
+    vectors = rng.standard_normal((1_000, 4)).astype(np.float32)  # what _dense added, in order
+    vectors[3] = 0  # e3 was replaced by a zero vector
+    scores = vectors @ vectors[500]
+    scores[[1, 2]] = -np.inf
+    hits = again.search(vectors[500], k=5)
+    assert [h.id for h in hits] == [_id(i) for i in np.argsort(-scores)[:5]]
+    assert np.allclose([h.score for h in hits], np.sort(scores)[::-1][:5], atol=1e-4)
+    de = {h.id for h in again.search(np.ones(4, np.float32), k=1_000, filters={"lang": "de"})}
+    assert de == {_id(i) for i in range(1_000) if _meta(i)["lang"] == "de"} - {"e1", "e2"}
+    assert again.document_count() == 998 and again.document_state("doc9") == ("h9", 1)
