@@ -232,51 +232,93 @@ def _pack(id_hash: np.ndarray, doc_hash: np.ndarray, ids: tuple[np.ndarray, np.n
     return out
 
 
-def gather_strings(parts: list[tuple[np.ndarray, np.ndarray, np.ndarray]]) -> tuple[np.ndarray, np.ndarray]:
-    """``(blob, offsets)`` of the strings ``rows`` of each ``(blob, offsets, rows)``, in order (numpy only)."""
-    from mm.index.maxsim import ranges_index
-
-    blobs, lengths = [], []
-    for blob, off, rows in parts:
-        starts, ends = np.asarray(off[rows]), np.asarray(off[rows + 1])
-        idx, _ = ranges_index(starts, ends)
-        blobs.append(np.asarray(blob[idx], dtype=np.uint8) if len(idx) else np.zeros(0, np.uint8))
-        lengths.append(ends - starts)
+def _offsets(lengths: list[np.ndarray]) -> np.ndarray:
     length = np.concatenate(lengths) if lengths else np.zeros(0, np.int64)
     off = np.zeros(len(length) + 1, dtype=np.int64)
     np.cumsum(length, out=off[1:])
-    return (np.concatenate(blobs) if blobs else np.zeros(0, np.uint8)), off
+    return off
 
 
-def merge_entries(parts: list[tuple[np.ndarray, np.ndarray]]) -> np.ndarray:
-    """The entries file of rows of other entries files: ``parts`` = [(entries file bytes, rows to keep)].
+def string_pieces(blob: np.ndarray, off: np.ndarray, rows: np.ndarray, piece: int = 2**16,
+                  piece_bytes: int = 8 * 2**20) -> Iterator[np.ndarray]:
+    """The bytes of strings ``rows`` (ascending) of ``blob`` + ``off``, copied by runs of consecutive rows
+    (one slice per run, at most ``piece_bytes`` at a time: no index array per byte).
 
-    Columns are gathered with numpy (no Python object per entry); metadata JSON texts are deduplicated.
+    >>> s = Strings.build(["ab", "c", "", "def"])
+    >>> b"".join(p.tobytes() for p in string_pieces(s.blob, s.off, np.array([0, 1, 3]), piece_bytes=2))
+    b'abcdef'
+    """
+    rows = np.asarray(rows, dtype=np.int64)
+    if not len(rows):
+        return
+    breaks = np.flatnonzero(np.diff(rows) != 1) + 1
+    starts, ends = rows[np.r_[0, breaks]], rows[np.r_[breaks - 1, len(rows) - 1]] + 1
+    for first, last in zip(np.asarray(off[starts]).tolist(), np.asarray(off[ends]).tolist(), strict=True):
+        for at in range(first, last, piece_bytes):
+            yield np.array(blob[at:min(last, at + piece_bytes)], dtype=np.uint8)
 
+
+def save_merged_entries(path: Path, parts: list[tuple[np.ndarray, np.ndarray]], piece: int = 2**16) -> None:
+    """Write the entries file of rows of other entries files: ``parts`` = [(entries file bytes, rows to keep)].
+
+    Columns are copied with numpy, ``piece`` rows at a time (no Python object per entry; about 50 bytes
+    per entry in memory: the id hashes, their order and the string offsets); metadata JSON is deduplicated.
+
+    >>> import tempfile
     >>> a, b = encode_entries(["x", "y"], [{"k": 1}, {}]), encode_entries(["z"], [{"k": 1}])
-    >>> merged = merge_entries([(a, np.array([1])), (b, np.array([0]))])
-    >>> ids, meta, _ = open_entries_bytes(merged)
+    >>> path = Path(tempfile.mkdtemp()) / "m.npy"
+    >>> save_merged_entries(path, [(a, np.array([1])), (b, np.array([0]))])
+    >>> ids, meta, _, _ = open_entries(path)
     >>> list(ids), list(meta), len(meta.distinct)
     (['y', 'z'], [{}, {'k': 1}], 2)
     """
+    from mm.index.storage import save_pieces
+
     cols = [(entry_arrays(data), np.asarray(rows, dtype=np.int64)) for data, rows in parts]
-    distinct: dict[bytes, int] = {}
-    codes, id_hash = [], []
+    distinct: dict[bytes, int] = {b"": 0}
+    remaps, id_hash = [], []
     for a, rows in cols:
         meta = Strings(a["meta"], a["meta_off"])
-        remap = np.array([distinct.setdefault(bytes(meta.blob[int(meta.off[i]):int(meta.off[i + 1])]), len(distinct))
-                          for i in range(len(meta))], dtype=np.int32)
-        codes.append(remap[np.asarray(a["meta_code"])[rows]])
+        remaps.append(np.array([distinct.setdefault(bytes(meta.blob[int(meta.off[i]):int(meta.off[i + 1])]),
+                                                    len(distinct)) for i in range(len(meta))], dtype=np.int32))
         by_row = np.empty(len(a["keys"]), dtype=np.int64)
         by_row[np.asarray(a["key_rows"])] = a["keys"]
         id_hash.append(by_row[rows])
-    meta_off = np.zeros(len(distinct) + 1, dtype=np.int64)
-    np.cumsum([len(t) for t in distinct], out=meta_off[1:])
-    take = lambda key: np.concatenate([np.asarray(a[key])[rows] for a, rows in cols])  # noqa: E731
-    return _pack(np.concatenate(id_hash), take("doc_hash"), gather_strings([(a["ids"], a["ids_off"], r) for a, r in cols]),
-                 gather_strings([(a["src"], a["src_off"], r) for a, r in cols]),
-                 (np.frombuffer(b"".join(distinct), dtype=np.uint8), meta_off), np.concatenate(codes),
-                 take("chunk"), take("flags"))
+        del by_row
+    hashes = np.concatenate(id_hash) if id_hash else np.zeros(0, np.int64)
+    del id_hash
+    order = np.argsort(hashes, kind="stable")
+    keys = hashes[order]
+    del hashes
+    ids_off = _offsets([np.asarray(a["ids_off"])[rows + 1] - np.asarray(a["ids_off"])[rows] for a, rows in cols])
+    src_off = _offsets([np.asarray(a["src_off"])[rows + 1] - np.asarray(a["src_off"])[rows] for a, rows in cols])
+    meta_blob = np.frombuffer(b"".join(distinct), dtype=np.uint8)
+    meta_off = _offsets([np.array([len(t) for t in distinct], dtype=np.int64)])
+    n, counts = len(order), (len(distinct), int(ids_off[-1]), int(src_off[-1]), len(meta_blob))
+    header = np.zeros(HEADER_BYTES // 8, dtype=np.int64)
+    header[:7] = [MAGIC, ENTRIES_VERSION, n, *counts]
+
+    def column(key: str, dtype: Any) -> Iterator[np.ndarray]:
+        for i, (a, rows) in enumerate(cols):
+            for s in range(0, len(rows), piece):
+                values = np.asarray(a[key])[rows[s:s + piece]]
+                yield (remaps[i][values] if key == "meta_code" else values).astype(dtype).view(np.uint8)
+
+    def pieces() -> Iterator[np.ndarray]:
+        yield header.view(np.uint8)
+        yield keys.view(np.uint8)
+        yield from column("doc_hash", np.int64)
+        for array in (ids_off, src_off, meta_off, order.astype(np.int32)):
+            yield array.view(np.uint8)
+        yield from column("meta_code", np.int32)
+        yield from column("chunk", np.int32)
+        yield from column("flags", np.uint8)
+        for blob in ("ids", "src"):
+            for a, rows in cols:
+                yield from string_pieces(a[blob], a[f"{blob}_off"], rows, piece)
+        yield meta_blob
+
+    save_pieces(path, np.uint8, (sections(n, *counts)["_end"][0],), pieces())
 
 
 def save_entries(path: Path, ids: list[str], metadata: list[dict[str, Any]]) -> None:

@@ -20,8 +20,8 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from mm.index.entries import Metadata, Strings, gather_strings, merge_entries, open_entries, save_entries
-from mm.index.storage import load_array, new_uid, save_array
+from mm.index.entries import Metadata, Strings, open_entries, save_entries, save_merged_entries, string_pieces
+from mm.index.storage import load_array, new_uid, save_array, save_pieces
 
 log = logging.getLogger(__name__)
 
@@ -126,22 +126,29 @@ def write_segment(folder: Path, ids: list[str], texts: list[str], metadata: list
 
 
 def merge_segments(folder: Path, segments: list[Segment], row_arrays: tuple[str, ...],
-                   extra: dict[str, Any]) -> dict[str, Any] | None:
+                   extra: dict[str, Any], piece: int = 2**16) -> dict[str, Any] | None:
     """Write one segment holding the live rows of ``segments`` (entries, texts and the per-row ``row_arrays``
-    gathered with numpy: no Python object per entry); its manifest entry, ``None`` if no row is live."""
+    copied with numpy ``piece`` rows at a time: no Python object per entry, memory ~50 bytes per entry);
+    its manifest entry, ``None`` if no row is live."""
     parts = [(seg, np.flatnonzero(seg.live)) for seg in segments]
     n = sum(len(rows) for _, rows in parts)
     if not n:
         return None
     name = f"seg-{new_uid()}"
     files = {"entries": f"{name}.entries.npy", "text": f"{name}.text.npy", "text_off": f"{name}.text_off.npy"}
-    save_array(folder / files["entries"], merge_entries([(seg.entries_data, rows) for seg, rows in parts]))
-    blob, off = gather_strings([(seg._text, seg._text_off, rows) for seg, rows in parts])
-    save_array(folder / files["text"], blob)
+    save_merged_entries(folder / files["entries"], [(seg.entries_data, rows) for seg, rows in parts], piece)
+    off = np.zeros(n + 1, dtype=np.int64)
+    np.cumsum(np.concatenate([np.asarray(seg._text_off)[rows + 1] - np.asarray(seg._text_off)[rows]
+                              for seg, rows in parts]), out=off[1:])
+    save_pieces(folder / files["text"], np.uint8, (int(off[-1]),),
+                (p for seg, rows in parts for p in string_pieces(seg._text, seg._text_off, rows, piece)))
     save_array(folder / files["text_off"], off)
     for key in row_arrays:
         files[key] = f"{name}.{key}.npy"
-        save_array(folder / files[key], np.concatenate([np.asarray(seg.arrays[key][rows]) for seg, rows in parts]))
+        first = segments[0].arrays[key]
+        save_pieces(folder / files[key], first.dtype, (n, *first.shape[1:]),
+                    (np.asarray(seg.arrays[key][rows[s:s + piece]]) for seg, rows in parts
+                     for s in range(0, len(rows), piece)))
     return {"name": name, "n_docs": n, "n_deleted": 0, "files": files, **extra}
 
 

@@ -75,6 +75,34 @@ def save_array(path: Path, array: np.ndarray) -> None:
         os.fsync(fh.fileno())
 
 
+def save_pieces(path: Path, dtype: Any, shape: tuple[int, ...], pieces: Any) -> None:
+    """Write an ``.npy`` of ``shape`` from consecutive ``pieces`` (arrays, in C order) at ``path``, fsynced.
+
+    Memory: one piece at a time. The pieces must hold exactly ``prod(shape)`` items.
+
+    >>> import tempfile
+    >>> p = Path(tempfile.mkdtemp()) / "a.npy"
+    >>> save_pieces(p, np.int32, (2, 3), [np.arange(4), np.arange(4, 6)])
+    >>> np.load(p).tolist()
+    [[0, 1, 2], [3, 4, 5]]
+    """
+    dtype = np.dtype(dtype)
+    want = int(np.prod(shape, dtype=np.int64)) * dtype.itemsize
+    written = 0
+    with open(path, "wb") as fh:
+        header = {"descr": np.lib.format.dtype_to_descr(dtype), "fortran_order": False, "shape": tuple(shape)}
+        np.lib.format.write_array_header_2_0(fh, header) if want >= 2**32 else \
+            np.lib.format.write_array_header_1_0(fh, header)
+        for piece in pieces:
+            data = np.ascontiguousarray(piece, dtype=dtype)
+            fh.write(memoryview(data).cast("B"))
+            written += data.nbytes
+        if written != want:
+            raise ValueError(f"{path}: pieces hold {written} bytes, the shape {shape} needs {want}")
+        fh.flush()
+        os.fsync(fh.fileno())
+
+
 class _Writer:
     """A file seen only through ``write`` (numpy then writes in 16 MiB pieces of bytes)."""
 
