@@ -8,8 +8,8 @@ import tracemalloc
 import numpy as np
 import pytest
 from mm.index import base as index_base
-from mm.index import dense as index_dense
 from mm.index import create_index, open_index, upgrade_index, validate
+from mm.index import dense as index_dense
 from mm.index.entries import MERGE_LOOKUP_ABOVE
 from mm.index.storage import MANIFEST
 
