@@ -24,13 +24,14 @@ from mm.index.dense import DenseIndex
 from mm.index.jobs import IndexOptions, JobReport, build_job, sync
 from mm.index.multivector import DEFAULT_TRAIN_TOKENS, MultiVectorIndex
 from mm.index.storage import LOCK, MANIFEST, OWNED_FILES, write_errors, write_manifest, writer_lock
+from mm.index.upgrade import upgrade_index
 from mm.index.validate import validate_index
 
 from mm.corpus import Document
 from mm.errors import IndexFormatError, InvalidInputError
 
 __all__ = ["DenseIndex", "Document", "Hit", "Index", "IndexOptions", "JobReport", "MultiVectorIndex", "StoredDocument",
-           "build_job", "create_index", "open_index", "sync"]
+           "build_job", "create_index", "open_index", "sync", "upgrade_index"]
 
 log = logging.getLogger(__name__)
 KINDS: dict[str, type[Index]] = {"multivector": MultiVectorIndex, "dense": DenseIndex}

@@ -22,8 +22,8 @@ from typing import Any, ClassVar
 
 import numpy as np
 from mm.encoders.chunking import CHUNK_SEP, SOURCE_KEY
-from mm.index.entries import IdMap
-from mm.index.filters import matches, validate_filters
+from mm.index.entries import IdMap, hash_all
+from mm.index.filters import fields_of, matches, validate_filters
 from mm.index.segments import Segment, open_segment, with_tombstones, write_segment
 from mm.index.storage import (
     FORMAT_VERSION,
@@ -92,7 +92,7 @@ class Index:
         self._stamp: tuple[int, int, int] | None = None
         self._manifest: dict[str, Any] = {}
         self._segments: list[Segment] = []
-        self._id_map = IdMap([], [])
+        self._id_map = IdMap([], [], [], [])
         self._filter_cache: dict[str, list[np.ndarray]] = {}
         self._bm25: Any = None
         self._load()
@@ -117,7 +117,8 @@ class Index:
             break
         else:
             raise IndexFormatError(f"{self.path}: files named by the manifest are missing; the index is damaged")
-        id_map = IdMap([seg.ids for seg in segments], [seg.live for seg in segments])
+        id_map = IdMap([seg.ids for seg in segments], [seg.keys for seg in segments],
+                       [(lambda seg=seg: seg.live) for seg in segments], [seg.n_live for seg in segments])
         self._manifest, self._segments, self._id_map, self._stamp = manifest, segments, id_map, stamp
         self._filter_cache = {}
         self._bm25 = None
@@ -200,16 +201,16 @@ class Index:
 
     def document_count(self) -> int:
         """Number of documents (distinct ``_doc`` of chunks, plus unchunked entries) among the live entries."""
-        hashes = [seg.metadata.doc_hashes[seg.live] for seg in self._segments]
+        hashes = [np.asarray(seg.metadata.doc_hashes)[seg.live] for seg in self._segments]
         return len(np.unique(np.concatenate(hashes))) if hashes else 0
 
     def documents_not_in(self, keep: set[str]) -> list[str]:
         """Documents of live entries that are not in ``keep``, in index order (compared by hash first)."""
-        keep_hashes = np.fromiter((hash(d) for d in keep), dtype=np.int64, count=len(keep))
+        keep_hashes = np.sort(hash_all(list(keep)))
         out: dict[str, None] = {}
         for seg in self._segments:
             rows = np.flatnonzero(seg.live)
-            for row in rows[~np.isin(seg.metadata.doc_hashes[rows], keep_hashes)]:
+            for row in rows[~np.isin(np.asarray(seg.metadata.doc_hashes)[rows], keep_hashes)]:
                 out[seg.metadata.document(row)] = None
         return list(out)
 
@@ -427,7 +428,7 @@ class Index:
 
         def op(manifest):
             before = {"segments": len(self._segments),
-                      "deleted_rows": sum(int(s.deleted.sum()) for s in self._segments)}
+                      "deleted_rows": sum(s.n_docs - s.n_live for s in self._segments)}
             if len(self._segments) <= 1 and before["deleted_rows"] == 0:
                 return None, {**before, "segments_after": before["segments"]}
             refs = self._live_refs()
@@ -450,11 +451,11 @@ class Index:
         key = json.dumps(filters, sort_keys=True)
         masks = self._filter_cache.get(key)
         if masks is None:
-            masks = []
-            for seg in self._segments:
-                mask = seg.live.copy()
-                for r in np.flatnonzero(mask):
-                    mask[r] = matches(seg.metadata[r], filters)
+            masks, fields = [], fields_of(filters)
+            for seg in self._segments:  # once per distinct stored metadata JSON of a segment (mm.index.entries)
+                mask = np.zeros(seg.n_docs, dtype=bool)
+                rows = np.flatnonzero(seg.live)
+                mask[rows] = seg.metadata.filter_mask(rows, lambda meta: matches(meta, filters), fields)
                 masks.append(mask)
             if len(self._filter_cache) > 64:
                 self._filter_cache.clear()
@@ -535,7 +536,7 @@ class Index:
             "documents": len(self),
             "tokens": n_tokens,
             "segments": len(self._segments),
-            "deleted_rows": sum(int(s.deleted.sum()) for s in self._segments),
+            "deleted_rows": sum(s.n_docs - s.n_live for s in self._segments),
             "bytes": total_bytes,
             "bytes_per_token": total_bytes / n_tokens if n_tokens else None,
             "vector_bytes": vector_bytes,

@@ -10,15 +10,21 @@ cosine similarity. ``exact`` is accepted for API symmetry; dense search is alway
 from __future__ import annotations
 
 import logging
+import math
 from typing import Any, ClassVar
 
 import numpy as np
 from mm.index.base import DocRef, Index
 from mm.index.maxsim import top_k
+from mm.index.segments import merge_segments, open_segment
 
 from mm.errors import InvalidInputError
 
 log = logging.getLogger(__name__)
+
+#: segments of one size tier (powers of MERGE_FANOUT times MERGE_BASE live entries) are merged when this many exist
+MERGE_FANOUT = 4
+MERGE_BASE = 4096
 
 
 class DenseIndex(Index):
@@ -51,6 +57,27 @@ class DenseIndex(Index):
         vecs = np.stack([d.vectors if d.vectors is not None else np.asarray(d.segment.arrays["vectors"][d.row])
                          for d in docs]).astype(np.float32)
         manifest["segments"].append(self._new_segment(manifest, docs, {"vectors": vecs}, {"n_tokens": len(docs)}))
+        self._merge_tiers(manifest)
+
+    def _merge_tiers(self, manifest: dict[str, Any]) -> None:
+        """Merge segments of one size tier (powers of :data:`MERGE_FANOUT` x :data:`MERGE_BASE` live entries) once
+        :data:`MERGE_FANOUT` of them exist, in the same commit: a growing index keeps O(log n) segments, so
+        opening it costs the same at any size (each entry is copied about log4(n / MERGE_BASE) times)."""
+        while True:
+            tiers: dict[int, list[int]] = {}
+            for i, entry in enumerate(manifest["segments"]):
+                live = max(int(entry["n_docs"]) - int(entry["n_deleted"]), 1)
+                tiers.setdefault(max(0, int(math.log(live / MERGE_BASE, MERGE_FANOUT))), []).append(i)
+            full = [members for members in tiers.values() if len(members) >= MERGE_FANOUT]
+            if not full:
+                return
+            members = set(full[0])
+            segments = [open_segment(self.path, manifest["segments"][i]) for i in sorted(members)]
+            merged = merge_segments(self.path, segments, ("vectors",), {})
+            manifest["segments"] = [e for i, e in enumerate(manifest["segments"]) if i not in members]
+            if merged is not None:
+                manifest["segments"].append({**merged, "n_tokens": merged["n_docs"]})
+            log.debug("merged %d dense segments (%d entries)", len(members), merged["n_docs"] if merged else 0)
 
     def retrain(self) -> dict[str, Any]:
         """Nothing to train in an exact dense index (kept for API symmetry); returns ``{}``."""
@@ -58,34 +85,43 @@ class DenseIndex(Index):
 
     def _search_one(self, query: np.ndarray, k: int, allowed: list[np.ndarray], exact: bool,
                     settings: dict[str, Any]) -> list[tuple[int, int, float]]:
-        out_s, out_r, out_v = [], [], []
-        for s, seg in enumerate(self._segments):
-            mask = allowed[s]
-            vec = seg.arrays["vectors"]
-            if mask.all():
-                import faiss
+        return self._search_many([query], k, allowed, exact, settings)[0]
 
-                dist, idx = faiss.knn(query[None, :], np.ascontiguousarray(vec), min(k, len(vec)),
-                                      metric=faiss.METRIC_INNER_PRODUCT)
-                rows, scores = idx[0].astype(np.int64), dist[0]
-            else:
-                rows = np.flatnonzero(mask)
-                if not len(rows):
-                    continue
-                scores = np.asarray(vec[rows]) @ query
-                best = top_k(scores, k)
-                rows, scores = rows[best], scores[best]
-            # faiss pads with -1 rows when fewer than k scores are comparable (NaN vectors in a damaged
-            # segment); a non-finite score matches nothing, so such rows never come back (nor twice)
-            ok = (rows >= 0) & np.isfinite(scores)
-            rows, scores = rows[ok], scores[ok]
-            out_s.append(np.full(len(rows), s))
-            out_r.append(rows)
-            out_v.append(scores.astype(np.float32))
-        if not out_v:
+    def _search_many(self, queries: list[np.ndarray], k: int, allowed: list[np.ndarray], exact: bool,
+                     settings: dict[str, Any]) -> list[list[tuple[int, int, float]]]:
+        """One matrix product per segment for the whole batch (``faiss.knn`` of all queries at once)."""
+        batch = np.stack(queries)
+        found: list[list[tuple[np.ndarray, np.ndarray, np.ndarray]]] = [[] for _ in queries]
+        for s, seg in enumerate(self._segments):
+            for q, (rows, scores) in enumerate(self._segment_top(seg.arrays["vectors"], allowed[s], batch, k)):
+                # faiss pads with -1 rows when fewer than k scores are comparable (NaN vectors in a damaged
+                # segment); a non-finite score matches nothing, so such rows never come back (nor twice)
+                ok = (rows >= 0) & np.isfinite(scores)
+                found[q].append((np.full(int(ok.sum()), s), rows[ok], scores[ok].astype(np.float32)))
+        out = []
+        for parts in found:
+            if not parts:
+                out.append([])
+                continue
+            s_all, r_all, v_all = (np.concatenate([p[i] for p in parts]) for i in range(3))
+            out.append([(int(s_all[i]), int(r_all[i]), float(v_all[i])) for i in top_k(v_all, k)])
+        return out
+
+    @staticmethod
+    def _segment_top(vec: np.ndarray, mask: np.ndarray, batch: np.ndarray, k: int
+                     ) -> list[tuple[np.ndarray, np.ndarray]]:
+        """Per query of ``batch``: (rows, scores) of the ``k`` best allowed rows of one segment."""
+        if mask.all():
+            import faiss
+
+            dist, idx = faiss.knn(batch, np.ascontiguousarray(vec), min(k, len(vec)),
+                                  metric=faiss.METRIC_INNER_PRODUCT)
+            return [(idx[q].astype(np.int64), dist[q]) for q in range(len(batch))]
+        rows = np.flatnonzero(mask)
+        if not len(rows):
             return []
-        s_all, r_all, v_all = map(np.concatenate, (out_s, out_r, out_v))
-        return [(int(s_all[i]), int(r_all[i]), float(v_all[i])) for i in top_k(v_all, k)]
+        scores = batch @ np.asarray(vec[rows]).T  # (queries, allowed rows)
+        return [(rows[best], scores[q, best]) for q in range(len(batch)) for best in [top_k(scores[q], k)]]
 
     def info(self) -> dict[str, Any]:
         out = super().info()

@@ -105,6 +105,15 @@ def _match_cond(values: list[Any] | None, cond: Any) -> bool:
     return cond in values
 
 
+def fields_of(filters: dict[str, Any] | None) -> set[str]:
+    """The metadata fields a filter reads.
+
+    >>> sorted(fields_of({"lang": "en", "_doc": {"$exists": True}}))
+    ['_doc', 'lang']
+    """
+    return set(filters or ())
+
+
 def matches(meta: dict[str, Any], filters: dict[str, Any] | None) -> bool:
     """Whether a document's metadata satisfies ``filters``."""
     if not filters:

@@ -2,13 +2,14 @@
 
 A segment is a set of files sharing the prefix ``seg-<uid>``:
 
-* ``.docs.json``   ids and metadata (kept in memory as compact columns, :mod:`mm.index.entries`)
+* ``.entries.npy``   ids and metadata, memory-mapped (sorted id hashes, UTF-8 blobs, columns: :mod:`mm.index.entries`)
 * ``.text.npy`` / ``.text_off.npy``   UTF-8 texts concatenated + offsets (memory-mapped, read per hit)
 * kind-specific ``.npy`` arrays (memory-mapped), listed in the manifest entry's ``files``
 * ``.del-<uid>.npy``  sorted rows deleted since the segment was written (tombstones), optional
 
 Segments never change after they are committed; deleting rows writes a new
-tombstone file and a new manifest.
+tombstone file and a new manifest. Opening a segment maps its files and reads their headers
+only (tombstones are read on first use), so it costs the same whatever the segment's size.
 """
 
 from __future__ import annotations
@@ -19,8 +20,8 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from mm.index.entries import Metadata, Strings
-from mm.index.storage import load_array, load_json, new_uid, save_array, save_json
+from mm.index.entries import Metadata, Strings, open_entries, save_entries, save_merged_entries, string_pieces
+from mm.index.storage import load_array, new_uid, save_array, save_pieces
 
 log = logging.getLogger(__name__)
 
@@ -33,9 +34,13 @@ class Segment:
     ids: Strings
     metadata: Metadata
     arrays: dict[str, np.ndarray]
-    deleted: np.ndarray  # bool per row
+    keys: tuple[np.ndarray, np.ndarray]  # sorted id hashes and their rows (mm.index.entries)
+    tombstones: np.ndarray | None  # deleted rows (memory-mapped; the bool mask is built on first use)
     _text: np.ndarray | None = field(default=None, repr=False)
     _text_off: np.ndarray | None = field(default=None, repr=False)
+    _deleted: np.ndarray | None = field(default=None, repr=False)
+    _live: np.ndarray | None = field(default=None, repr=False)
+    entries_data: np.ndarray | None = field(default=None, repr=False)  # the entries file's bytes (mapped)
 
     @property
     def name(self) -> str:
@@ -46,8 +51,23 @@ class Segment:
         return len(self.ids)
 
     @property
+    def n_live(self) -> int:
+        return int(self.entry["n_docs"]) - int(self.entry.get("n_deleted", 0))
+
+    @property
+    def deleted(self) -> np.ndarray:
+        """Bool per row: deleted since the segment was written (the tombstone file, read on first use)."""
+        if self._deleted is None:
+            self._deleted = np.zeros(self.n_docs, dtype=bool)
+            if self.tombstones is not None:
+                self._deleted[np.asarray(self.tombstones)] = True
+        return self._deleted
+
+    @property
     def live(self) -> np.ndarray:
-        return ~self.deleted
+        if self._live is None:
+            self._live = ~self.deleted
+        return self._live
 
     def text(self, row: int) -> str:
         """The stored text of ``row``."""
@@ -65,37 +85,35 @@ class Segment:
 def open_segment(folder: Path, entry: dict[str, Any], reuse: Segment | None = None) -> Segment:
     """Open a committed segment; raises FileNotFoundError when a concurrent compaction removed it.
 
-    ``reuse``: this segment as opened before (segments never change): only its tombstones are read again.
+    ``reuse``: this segment as opened before (segments never change): only its tombstones may differ.
     """
     files = dict(entry["files"])
     deleted_file = files.pop("deleted", None)
     if reuse is not None and {k: v for k, v in reuse.entry["files"].items() if k != "deleted"} == files:
-        deleted = _deleted(folder, deleted_file, reuse.n_docs)
-        return Segment(entry, reuse.ids, reuse.metadata, dict(reuse.arrays), deleted, reuse._text, reuse._text_off)
-    docs = load_json(folder / files.pop("docs"))
-    ids = Strings.build(docs["ids"])
-    metadata = Metadata.build(ids, docs.pop("metadata"))
-    del docs
+        if reuse.entry["files"].get("deleted") == deleted_file:
+            return Segment(entry, reuse.ids, reuse.metadata, dict(reuse.arrays), reuse.keys, reuse.tombstones,
+                           reuse._text, reuse._text_off, reuse._deleted, reuse._live, reuse.entries_data)
+        return Segment(entry, reuse.ids, reuse.metadata, dict(reuse.arrays), reuse.keys,
+                       _tombstones(folder, deleted_file), reuse._text, reuse._text_off,
+                       entries_data=reuse.entries_data)
+    tombstones = _tombstones(folder, deleted_file)
+    ids, metadata, keys, data = open_entries(folder / files.pop("entries"))
     text = load_array(folder / files.pop("text"))
     text_off = load_array(folder / files.pop("text_off"))
-    deleted = _deleted(folder, deleted_file, len(ids))
     arrays = {key: load_array(folder / name) for key, name in files.items()}
-    return Segment(entry, ids, metadata, arrays, deleted, text, text_off)
+    return Segment(entry, ids, metadata, arrays, keys, tombstones, text, text_off, entries_data=data)
 
 
-def _deleted(folder: Path, name: str | None, n: int) -> np.ndarray:
-    deleted = np.zeros(n, dtype=bool)
-    if name is not None:
-        deleted[load_array(folder / name, mmap=False)] = True
-    return deleted
+def _tombstones(folder: Path, name: str | None) -> np.ndarray | None:
+    return None if name is None else load_array(folder / name)
 
 
 def write_segment(folder: Path, ids: list[str], texts: list[str], metadata: list[dict[str, Any]],
                   arrays: dict[str, np.ndarray], extra: dict[str, Any]) -> dict[str, Any]:
     """Write a new segment's files (fsynced, fresh names) and return its manifest entry."""
     name = f"seg-{new_uid()}"
-    files = {"docs": f"{name}.docs.json", "text": f"{name}.text.npy", "text_off": f"{name}.text_off.npy"}
-    save_json(folder / files["docs"], {"ids": ids, "metadata": metadata})
+    files = {"entries": f"{name}.entries.npy", "text": f"{name}.text.npy", "text_off": f"{name}.text_off.npy"}
+    save_entries(folder / files["entries"], ids, metadata)
     encoded = [t.encode("utf-8") for t in texts]
     offsets = np.zeros(len(encoded) + 1, dtype=np.int64)
     np.cumsum([len(b) for b in encoded], out=offsets[1:])
@@ -105,6 +123,33 @@ def write_segment(folder: Path, ids: list[str], texts: list[str], metadata: list
         files[key] = f"{name}.{key}.npy"
         save_array(folder / files[key], array)
     return {"name": name, "n_docs": len(ids), "n_deleted": 0, "files": files, **extra}
+
+
+def merge_segments(folder: Path, segments: list[Segment], row_arrays: tuple[str, ...],
+                   extra: dict[str, Any], piece: int = 2**16) -> dict[str, Any] | None:
+    """Write one segment holding the live rows of ``segments`` (entries, texts and the per-row ``row_arrays``
+    copied with numpy ``piece`` rows at a time: no Python object per entry, memory ~50 bytes per entry);
+    its manifest entry, ``None`` if no row is live."""
+    parts = [(seg, np.flatnonzero(seg.live)) for seg in segments]
+    n = sum(len(rows) for _, rows in parts)
+    if not n:
+        return None
+    name = f"seg-{new_uid()}"
+    files = {"entries": f"{name}.entries.npy", "text": f"{name}.text.npy", "text_off": f"{name}.text_off.npy"}
+    save_merged_entries(folder / files["entries"], [(seg.entries_data, rows) for seg, rows in parts], piece)
+    off = np.zeros(n + 1, dtype=np.int64)
+    np.cumsum(np.concatenate([np.asarray(seg._text_off)[rows + 1] - np.asarray(seg._text_off)[rows]
+                              for seg, rows in parts]), out=off[1:])
+    save_pieces(folder / files["text"], np.uint8, (int(off[-1]),),
+                (p for seg, rows in parts for p in string_pieces(seg._text, seg._text_off, rows, piece)))
+    save_array(folder / files["text_off"], off)
+    for key in row_arrays:
+        files[key] = f"{name}.{key}.npy"
+        first = segments[0].arrays[key]
+        save_pieces(folder / files[key], first.dtype, (n, *first.shape[1:]),
+                    (np.asarray(seg.arrays[key][rows[s:s + piece]]) for seg, rows in parts
+                     for s in range(0, len(rows), piece)))
+    return {"name": name, "n_docs": n, "n_deleted": 0, "files": files, **extra}
 
 
 def with_tombstones(folder: Path, entry: dict[str, Any], deleted: np.ndarray) -> dict[str, Any] | None:
@@ -131,10 +176,21 @@ def read_rows(array: np.ndarray, start: int, stop: int) -> np.ndarray:
     >>> read_rows(load_array(path), 2, 4).tolist()
     [[4.0, 5.0], [6.0, 7.0]]
     """
-    if not isinstance(array, np.memmap) or array.filename is None or not array.flags.c_contiguous:
+    where = _file_position(array)
+    if where is None:
         return np.asarray(array[start:stop])
     row = int(np.prod(array.shape[1:], dtype=np.int64))
     count = max(0, min(stop, len(array)) - start) * row
-    out = np.fromfile(array.filename, dtype=array.dtype, count=count,
-                      offset=array.offset + start * row * array.dtype.itemsize)
+    out = np.fromfile(where[0], dtype=array.dtype, count=count, offset=where[1] + start * row * array.dtype.itemsize)
     return out.reshape(-1, *array.shape[1:])
+
+
+def _file_position(array: np.ndarray) -> tuple[str, int] | None:
+    """``(file, byte offset)`` of a C-contiguous array mapped from a file (also a slice or view of one)."""
+    root = array
+    while isinstance(root.base, np.ndarray):
+        root = root.base
+    if not isinstance(root, np.memmap) or root.filename is None or not array.flags.c_contiguous:
+        return None
+    delta = array.__array_interface__["data"][0] - root.__array_interface__["data"][0]
+    return root.filename, root.offset + delta

@@ -41,7 +41,10 @@ from mm.errors import IndexFormatError, IndexLockedError, IndexReadOnlyError, In
 log = logging.getLogger(__name__)
 
 FORMAT_NAME = "mm-index"
-FORMAT_VERSION = 1
+#: 2: ids and metadata in a memory-mapped ``.entries.npy`` per segment (1: a ``.docs.json`` parsed at open)
+FORMAT_VERSION = 2
+#: older versions :func:`mm.index.upgrade.upgrade_index` converts in place (no re-encoding)
+UPGRADABLE = (1,)
 MANIFEST = "manifest.json"
 LOCK = "index.lock"
 #: names of files an index writes (data files, temporaries); garbage collection only ever touches these
@@ -65,9 +68,46 @@ def fsync_dir(path: Path) -> None:
 def save_array(path: Path, array: np.ndarray) -> None:
     """Write ``array`` as ``.npy`` at ``path`` (a fresh name) and fsync it."""
     with open(path, "wb") as fh:
-        np.save(fh, np.ascontiguousarray(array), allow_pickle=False)
+        # through a plain ``write`` (not numpy's tofile, whose C stdio buffer can lose a failed write of a small
+        # array silently, e.g. past a file-size limit): every short write raises OSError
+        np.save(_Writer(fh), np.ascontiguousarray(array), allow_pickle=False)
         fh.flush()
         os.fsync(fh.fileno())
+
+
+def save_pieces(path: Path, dtype: Any, shape: tuple[int, ...], pieces: Any) -> None:
+    """Write an ``.npy`` of ``shape`` from consecutive ``pieces`` (arrays, in C order) at ``path``, fsynced.
+
+    Memory: one piece at a time. The pieces must hold exactly ``prod(shape)`` items.
+
+    >>> import tempfile
+    >>> p = Path(tempfile.mkdtemp()) / "a.npy"
+    >>> save_pieces(p, np.int32, (2, 3), [np.arange(4), np.arange(4, 6)])
+    >>> np.load(p).tolist()
+    [[0, 1, 2], [3, 4, 5]]
+    """
+    dtype = np.dtype(dtype)
+    want = int(np.prod(shape, dtype=np.int64)) * dtype.itemsize
+    written = 0
+    with open(path, "wb") as fh:
+        header = {"descr": np.lib.format.dtype_to_descr(dtype), "fortran_order": False, "shape": tuple(shape)}
+        np.lib.format.write_array_header_2_0(fh, header) if want >= 2**32 else \
+            np.lib.format.write_array_header_1_0(fh, header)
+        for piece in pieces:
+            data = np.ascontiguousarray(piece, dtype=dtype)
+            fh.write(memoryview(data).cast("B"))
+            written += data.nbytes
+        if written != want:
+            raise ValueError(f"{path}: pieces hold {written} bytes, the shape {shape} needs {want}")
+        fh.flush()
+        os.fsync(fh.fileno())
+
+
+class _Writer:
+    """A file seen only through ``write`` (numpy then writes in 16 MiB pieces of bytes)."""
+
+    def __init__(self, fh: Any) -> None:
+        self.write = fh.write
 
 
 def save_json(path: Path, obj: Any) -> None:
@@ -115,6 +155,12 @@ def read_manifest(path: Path) -> dict[str, Any]:
     if not isinstance(manifest, dict) or manifest.get("format") != FORMAT_NAME:
         raise IndexFormatError(f"{path} is not an mm index: {MANIFEST} does not declare format {FORMAT_NAME!r}.")
     version = manifest.get("format_version")
+    if version in UPGRADABLE:
+        raise IndexFormatError(
+            f"{path} is an mm index of format version {version}, which kept ids and metadata in JSON parsed at every "
+            f"open; this mm reads version {FORMAT_VERSION}. Upgrade it in place (no re-encoding, a few seconds per "
+            f"million entries): `mm index upgrade {path}` (or mm.index.upgrade_index), or rebuild it."
+        )
     if version != FORMAT_VERSION:
         raise IndexFormatError(
             f"{path} is an mm index of format version {version!r}, but this mm reads version {FORMAT_VERSION}; "

@@ -25,7 +25,6 @@ mm.errors.IndexDamagedError: ...vectors.npy is truncated: ...
 
 from __future__ import annotations
 
-import json
 import re
 from collections.abc import Callable
 from pathlib import Path
@@ -34,13 +33,21 @@ from typing import Any
 import numpy as np
 
 from mm.errors import IndexDamagedError, IndexFormatError
-from mm.validation import MAX_JSON_DEPTH, find_surrogate, json_depth_ok
+from mm.validation import MAX_JSON_DEPTH, json_depth_ok
 
-#: largest manifest.json / docs.json read (bytes); larger ones are refused as damaged
+#: largest manifest.json read (bytes); larger ones are refused as damaged
 MAX_MANIFEST_BYTES = 64 * 2**20
-MAX_DOCS_JSON_BYTES = 4 * 2**30
 #: stored texts up to this size are checked for valid UTF-8 when the index opens (larger: per hit)
 MAX_TEXT_CHECK_BYTES = 256 * 2**20
+#: bytes of per-entry files (entries, texts) whose every entry is checked when an index opens; past this
+#: budget a segment's files get the structural checks only (header, sizes, first and last offsets) and a
+#: damaged entry is reported when it is read (IndexDamagedError), so opening takes the same time at any size.
+#: ``validate_index(path, deep_bytes=None)`` checks everything.
+OPEN_CHECK_BYTES = 32 * 2**20
+#: elements (and bytes, for UTF-8 checks) read at a time when checking per-entry files: memory at open is
+#: bounded by these, whatever the size of the index
+PIECE = 2**20
+PIECE_BYTES = 8 * 2**20
 #: a file name an index writes itself: no folder part, no '..'
 SAFE_NAME = re.compile(r"^(seg|codec)-[0-9a-f]+[A-Za-z0-9_.\-]*\.(npy|json)$")
 
@@ -132,7 +139,7 @@ def check_manifest(manifest: dict[str, Any], where: str) -> None:
         n_deleted = _count(entry, "n_deleted", at)
         if n_deleted >= n_docs:
             raise _damaged(at, f"has {n_deleted} deleted of {n_docs} documents (a fully deleted segment is dropped)")
-        _check_file_names(_need(entry, "files", (dict,), at), at, ("docs", "text", "text_off"))
+        _check_file_names(_need(entry, "files", (dict,), at), at, ("entries", "text", "text_off"))
         if kind == "multivector":
             _need(entry, "compressed", (bool,), at)
             _count(entry, "n_tokens", at)
@@ -229,11 +236,12 @@ class _Files:
             raise _damaged(self.path(key), f"holds {what} outside [{low}, {high}): min {int(array.min())}, "
                                            f"max {int(array.max())}")
 
-    def offsets(self, key: str, n: int, total: int | None) -> np.ndarray:
-        """An offsets array of n+1 entries: starts at 0, never decreases, ends at ``total``."""
+    def offsets(self, key: str, n: int, total: int | None, every: bool = True) -> np.ndarray:
+        """An offsets array of n+1 entries: starts at 0, never decreases (checked when ``every``), ends at ``total``."""
         self.expect(key, "iu", (n + 1,))
-        off = np.asarray(self.load(key))
-        if off[0] != 0 or (np.diff(off) < 0).any() or (total is not None and int(off[-1]) != total):
+        off = self.load(key)
+        if off[0] != 0 or (every and any((np.diff(values) < 0).any() for _, values in _pieces(off))) or \
+                (total is not None and int(off[-1]) != total):
             raise _damaged(self.path(key), f"is not a valid offsets array (must rise from 0 to {total})")
         return off
 
@@ -266,38 +274,88 @@ def check_utf8(array: np.ndarray, piece: int = 8 * 2**20) -> tuple[int, str] | N
     return None
 
 
-def check_documents(folder: Path, entry: dict[str, Any]) -> _Files:
-    """The files every segment has: docs.json (ids, metadata), UTF-8 texts and their offsets, tombstones."""
+def _pieces(array: np.ndarray, piece: int | None = None):
+    """``(start, values)`` pieces of a (memory-mapped) 1-D array read with plain file reads; each piece
+    also holds the first value of the next one, so differences across pieces are seen."""
+    from mm.index.segments import read_rows
+
+    piece = piece or PIECE
+    for start in range(0, max(len(array), 1), piece):
+        yield start, read_rows(array, start, start + piece + 1)
+
+
+class Budget:
+    """Bytes of per-entry files still to check in full (``None``: no limit)."""
+
+    def __init__(self, nbytes: int | None) -> None:
+        self.left = nbytes
+
+    def take(self, nbytes: int) -> bool:
+        """Whether a file of ``nbytes`` is checked entry by entry (and counts it)."""
+        if self.left is None:
+            return True
+        if nbytes > self.left:
+            self.left = 0
+            return False
+        self.left -= nbytes
+        return True
+
+
+def _check_entries(file: Path, n: int, budget: Budget) -> None:
+    """A segment's entries file (:mod:`mm.index.entries`): header, sizes, offsets, ranges, sorted id hashes,
+    UTF-8 ids, no id twice. Reads it in bounded pieces: memory does not grow with the segment."""
+    from mm.index.entries import entry_arrays
+
+    shape, dtype = npy_header(file)
+    if dtype != np.uint8 or len(shape) != 1:
+        raise _damaged(file, f"has dtype {dtype} and shape {shape}, expected bytes")
+    try:
+        a = entry_arrays(np.load(file, mmap_mode="r", allow_pickle=False))
+    except ValueError as exc:
+        raise _damaged(file, f"is not a valid entries file ({exc})") from exc
+    if len(a["keys"]) != n:
+        raise _damaged(file, f"holds {len(a['keys'])} entries, the manifest says {n}")
+    for name, blob in (("ids_off", "ids"), ("src_off", "src"), ("meta_off", "meta")):
+        if int(a[name][0]) != 0 or int(a[name][-1]) != len(a[blob]):
+            raise _damaged(file, f"has {name} that do not run from 0 to {len(a[blob])}")
+    if not budget.take(file.stat().st_size):
+        return
+    for name, strict in (("ids_off", True), ("src_off", False), ("meta_off", False)):
+        for _, values in _pieces(a[name]):
+            step = np.diff(values)
+            if (step <= 0).any() if strict else (step < 0).any():
+                raise _damaged(file, f"has {name} that are not increasing ({'an empty id' if strict else 'order'})")
+    for name, high in (("key_rows", n), ("meta_code", len(a["meta_off"]) - 1)):
+        for _, values in _pieces(a[name]):
+            if len(values) and (int(values.min()) < 0 or int(values.max()) >= high):
+                raise _damaged(file, f"holds {name} outside [0, {high})")
+    ids = a["ids"]
+    for start, values in _pieces(a["keys"]):
+        if (values[1:] < values[:-1]).any():  # (np.diff would overflow on 64-bit hashes)
+            raise _damaged(file, "holds id hashes out of order")
+        for i in np.flatnonzero(values[1:] == values[:-1]):  # same hash: the ids must still differ
+            rows = [int(r) for r in a["key_rows"][start + i:start + i + 2]]
+            spans = [bytes(ids[int(a["ids_off"][r]):int(a["ids_off"][r + 1])]) for r in rows]
+            if spans[0] == spans[1]:
+                raise _damaged(file, "holds the same id twice")
+    if len(ids) <= MAX_TEXT_CHECK_BYTES:
+        for blob in ("ids", "src", "meta"):
+            bad = check_utf8(a[blob], PIECE_BYTES)
+            if bad is not None:
+                raise _damaged(file, f"holds invalid UTF-8 in its {blob} ({bad[1]} at byte {bad[0]})")
+
+
+def check_documents(folder: Path, entry: dict[str, Any], budget: Budget | None = None) -> _Files:
+    """The files every segment has: the entries file (ids, metadata), UTF-8 texts and their offsets, tombstones."""
+    budget = budget or Budget(None)
     files = _Files(folder, entry["files"])
     n = entry["n_docs"]
-    docs_file = files.path("docs")
-    if not docs_file.is_file():
-        raise FileNotFoundError(docs_file)
-    size = docs_file.stat().st_size
-    if size == 0 or size > MAX_DOCS_JSON_BYTES:
-        raise _damaged(docs_file, f"has an impossible size ({size:,} bytes)")
-    try:
-        text = docs_file.read_bytes().decode("utf-8")
-        if not json_depth_ok(text):
-            raise ValueError(f"JSON nested deeper than {MAX_JSON_DEPTH} levels")
-        docs = json.loads(text)
-    except (ValueError, RecursionError) as exc:
-        raise _damaged(docs_file, f"is not valid JSON ({str(exc)[:120]})") from exc
-    ids, metadata = docs.get("ids") if isinstance(docs, dict) else None, \
-        docs.get("metadata") if isinstance(docs, dict) else None
-    if not isinstance(ids, list) or not isinstance(metadata, list) or len(ids) != n or len(metadata) != n:
-        raise _damaged(docs_file, f"must hold {n} ids and {n} metadata objects (the manifest's n_docs)")
-    for i, (doc_id, meta) in enumerate(zip(ids, metadata, strict=True)):
-        if not isinstance(doc_id, str) or not doc_id or find_surrogate(doc_id) >= 0:
-            raise _damaged(docs_file, f"holds an invalid id at row {i}: {doc_id!r}")
-        if not isinstance(meta, dict):
-            raise _damaged(docs_file, f"holds invalid metadata at row {i} (a {type(meta).__name__})")
-    if len(set(ids)) != n:
-        raise _damaged(docs_file, "holds the same id twice")
+    _check_entries(files.path("entries"), n, budget)
     text_bytes = files.expect("text", "u", (None,))[0]
-    files.offsets("text_off", n, text_bytes)
-    if text_bytes <= MAX_TEXT_CHECK_BYTES:
-        bad = check_utf8(files.load("text"))
+    deep = budget.take(text_bytes + 8 * (n + 1))
+    files.offsets("text_off", n, text_bytes, every=deep)
+    if deep and text_bytes <= MAX_TEXT_CHECK_BYTES:
+        bad = check_utf8(files.load("text"), PIECE_BYTES)
         if bad is not None:
             raise _damaged(files.path("text"), f"holds invalid UTF-8 ({bad[1]} at byte {bad[0]})")
     if "deleted" in entry["files"]:
@@ -311,15 +369,17 @@ def check_documents(folder: Path, entry: dict[str, Any]) -> _Files:
     return files
 
 
-def check_dense_segment(folder: Path, entry: dict[str, Any], manifest: dict[str, Any]) -> None:
+def check_dense_segment(folder: Path, entry: dict[str, Any], manifest: dict[str, Any],
+                        budget: Budget | None = None) -> None:
     """A dense segment: ``vectors`` (n_docs x dim) floats."""
-    files = check_documents(folder, entry)
+    files = check_documents(folder, entry, budget)
     files.expect("vectors", "f", (entry["n_docs"], manifest["dim"]))
 
 
-def check_multivector_segment(folder: Path, entry: dict[str, Any], manifest: dict[str, Any]) -> None:
+def check_multivector_segment(folder: Path, entry: dict[str, Any], manifest: dict[str, Any],
+                              budget: Budget | None = None) -> None:
     """A multi-vector segment: raw (doclens + float vectors) or compressed (codes, inverted lists)."""
-    files = check_documents(folder, entry)
+    files = check_documents(folder, entry, budget)
     n, dim, n_tokens = entry["n_docs"], manifest["dim"], entry["n_tokens"]
     files.expect("doclens", "iu", (n,))
     doclens = np.asarray(files.load("doclens"))
@@ -366,15 +426,16 @@ def check_codec(folder: Path, manifest: dict[str, Any]) -> None:
 CODEC_TABLES = {"scalar": ("rotation", "bits", "cutoffs", "weights"), "pq": ("rotation", "codebook")}
 
 #: per index kind, the check of one segment
-SEGMENT_CHECKS: dict[str, Callable[[Path, dict[str, Any], dict[str, Any]], None]] = {
+SEGMENT_CHECKS: dict[str, Callable[[Path, dict[str, Any], dict[str, Any], Budget], None]] = {
     "dense": check_dense_segment,
     "multivector": check_multivector_segment,
 }
 
 
-def validate_index(path: str | Path, *, retries: int = 20) -> dict[str, Any]:
+def validate_index(path: str | Path, *, retries: int = 20, deep_bytes: int | None = OPEN_CHECK_BYTES) -> dict[str, Any]:
     """Validate the index folder at ``path`` and return its manifest.
 
+    Per-entry files are checked entry by entry up to ``deep_bytes`` (:data:`OPEN_CHECK_BYTES`; ``None``: all).
     Raises :class:`mm.errors.IndexFormatError` when ``path`` is not an mm index (or of another
     format version) and :class:`mm.errors.IndexDamagedError` naming the bad file otherwise.
     A file removed by a concurrent writer (compaction) makes it re-read the new manifest.
@@ -386,11 +447,12 @@ def validate_index(path: str | Path, *, retries: int = 20) -> dict[str, Any]:
         manifest = read_manifest_safely(path)
         where = str(path / "manifest.json")
         check_manifest(manifest, where)
+        budget = Budget(deep_bytes)
         try:
             if manifest["kind"] == "multivector":
                 check_codec(path, manifest)
             for entry in manifest["segments"]:
-                SEGMENT_CHECKS[manifest["kind"]](path, entry, manifest)
+                SEGMENT_CHECKS[manifest["kind"]](path, entry, manifest, budget)
         except (FileNotFoundError, IndexDamagedError) as exc:
             from mm.index.storage import manifest_stamp
 

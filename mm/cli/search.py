@@ -1,4 +1,4 @@
-"""Search commands: ``mm index build/add/sync/delete/info/compact`` and ``mm search``.
+"""Search commands: ``mm index build/add/sync/delete/info/compact/upgrade`` and ``mm search``.
 
 Heavy imports (torch, sentence-transformers, faiss) stay inside the command functions.
 """
@@ -171,6 +171,16 @@ def compact(index: IndexOpt) -> None:
 
     result = open_index(index).compact()
     typer.echo(", ".join(f"{k}={v}" for k, v in result.items()))
+
+
+@index_app.command("upgrade")
+def upgrade(index: IndexOpt) -> None:
+    """Convert an index written by an older mm to the current format in place (no re-encoding)."""
+    from mm.index import upgrade_index
+
+    result = upgrade_index(index)
+    typer.echo(f"format {result['from']} -> {result['to']}: {result['segments']} segment(s) converted"
+               if result["segments"] or result["from"] != result["to"] else f"already format {result['to']}")
 
 
 def _parse_filters(items: list[str] | None) -> dict | None:

@@ -19,7 +19,7 @@ from hypothesis import strategies as st
 from tests.fuzz.harness import any_value, fuzz_tests
 
 KINDS = st.sampled_from(["dense", "multivector", "multivector-originals"])
-FILE_PICK = st.sampled_from(["manifest.json", "docs.json", "text.npy", "text_off.npy", "vectors.npy", "doclens.npy",
+FILE_PICK = st.sampled_from(["manifest.json", "entries.npy", "text.npy", "text_off.npy", "vectors.npy", "doclens.npy",
                              "cids.npy", "codes.npy", "ivf.npy", "ivf_off.npy", "bags.npy", "bag_off.npy",
                              "rnorm.npy", "centroids.npy", "del-", "any"])
 MUTATION = st.sampled_from(["delete", "truncate", "empty", "random", "flip", "reshape", "retype", "json-field",

@@ -1,0 +1,81 @@
+"""Upgrade an index written by an older mm in place (no re-encoding).
+
+Format version 1 kept each segment's ids and metadata in ``seg-<uid>.docs.json``, parsed whole
+at every open (seconds per million entries). Version 2 keeps them in a memory-mapped
+``seg-<uid>.entries.npy`` (:mod:`mm.index.entries`). :func:`upgrade_index` writes the new file of
+every segment from its JSON, then commits a new manifest: atomic like every write (a kill before
+the commit leaves the version 1 index, and running it again finishes the job); vectors, texts and
+tombstones are kept as they are.
+
+    mm index upgrade -i my-index       # or: mm.index.upgrade_index("my-index")
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+from typing import Any
+
+from mm.index.entries import save_entries
+from mm.index.storage import (
+    FORMAT_NAME,
+    FORMAT_VERSION,
+    MANIFEST,
+    UPGRADABLE,
+    collect_garbage,
+    load_json,
+    new_uid,
+    write_errors,
+    write_manifest,
+    writer_lock,
+)
+
+from mm.errors import IndexFormatError
+
+log = logging.getLogger(__name__)
+
+
+def upgrade_index(path: str | Path, *, lock_timeout: float = 60.0) -> dict[str, Any]:
+    """Convert the index at ``path`` to the current format; returns ``{"from", "to", "segments"}``.
+
+    An index already in the current format is left alone (``segments`` 0).
+    """
+    path = Path(path)
+    with writer_lock(path, lock_timeout), write_errors(path):
+        manifest = _raw_manifest(path)
+        version = manifest.get("format_version")
+        if version == FORMAT_VERSION:
+            return {"from": version, "to": FORMAT_VERSION, "segments": 0}
+        if version not in UPGRADABLE:
+            raise IndexFormatError(f"{path} is an mm index of format version {version!r}, which this mm can neither "
+                                   f"read nor upgrade (it reads {FORMAT_VERSION}); rebuild it with `mm index build`")
+        converted = 0
+        for entry in manifest.get("segments", []):
+            files = entry["files"]
+            if "docs" not in files:
+                continue
+            docs = load_json(path / files["docs"])
+            name = f"{entry['name']}.entries-{new_uid()}.npy"
+            save_entries(path / name, docs["ids"], docs["metadata"])
+            del files["docs"], docs
+            files["entries"] = name
+            converted += 1
+        write_manifest(path, manifest)  # stamps the current format version: the commit point
+        collect_garbage(path, manifest)  # the old .docs.json files
+    from mm.index.validate import validate_index
+
+    validate_index(path)
+    log.info("upgraded %s from format %s to %s (%d segments)", path, version, FORMAT_VERSION, converted)
+    return {"from": version, "to": FORMAT_VERSION, "segments": converted}
+
+
+def _raw_manifest(path: Path) -> dict[str, Any]:
+    """The manifest without the version check of :func:`mm.index.storage.read_manifest`."""
+    try:
+        manifest = json.loads((path / MANIFEST).read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        raise IndexFormatError(f"{path} is not an mm index ({exc})") from exc
+    if not isinstance(manifest, dict) or manifest.get("format") != FORMAT_NAME:
+        raise IndexFormatError(f"{path} is not an mm index: {MANIFEST} does not declare format {FORMAT_NAME!r}")
+    return manifest
