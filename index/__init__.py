@@ -62,8 +62,6 @@ def create_index(path: str | os.PathLike, *, kind: str = "multivector", dim: int
                                 f"got {nbits!r}")
     if codec not in SCHEMES:
         raise InvalidInputError(f"codec must be one of {', '.join(SCHEMES)}, got {codec!r}")
-    if codec == "pq" and nbits not in (2, 4):
-        raise InvalidInputError(f"codec 'pq' needs nbits 2 or 4, got {nbits!r}")
     if not isinstance(train_tokens, int) or train_tokens < 16:
         raise InvalidInputError(f"train_tokens must be an integer >= 16, got {train_tokens!r}")
     if not centroids_factor > 0:
