@@ -395,7 +395,8 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--docs", type=int, default=0, help="SciFact documents (0 = all 5,183)")
     parser.add_argument("--scale", default=None, help="synthetic corpus of this many 128-d tokens, e.g. 1M or 10M")
-    parser.add_argument("--queries", type=int, default=100, help="query sample of a --scale or --reuse run")
+    parser.add_argument("--queries", type=int, default=None,
+                        help="query sample (default: 100 on --scale, all 300 test queries on SciFact)")
     parser.add_argument("--nbits", type=float, default=None, help="residual bits per dimension "
                         "(default 1.75 on SciFact x 384, 2 on --scale x 128)")
     parser.add_argument("--codec", default="pq", choices=("pq", "scalar"), help="residual code (mm.index.codec)")
@@ -421,11 +422,11 @@ def main(argv: list[str] | None = None) -> None:
                if getattr(args, name) is not None}
     with threadpool_limits(args.threads):
         if args.scale:
-            result = run_scale(parse_scale(args.scale), n_queries=args.queries, nbits=args.nbits or 2.0,
+            result = run_scale(parse_scale(args.scale), n_queries=args.queries or 100, nbits=args.nbits or 2.0,
                                options=options, keep=args.keep, codec=args.codec)
         else:
             result = run(n_docs=args.docs, nbits=args.nbits or 1.75, cache=args.cache, options=options, keep=args.keep,
-                         reuse=args.reuse, n_queries=args.queries if args.reuse else 0, codec=args.codec)
+                         reuse=args.reuse, n_queries=args.queries or 0, codec=args.codec)
     json.dump(result, sys.stdout, indent=2)
     sys.stdout.write("\n")
 
