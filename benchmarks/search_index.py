@@ -237,7 +237,7 @@ def time_index(path: Path, queries: list[np.ndarray], truth: list[list[int]], k:
 
 def run(n_docs: int = 0, k: int = 10, nbits: float = 1.75, cache: Path | None = None, max_length: int = 256,
         options: dict[str, Any] | None = None, batch_docs: int = 256, keep: Path | None = None,
-        reuse: Path | None = None, n_queries: int = 0) -> dict[str, Any]:
+        reuse: Path | None = None, n_queries: int = 0, codec: str = "pq") -> dict[str, Any]:
     """SciFact run (see the module docstring); ``n_docs`` = 0: the whole corpus."""
     from mm.index import create_index
 
@@ -291,7 +291,7 @@ def run(n_docs: int = 0, k: int = 10, nbits: float = 1.75, cache: Path | None = 
         else:
             build_s = time.perf_counter()
             index = create_index(path, kind="multivector", dim=dim, encoder_info={"model": "minilm-tokens"},
-                                 nbits=nbits, train_tokens=n_tokens)
+                                 nbits=nbits, codec=codec, train_tokens=n_tokens)
             for s in range(0, len(docs), batch_docs):
                 index.add([str(i) for i in range(s, min(s + batch_docs, len(docs)))], dvecs[s:s + batch_docs],
                           texts=[doc_text(d) for d in docs[s:s + batch_docs]])
@@ -300,7 +300,8 @@ def run(n_docs: int = 0, k: int = 10, nbits: float = 1.75, cache: Path | None = 
         total, without_texts = folder_bytes(path)
         figures = time_index(path, qvecs, truth, k, options)
         figures["ndcg@10"] = ndcg([[doc_ids[int(i)] for i in r] for r in figures.pop("rankings")])
-    figures = {"nbits": nbits, "build_s": build_s, "peak_rss_mb": round(peak_rss_mb()),
+    figures = {"nbits": nbits, "codec": codec if reuse is None else "(reused index)", "build_s": build_s,
+               "peak_rss_mb": round(peak_rss_mb()),
                "bytes_per_token": round(total / n_tokens, 2), "bytes_per_token_without_texts": round(without_texts / n_tokens, 2),
                **figures}
     figures["vs_baseline"] = {"p50_latency": round(figures["p50_ms"] / baseline["p50_ms"], 4),
@@ -321,7 +322,8 @@ def parse_scale(text: str) -> int:
 
 
 def run_scale(n_tokens: int, k: int = 10, n_queries: int = 100, nbits: float = 2.0, dim: int = 128, seed: int = 0,
-              chunk_docs: int = 2048, options: dict[str, Any] | None = None, keep: Path | None = None) -> dict[str, Any]:
+              chunk_docs: int = 2048, options: dict[str, Any] | None = None, keep: Path | None = None,
+              codec: str = "pq") -> dict[str, Any]:
     """Synthetic run at ``n_tokens`` (see the module docstring)."""
     from mm.index import create_index
     from token_corpus import TokenCorpus
@@ -340,7 +342,7 @@ def run_scale(n_tokens: int, k: int = 10, n_queries: int = 100, nbits: float = 2
     with tempfile.TemporaryDirectory() as tmp:
         path = keep or Path(tmp) / "index"
         index = create_index(path, kind="multivector", dim=dim, encoder_info={"model": "synthetic"}, nbits=nbits,
-                             train_tokens=int(0.999 * corpus.n_docs * 175))
+                             codec=codec, train_tokens=int(0.999 * corpus.n_docs * 175))
         add_s = 0.0
         for start in range(0, corpus.n_docs, chunk_docs):
             t = time.perf_counter()
@@ -379,7 +381,8 @@ def run_scale(n_tokens: int, k: int = 10, n_queries: int = 100, nbits: float = 2
                 "per_query_cpu_ms": round(exhaustive_cpu / len(queries) * 1000, 2),
                 "note": "exhaustive float32 MaxSim over every chunk as it streams by, summed per query "
                         "(all queries of the sample scored together per chunk)"}
-    figures = {"nbits": nbits, "build_s_without_generation": round(add_s, 1), "generation_s": round(gen_s, 1),
+    figures = {"nbits": nbits, "codec": codec, "build_s_without_generation": round(add_s, 1),
+               "generation_s": round(gen_s, 1),
                "peak_rss_mb_build": round(build_rss), "peak_rss_mb": round(peak_rss_mb()),
                "bytes_per_token": round(total / total_tokens, 2), **figures}
     figures["vs_baseline"] = {"p50_latency": round(figures["p50_ms"] / baseline["per_query_ms_streaming"], 4)}
@@ -392,9 +395,11 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--docs", type=int, default=0, help="SciFact documents (0 = all 5,183)")
     parser.add_argument("--scale", default=None, help="synthetic corpus of this many 128-d tokens, e.g. 1M or 10M")
-    parser.add_argument("--queries", type=int, default=100, help="query sample of a --scale or --reuse run")
+    parser.add_argument("--queries", type=int, default=None,
+                        help="query sample (default: 100 on --scale, all 300 test queries on SciFact)")
     parser.add_argument("--nbits", type=float, default=None, help="residual bits per dimension "
                         "(default 1.75 on SciFact x 384, 2 on --scale x 128)")
+    parser.add_argument("--codec", default="pq", choices=("pq", "scalar"), help="residual code (mm.index.codec)")
     parser.add_argument("--threads", type=int, default=2, help="torch and BLAS threads")
     parser.add_argument("--keep", type=Path, default=None, help="build the index in this (new) folder and keep it")
     parser.add_argument("--reuse", type=Path, default=None, help="SciFact: time an index kept by --keep, no build")
@@ -417,11 +422,11 @@ def main(argv: list[str] | None = None) -> None:
                if getattr(args, name) is not None}
     with threadpool_limits(args.threads):
         if args.scale:
-            result = run_scale(parse_scale(args.scale), n_queries=args.queries, nbits=args.nbits or 2.0,
-                               options=options, keep=args.keep)
+            result = run_scale(parse_scale(args.scale), n_queries=args.queries or 100, nbits=args.nbits or 2.0,
+                               options=options, keep=args.keep, codec=args.codec)
         else:
             result = run(n_docs=args.docs, nbits=args.nbits or 1.75, cache=args.cache, options=options, keep=args.keep,
-                         reuse=args.reuse, n_queries=args.queries if args.reuse else 0)
+                         reuse=args.reuse, n_queries=args.queries or 0, codec=args.codec)
     json.dump(result, sys.stdout, indent=2)
     sys.stdout.write("\n")
 

@@ -46,8 +46,9 @@ def create_index(path: str | os.PathLike, *, kind: str = "multivector", dim: int
     ``kind``: ``"multivector"`` (token vectors, MaxSim) or ``"dense"`` (one vector per document).
     Multi-vector only: ``nbits`` average residual bits per dimension (1 to 4, fractions allowed:
     ``dim * nbits / 8`` code bytes per token, rounded down); ``codec``: ``"scalar"`` (per-dimension
-    buckets on principal axes, 4/2/1/0 bits each, default) or ``"pq"`` (product-quantised residuals,
-    nbits 2 or 4, slower to train); see :mod:`mm.index.codec`; ``keep_originals`` also
+    buckets on principal axes, 4/2/1/0 bits each, default) or ``"pq"`` (product-quantised residuals:
+    one k-means codebook per code byte over a group of 3-6 rotated axes, any ``nbits``; higher recall
+    per byte, slower to train); see :mod:`mm.index.codec`; ``keep_originals`` also
     stores float16 vectors (exact mode and retraining use them; ~8x the bytes at 2 bits);
     ``train_tokens``: vectors stay uncompressed until this many tokens are added, then
     centroids are trained on all of them; ``centroids_factor``: #centroids ~ factor * sqrt(#tokens).
@@ -63,8 +64,6 @@ def create_index(path: str | os.PathLike, *, kind: str = "multivector", dim: int
                                 f"got {nbits!r}")
     if codec not in SCHEMES:
         raise InvalidInputError(f"codec must be one of {', '.join(SCHEMES)}, got {codec!r}")
-    if codec == "pq" and nbits not in (2, 4):
-        raise InvalidInputError(f"codec 'pq' needs nbits 2 or 4, got {nbits!r}")
     if not isinstance(train_tokens, int) or train_tokens < 16:
         raise InvalidInputError(f"train_tokens must be an integer >= 16, got {train_tokens!r}")
     if not centroids_factor > 0:

@@ -15,8 +15,13 @@ Two code schemes:
   bits). A dimension with ``b`` bits has ``2**b - 1`` cutoffs (quantiles) and decodes
   to the mean training residual of its bucket. With a uniform split (every dimension
   2 bits) this is PLAID's 2-bit code; fractional ``nbits`` (e.g. 1.75) are allowed.
-* ``"pq"``: faiss product quantisation of the (unrotated) residual, one byte per group
-  of ``8 / nbits`` dimensions (``nbits`` 2 or 4); slower to train.
+* ``"pq"``: product quantisation of the rotated residual (ColBERTv2/PLAID residuals + PQ):
+  the ``nbits * dim / 8`` code bytes (less the norm byte) each address a group of 3-6
+  rotated dimensions through a 256-entry codebook learned by k-means on the training
+  residuals. The groups are made of principal axes balanced by *eigenvalue allocation*
+  (Ge et al., OPQ): axes in decreasing variance go to the group whose product of
+  variances is smallest, so every group holds about the same share of the residual.
+  Any byte budget works (groups of sizes ``s`` and ``s + 1``); fractional ``nbits`` too.
 
 Codes decode through lookup tables, one per group of dimensions sharing a bit width:
 byte ``j`` with value ``v`` decodes to ``lut[j, v]`` (the ``8 / bits`` dimensions it
@@ -64,7 +69,8 @@ KMEANS_ITERATIONS = 10
 MAX_CENTROIDS = 65_536
 #: residual statistics (rotation, bit split, buckets) are learned on at most this many residuals
 RESIDUAL_SAMPLE = 32_768
-PQ_SAMPLE = 8_192
+#: k-means iterations of each 256-entry group codebook of the "pq" scheme
+PQ_ITERATIONS = 20
 SCHEMES = ("pq", "scalar")
 #: bit widths a scalar-coded dimension may get (each divides 8, so a byte packs whole dimensions)
 LEVELS = (4, 2, 1, 0)
@@ -105,6 +111,51 @@ def kmeans(x: np.ndarray, k: int, seed: int = 0) -> np.ndarray:
                       max_points_per_centroid=MAX_POINTS_PER_CENTROID, min_points_per_centroid=1)
     km.train(np.ascontiguousarray(x, dtype=np.float32))
     return np.asarray(km.centroids, dtype=np.float32)
+
+
+def pq_kmeans(x: np.ndarray, seed: int) -> np.ndarray:
+    """256 codewords of the (n x s) group ``x`` by k-means (fewer distinct points: repeated)."""
+    import faiss
+
+    x = np.ascontiguousarray(x, dtype=np.float32)
+    if len(x) < 256:
+        return x[np.arange(256) % len(x)]
+    km = faiss.Kmeans(x.shape[1], 256, niter=PQ_ITERATIONS, seed=seed, verbose=False,
+                      max_points_per_centroid=len(x), min_points_per_centroid=1)
+    km.train(x)
+    return np.asarray(km.centroids, dtype=np.float32)
+
+
+def allocate_groups(variances: np.ndarray, n_bytes: int) -> np.ndarray:
+    """Group sizes (``n_bytes`` of them, summing to ``len(variances)``): as equal as possible, the larger first.
+
+    >>> allocate_groups(np.ones(10), 4).tolist()
+    [3, 3, 2, 2]
+    """
+    dim = len(variances)
+    if not 1 <= n_bytes <= dim:
+        raise InvalidInputError(f"pq codes need 1 to {dim} bytes per token, got {n_bytes}")
+    small, extra = divmod(dim, n_bytes)
+    return np.array([small + 1] * extra + [small] * (n_bytes - extra), dtype=np.int64)
+
+
+def eigen_allocation(variances: np.ndarray, sizes: np.ndarray) -> list[list[int]]:
+    """Axes (positions in ``variances``, sorted decreasing) per group: each, in turn, goes to the open group
+    whose product of variances (relative to their geometric mean) is smallest (OPQ's eigenvalue allocation).
+
+    >>> eigen_allocation(np.array([8.0, 4.0, 2.0, 1.0]), np.array([2, 2]))
+    [[0, 3], [1, 2]]
+    """
+    members: list[list[int]] = [[] for _ in sizes]
+    logs = np.zeros(len(sizes))
+    lv = np.log(np.maximum(np.asarray(variances, dtype=np.float64), 1e-12))
+    lv -= lv.mean()
+    for axis in range(len(lv)):
+        open_ = np.flatnonzero([len(m) < s for m, s in zip(members, sizes, strict=True)])
+        g = int(open_[np.argmin(logs[open_])])
+        members[g].append(axis)
+        logs[g] += lv[axis]
+    return members
 
 
 def assign(x: np.ndarray, centroids: np.ndarray, batch: int = 65536) -> np.ndarray:
@@ -183,7 +234,8 @@ class ResidualCodec:
     """Rotation, centroids (rotated) and residual code tables; see the module docstring.
 
     ``tables``: ``rotation`` (dim, dim); scalar: ``bits`` (dim,), ``cutoffs`` (dim, 15) and
-    ``weights`` (dim, 16), padded; pq: ``codebook`` (n_bytes, 256, 8 / nbits).
+    ``weights`` (dim, 16), padded; pq: ``codebook`` (n_bytes, 256, largest group, zero-padded)
+    and ``group_sizes`` (n_bytes,): byte ``j`` codes the next ``group_sizes[j]`` rotated dimensions.
     """
 
     centroids: np.ndarray
@@ -191,7 +243,7 @@ class ResidualCodec:
     normalize: bool
     scheme: str = "scalar"
     _groups: list = field(default_factory=list, repr=False)
-    _pq: object = field(default=None, repr=False)
+    _flat: list = field(default_factory=list, repr=False)
 
     def __post_init__(self) -> None:
         if self.scheme not in SCHEMES:
@@ -200,9 +252,8 @@ class ResidualCodec:
         self.rotation = np.ascontiguousarray(self.tables["rotation"], dtype=np.float32)
         self.dim = int(self.centroids.shape[1])
         if self.scheme == "pq":
-            book = self.tables["codebook"]
-            self.n_bytes = int(book.shape[0])
-            self._groups = [(0, self.dim, 8 // book.shape[2], np.ascontiguousarray(book, np.float32))]
+            self._groups = self._pq_groups()
+            self.n_bytes = len(self.tables["group_sizes"])
         else:
             self._groups = self._scalar_groups()
             self.n_bytes = sum(lut.shape[0] for *_, lut in self._groups)
@@ -220,7 +271,8 @@ class ResidualCodec:
     def bits(self) -> np.ndarray:
         """Bits of each rotated dimension."""
         if self.scheme == "pq":
-            return np.full(self.dim, 8 * self.n_bytes // self.dim, dtype=np.uint8)
+            sizes = np.asarray(self.tables["group_sizes"], dtype=np.int64)
+            return np.repeat((8 / sizes).astype(np.float32), sizes)
         return np.asarray(self.tables["bits"], dtype=np.uint8)
 
     @property
@@ -237,6 +289,21 @@ class ResidualCodec:
         arrays = dict(arrays)
         centroids = np.asarray(arrays.pop("centroids"), dtype=np.float32)
         return cls(centroids, arrays, normalize, scheme)
+
+    def _pq_groups(self) -> list[tuple[int, int, int, np.ndarray]]:
+        """(first dim, end dim, group size, codebook (n_bytes, 256, size)) per run of equal group size."""
+        sizes = np.asarray(self.tables["group_sizes"], dtype=np.int64)
+        book = np.asarray(self.tables["codebook"], dtype=np.float32)
+        if sizes.sum() != self.dim or book.shape[:2] != (len(sizes), 256):
+            raise InvalidInputError(f"pq tables do not fit: group sizes sum to {sizes.sum()} (dim {self.dim}), "
+                                    f"codebook {book.shape}")
+        groups, j, a = [], 0, 0
+        while j < len(sizes):
+            s = int(sizes[j])
+            n = int(np.argmax(sizes[j:] != s)) if np.any(sizes[j:] != s) else len(sizes) - j
+            groups.append((a, a + n * s, s, np.ascontiguousarray(book[j:j + n, :, :s])))
+            j, a = j + n, a + n * s
+        return groups
 
     def _scalar_groups(self) -> list[tuple[int, int, int, np.ndarray]]:
         """(first dim, end dim, bits, lut (n_bytes, 256, dims per byte)) per run of equal bit width."""
@@ -262,24 +329,28 @@ class ResidualCodec:
     # ------------------------------------------------------------------ training
     @classmethod
     def train(cls, x: np.ndarray, *, nbits: float, n_centroids: int | None = None, factor: float = 4.0,
-              seed: int = 0, scheme: str = "scalar", n_tokens: int | None = None) -> ResidualCodec:
-        """Learn centroids and code tables from a sample ``x`` (n x dim) of a corpus of ``n_tokens`` vectors."""
+              seed: int = 0, scheme: str = "scalar", n_tokens: int | None = None,
+              centroids: np.ndarray | None = None, renormalize: bool | None = None) -> ResidualCodec:
+        """Learn centroids and code tables from a sample ``x`` (n x dim) of a corpus of ``n_tokens`` vectors.
+
+        ``centroids``: use these (unrotated) instead of k-means; ``renormalize``: renormalise decoded
+        vectors with a norm byte per token (default: when the sample is unit-norm).
+        """
         x = np.ascontiguousarray(x, dtype=np.float32)
         n, dim = x.shape
-        if scheme == "pq" and (nbits not in (2, 4) or dim % (8 // int(nbits))):
-            raise InvalidInputError(f"pq codes need nbits 2 or 4 and dim divisible by 8 / nbits; got nbits={nbits}, "
-                                    f"dim={dim} (use codec='scalar')")
-        k = min(n_centroids or choose_n_centroids(n_tokens or n, factor), n)
-        centroids = kmeans(x, k, seed=seed)
+        if centroids is None:
+            centroids = kmeans(x, min(n_centroids or choose_n_centroids(n_tokens or n, factor), n), seed=seed)
+        k = len(centroids)
         rng = np.random.default_rng(seed)
         sample = x if n <= RESIDUAL_SAMPLE else x[np.sort(rng.choice(n, RESIDUAL_SAMPLE, replace=False))]
         residuals = np.ascontiguousarray(sample - centroids[assign(sample, centroids)])
         normalize = bool(np.all(np.abs(np.linalg.norm(sample, axis=1) - 1.0) < 1e-3))
+        normalize = normalize if renormalize is None else bool(renormalize)
+        # unit-norm vectors keep one byte of the budget for their decoded norm
+        budget = int(round(nbits * dim, 6)) // 8 * 8
         if scheme == "pq":
-            tables = {"rotation": np.eye(dim, dtype=np.float32), "codebook": cls._train_pq(residuals, int(nbits), seed)}
+            tables = cls._train_pq(residuals, min(max(budget // 8 - normalize, 1), dim), seed)
         else:
-            # unit-norm vectors keep one byte of the budget for their decoded norm
-            budget = int(round(nbits * dim, 6)) // 8 * 8
             tables = cls._train_scalar(residuals, max(budget - 8 * normalize, 8))
         codec = cls(centroids @ tables["rotation"], tables, normalize, scheme)
         if normalize:
@@ -322,38 +393,29 @@ class ResidualCodec:
         return {"rotation": rotation, "bits": bits, "cutoffs": cutoffs, "weights": weights}
 
     @staticmethod
-    def _train_pq(residuals: np.ndarray, nbits: int, seed: int) -> np.ndarray:
-        import faiss
-
-        dim = residuals.shape[1]
-        m = dim * nbits // 8
-        pq = faiss.ProductQuantizer(dim, m, 8)
-        pq.cp.niter = 10
-        pq.cp.seed = seed
-        pq.cp.min_points_per_centroid = 1
-        if len(residuals) > PQ_SAMPLE:
-            residuals = residuals[np.random.default_rng(seed).choice(len(residuals), PQ_SAMPLE, replace=False)]
-        threads = faiss.omp_get_max_threads()
-        faiss.omp_set_num_threads(1)  # many tiny k-means: threads only add synchronisation overhead
-        try:
-            pq.train(np.ascontiguousarray(residuals))
-        finally:
-            faiss.omp_set_num_threads(threads)
-        return faiss.vector_to_array(pq.centroids).reshape(m, 256, dim // m).astype(np.float32)
+    def _train_pq(residuals: np.ndarray, n_bytes: int, seed: int) -> dict[str, np.ndarray]:
+        """Principal axes balanced into ``n_bytes`` groups (eigenvalue allocation), one k-means codebook each."""
+        cov = residuals.T @ residuals / len(residuals)
+        eigval, eigvec = np.linalg.eigh(cov.astype(np.float64))
+        order = np.argsort(-eigval)
+        sizes = allocate_groups(eigval[order], n_bytes)
+        members = eigen_allocation(eigval[order], sizes)
+        groups = sorted(range(len(sizes)), key=lambda g: (-sizes[g], g))  # equal sizes contiguous
+        perm = np.concatenate([order[members[g]] for g in groups])
+        rotation = np.ascontiguousarray(eigvec[:, perm], dtype=np.float32)
+        rotated = residuals @ rotation
+        sizes = np.array([sizes[g] for g in groups], dtype=np.int32)
+        book = np.zeros((len(sizes), 256, int(sizes.max())), dtype=np.float32)
+        a = 0
+        for j, s in enumerate(sizes):
+            book[j, :, :s] = pq_kmeans(rotated[:, a:a + s], seed + j)
+            a += s
+        return {"rotation": rotation, "codebook": book, "group_sizes": sizes}
 
     # ------------------------------------------------------------------ encode / decode
     def rotate(self, x: np.ndarray) -> np.ndarray:
         """Vectors (n x dim) in the codec's rotated space (inner products unchanged)."""
         return np.asarray(x, dtype=np.float32) @ self.rotation
-
-    def _faiss_pq(self):
-        if self._pq is None:
-            import faiss
-
-            pq = faiss.ProductQuantizer(self.dim, self.n_bytes, 8)
-            faiss.copy_array_to_vector(np.ascontiguousarray(self.tables["codebook"]).ravel(), pq.centroids)
-            self._pq = pq
-        return self._pq
 
     def encode(self, x: np.ndarray, batch: int = 65536) -> tuple[np.ndarray, np.ndarray]:
         """Centroid ids and residual codes of token vectors ``x`` (n x dim, unrotated)."""
@@ -372,7 +434,7 @@ class ResidualCodec:
 
     def _codes(self, residual: np.ndarray) -> np.ndarray:
         if self.scheme == "pq":
-            return self._faiss_pq().compute_codes(residual)
+            return self._pq_codes(residual)
         out = []
         cutoffs = self.tables["cutoffs"]
         for a, b, w, _ in self._groups:
@@ -384,6 +446,22 @@ class ResidualCodec:
                 packed |= grouped[:, :, i] << (w * (per - 1 - i))
             out.append(packed)
         return np.concatenate(out, axis=1) if out else np.zeros((len(residual), 0), np.uint8)
+
+    def _pq_codes(self, residual: np.ndarray) -> np.ndarray:
+        """Nearest codeword of every group (L2; faiss flat search), one byte per group."""
+        import faiss
+
+        if not self._flat:
+            for a, _, s, book in self._groups:
+                for i in range(book.shape[0]):
+                    flat = faiss.IndexFlatL2(s)
+                    flat.add(np.ascontiguousarray(book[i]))
+                    self._flat.append((a + i * s, s, flat))
+        out = np.empty((len(residual), self.n_bytes), dtype=np.uint8)
+        for j, (a, s, flat) in enumerate(self._flat):
+            _, ids = flat.search(np.ascontiguousarray(residual[:, a:a + s]), 1)
+            out[:, j] = ids[:, 0]
+        return out
 
     def decode_residuals(self, codes: np.ndarray) -> np.ndarray:
         """Decoded rotated residuals (n x dim float32) of ``codes``."""

@@ -51,7 +51,7 @@ MAX_DOC_TOKENS = 65_536
 RESIDUAL_GROWTH_LIMIT = 1.15
 TOKEN_GROWTH_LIMIT = 8.0
 #: version of the compressed layout (rotated codec, bags, a norm byte per token of unit-norm codecs)
-LAYOUT_VERSION = 3
+LAYOUT_VERSION = 4
 #: segments of one size tier (powers of MERGE_FANOUT times MERGE_BASE tokens) are merged when this many exist
 MERGE_FANOUT = 4
 MERGE_BASE = 65_536

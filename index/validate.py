@@ -423,7 +423,7 @@ def check_codec(folder: Path, manifest: dict[str, Any]) -> None:
 
 
 #: per codec scheme, the tables it is decoded with (see mm.index.codec)
-CODEC_TABLES = {"scalar": ("rotation", "bits", "cutoffs", "weights"), "pq": ("rotation", "codebook")}
+CODEC_TABLES = {"scalar": ("rotation", "bits", "cutoffs", "weights"), "pq": ("rotation", "codebook", "group_sizes")}
 
 #: per index kind, the check of one segment
 SEGMENT_CHECKS: dict[str, Callable[[Path, dict[str, Any], dict[str, Any], Budget], None]] = {
