@@ -149,7 +149,19 @@ struct QAct {
     float* sum;  // [cols / QB] sum of the (unquantized) block
     int8_t* qp;  // [cols] q with each pair of blocks (2p, 2p+1) laid out as the Q4 kernel unpacks codes:
                  // 2p[0:16], 2p+1[0:16], 2p[16:32], 2p+1[16:32] (a last odd block stays as it is)
+    float* xp;   // [cols] for BF16 weights: x with every 16 values as its 8 even then its 8 odd ones
 };
+
+// x laid out as the BF16 kernel splits each 32-byte load of weights: even elements, then odd ones
+void permute_act(const float* x, int cols, float* xp) {
+    int i = 0;
+    for (; i + 16 <= cols; i += 16)
+        for (int j = 0; j < 8; j++) {
+            xp[i + j] = x[i + 2 * j];
+            xp[i + 8 + j] = x[i + 2 * j + 1];
+        }
+    for (; i < cols; i++) xp[i] = x[i];
+}
 
 void quantize_act(const float* x, int cols, QAct a) {
     const int nb = cols / QB;
@@ -192,19 +204,22 @@ float dot_f32(const float* w, const float* x, int cols) {
     return s;
 }
 
-float dot_bf16(const uint16_t* w, const float* x, int cols) {
+// xp: x as permute_act lays it out (each 32-bit lane of a weight load holds an even and an odd element: a shift
+// and a mask turn them into two float vectors, without widening shuffles)
+float dot_bf16(const uint16_t* w, const float* x, const float* xp, int cols) {
     int i = 0;
     float s = 0.f;
 #ifdef MM_AVX2
+    const __m256i high = _mm256_set1_epi32(static_cast<int>(0xffff0000u));
     __m256 a0 = _mm256_setzero_ps(), a1 = _mm256_setzero_ps();
     for (; i + 16 <= cols; i += 16) {
-        __m256i raw = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(w + i));
-        __m256 w0 = _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_cvtepu16_epi32(_mm256_castsi256_si128(raw)), 16));
-        __m256 w1 = _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_cvtepu16_epi32(_mm256_extracti128_si256(raw, 1)), 16));
-        a0 = _mm256_fmadd_ps(w0, _mm256_loadu_ps(x + i), a0);
-        a1 = _mm256_fmadd_ps(w1, _mm256_loadu_ps(x + i + 8), a1);
+        const __m256i raw = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(w + i));
+        a0 = _mm256_fmadd_ps(_mm256_castsi256_ps(_mm256_slli_epi32(raw, 16)), _mm256_loadu_ps(xp + i), a0);
+        a1 = _mm256_fmadd_ps(_mm256_castsi256_ps(_mm256_and_si256(raw, high)), _mm256_loadu_ps(xp + i + 8), a1);
     }
     s = hsum(_mm256_add_ps(a0, a1));
+#else
+    (void)xp;
 #endif
     for (; i < cols; i++) s += bf16_to_f32(w[i]) * x[i];
     return s;
@@ -336,7 +351,7 @@ float dot_row(const mm_weight* W, long row, const float* x, QAct a) {
             out = dot_f32(static_cast<const float*>(W->data) + row * cols, x, cols);
             break;
         case FMT_BF16:
-            out = dot_bf16(static_cast<const uint16_t*>(W->data) + row * cols, x, cols);
+            out = dot_bf16(static_cast<const uint16_t*>(W->data) + row * cols, x, a.xp, cols);
             break;
         case FMT_Q8:
             out = dot_q8(static_cast<const int8_t*>(W->data) + row * cols, a, cols) *
@@ -459,6 +474,7 @@ Scratch carve(const mm_model* m, int capacity, float* base) {
     s.qa.sum = rest + widest / QB + 1;
     s.qa.q = reinterpret_cast<int8_t*>(rest + 2 * (widest / QB + 1));
     s.qa.qp = s.qa.q + widest;
+    s.qa.xp = reinterpret_cast<float*>((reinterpret_cast<uintptr_t>(s.qa.qp + widest) + 63) & ~uintptr_t(63));
     return s;
 }
 
@@ -554,8 +570,10 @@ void short_conv(const mm_model* m, const mm_layer* L, void* state, Scratch& s) {
     }
 }
 
-inline void prepare(const float* x, int n, bool quant, QAct a) {
-    if (quant) quantize_act(x, n, a);
+// the input copies W's kernel reads: int8 blocks (Q8, Q4) or the even/odd layout (BF16)
+inline void prepare(const float* x, int n, const mm_weight* W, QAct a) {
+    if (quantized(W)) quantize_act(x, n, a);
+    else if (W->format == FMT_BF16) permute_act(x, n, a.xp);
 }
 
 }  // namespace
@@ -566,10 +584,11 @@ extern "C" {
 long mm_scratch_floats(const mm_model* m, int capacity) {
     const int H = m->hidden, F = m->ff_dim, qd = m->n_heads * m->head_dim, kvd = m->n_kv * m->head_dim;
     const long widest = std::max(std::max(H, F), qd), big = std::max(std::max(3 * H, qd + 2 * kvd), 2 * F);
-    return 3 * widest + big + qd + long(m->n_heads) * capacity + 2 * (widest / QB + 1) + widest / 2 + 16;
+    return 3 * widest + big + qd + long(m->n_heads) * capacity + 2 * (widest / QB + 1) + widest / 2 + widest + 64;
 }
 
-// y[m] = W x[m] for m < M, on nthreads threads; qscratch: 2 floats per 32 columns + 2 * cols bytes, per row
+// y[m] = W x[m] for m < M, on nthreads threads; qscratch: per row, 2 floats per 32 columns + 2 * cols bytes
+// (Q8, Q4) or cols floats (BF16)
 void mm_gemv(const mm_weight* W, int M, const float* x, float* y, void* qscratch, int nthreads) {
     std::vector<QAct> a(M);
     const int nb = W->cols / QB;
@@ -578,8 +597,14 @@ void mm_gemv(const mm_weight* W, int M, const float* x, float* y, void* qscratch
         int8_t* q = reinterpret_cast<int8_t*>(f + 2L * M * nb);
         for (int i = 0; i < M; i++) {
             a[i] = QAct{q + long(i) * W->cols, f + long(i) * nb, f + long(M + i) * nb,
-                        q + long(M + i) * W->cols};
+                        q + long(M + i) * W->cols, nullptr};
             quantize_act(x + long(i) * W->cols, W->cols, a[i]);
+        }
+    } else if (W->format == FMT_BF16) {
+        float* f = static_cast<float*>(qscratch);
+        for (int i = 0; i < M; i++) {
+            a[i].xp = f + long(i) * W->cols;
+            permute_act(x + long(i) * W->cols, W->cols, a[i].xp);
         }
     }
 #pragma omp parallel num_threads(nthreads)
@@ -607,20 +632,20 @@ void mm_step(const mm_model* m, const mm_state* st, float* x, int pos, const flo
             const mm_weight* first = L->attn ? &L->qkv : &L->in_proj;
             if (team.lead()) {
                 rmsnorm(x, L->op_norm, s.h, H, m->eps, bf16);
-                prepare(s.h, H, quantized(first), s.qa);
+                prepare(s.h, H, first, s.qa);
             }
             team.sync();
             if (L->attn) {
                 gemv_team(team, &L->qkv, s.h, s.qa, s.big, bf16);
                 attention(team, m, L, st->keys[l], st->values[l], st->capacity, pos, cos, sin, s);
-                if (team.lead()) prepare(s.attn, qd, quantized(&L->o), s.qa);
+                if (team.lead()) prepare(s.attn, qd, &L->o, s.qa);
                 team.sync();
                 gemv_team(team, &L->o, s.attn, s.qa, s.t, bf16);
             } else {
                 gemv_team(team, &L->in_proj, s.h, s.qa, s.big, bf16);
                 if (team.lead()) {
                     short_conv(m, L, st->conv[l], s);
-                    prepare(s.act, H, quantized(&L->out_proj), s.qa);
+                    prepare(s.act, H, &L->out_proj, s.qa);
                 }
                 team.sync();
                 gemv_team(team, &L->out_proj, s.act, s.qa, s.t, bf16);
@@ -628,7 +653,7 @@ void mm_step(const mm_model* m, const mm_state* st, float* x, int pos, const flo
             if (team.lead()) {
                 for (int i = 0; i < H; i++) x[i] = add(s.t[i], x[i]);
                 rmsnorm(x, L->ffn_norm, s.h, H, m->eps, bf16);
-                prepare(s.h, H, quantized(&L->w13), s.qa);
+                prepare(s.h, H, &L->w13, s.qa);
             }
             team.sync();
             gemv_team(team, &L->w13, s.h, s.qa, s.big, bf16);
@@ -637,7 +662,7 @@ void mm_step(const mm_model* m, const mm_state* st, float* x, int pos, const flo
                     const float g = s.big[i], silu = g / (1.f + std::exp(-g));
                     s.act[i] = bf16 ? round_bf16(round_bf16(silu) * s.big[F + i]) : silu * s.big[F + i];
                 }
-                prepare(s.act, F, quantized(&L->w2), s.qa);
+                prepare(s.act, F, &L->w2, s.qa);
             }
             team.sync();
             gemv_team(team, &L->w2, s.act, s.qa, s.t, bf16);

@@ -95,7 +95,7 @@ class NativeWeight:
         flat = x.reshape(-1, self.cols).float().contiguous()
         rows = flat.shape[0]
         out = torch.empty(rows, self.rows, dtype=torch.float32)
-        scratch = torch.empty(rows * (2 * self.cols + 8 * (self.cols // QBLOCK)), dtype=torch.uint8)
+        scratch = torch.empty(rows * (4 * self.cols + 8 * (self.cols // QBLOCK)) + 64, dtype=torch.uint8)
         lib.mm_gemv(ctypes.byref(self.struct), rows, ctypes.c_void_p(flat.data_ptr()),
                     ctypes.c_void_p(out.data_ptr()), ctypes.c_void_p(scratch.data_ptr()),
                     threads or torch.get_num_threads())
