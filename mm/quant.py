@@ -107,6 +107,23 @@ class Int4Linear(torch.nn.Module):
         return self.codes.nbytes + self.scale_min.nbytes
 
 
+class Int4DecodeLinear(torch.nn.Module):
+    """A linear layer with two copies of its weight: group-wise 4-bit for decode steps (inputs of at most
+    ``decode_rows`` rows, on the native int4 kernel) and another module (e.g. fbgemm's dynamic int8) for longer
+    inputs, where int8 matrix products run about twice as fast as the int4 kernel (a 70-row prefill of a
+    2048 x 8192 layer: 19.5 ms int8 against 34 ms int4, 1 thread). :mod:`mm.kernels` reads :attr:`int4`."""
+
+    def __init__(self, int4: Int4Linear, prefill: torch.nn.Module, decode_rows: int = 8) -> None:
+        super().__init__()
+        self.int4, self.prefill, self.decode_rows = int4, prefill, decode_rows
+        self.in_features, self.out_features = int4.in_features, int4.out_features
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if x.numel() // self.in_features <= self.decode_rows:
+            return self.int4(x)
+        return self.prefill(x)
+
+
 def quantize_int4(model: torch.nn.Module, group_size: int = DEFAULT_GROUP_SIZE) -> torch.nn.Module:
     """Replace (in place) every ``nn.Linear`` whose input size ``group_size`` divides by an :class:`Int4Linear`.
 

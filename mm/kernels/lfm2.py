@@ -60,8 +60,9 @@ class Unsupported(ValueError):
 
 def native_weight(modules: list[Any]) -> NativeWeight:
     """One native weight computing the outputs of ``modules`` (same input) concatenated."""
-    from mm.quant import Int4Linear
+    from mm.quant import Int4DecodeLinear, Int4Linear
 
+    modules = [m.int4 if isinstance(m, Int4DecodeLinear) else m for m in modules]
     if all(type(m) is torch.nn.Linear for m in modules):
         return _dense(modules)
     if all(is_dynamic_int8(m) for m in modules):

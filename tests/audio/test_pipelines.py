@@ -289,7 +289,11 @@ def test_int4_backbone_runs_native(fixture_checkpoint, input_wav):
 
     pipe = mm.pipeline("s2s", model=fixture_checkpoint, dtype="float32", quantize="int4")
     model = pipe.bundle.model
-    assert any(isinstance(m, Int4Linear) for m in model.lfm.modules())
+    from mm.int8_linear import is_dynamic_int8
+    from mm.quant import Int4DecodeLinear
+
+    duals = [m for m in model.lfm.modules() if isinstance(m, Int4DecodeLinear)]
+    assert duals and all(isinstance(d.int4, Int4Linear) and is_dynamic_int8(d.prefill) for d in duals)
     assert not any(isinstance(m, Int4Linear) for m in model.audio_head.modules())  # the depth loop stays int8
     result = pipe(str(input_wav), max_new_tokens=20)
     assert result.audio_codes.shape[1] == 8 and len(result.audio) == 1920 * len(result.audio_codes)
