@@ -7,7 +7,7 @@ mm.errors.InvalidInputError: quantize='int4' is not supported here; valid: 'int8
 >>> check_engine("turbo")
 Traceback (most recent call last):
 ...
-mm.errors.InvalidInputError: engine='turbo' is not supported; valid: 'auto', 'native', 'fast', 'transformers'
+mm.errors.InvalidInputError: engine='turbo' is not supported; valid: 'auto', 'fast', 'native', 'transformers'
 """
 
 from __future__ import annotations
