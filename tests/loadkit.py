@@ -87,6 +87,19 @@ def _phase(proc: Any, make_state: Callable[[int], Any], request: Callable[[Any, 
         time.sleep(1)
 
 
+def settled_snapshot(proc: Any, settle: float, threads_at_rest: int, patience: float = 20.0) -> dict[str, int]:
+    """A snapshot ``settle`` seconds after the clients stopped, or up to ``patience`` seconds later while the
+    process still runs more threads than it did at rest: idle worker threads (anyio's, thread pools') exit on
+    their own timers, so one look can catch some on their way out; a leaked thread outlives the wait."""
+    time.sleep(settle)
+    deadline = time.monotonic() + patience
+    snap = snapshot(proc)
+    while snap["threads"] > threads_at_rest and time.monotonic() < deadline:
+        time.sleep(1.0)
+        snap = snapshot(proc)
+    return snap
+
+
 def run_load(proc: Any, make_state: Callable[[int], Any], request: Callable[[Any, int], str], *,
              clients: int, seconds: float, warmup: float = 0.0, settle: float = 15.0) -> dict[str, Any]:
     """Drive the served process ``proc`` (psutil.Process) with ``clients`` threads for ``seconds``.
@@ -96,7 +109,8 @@ def run_load(proc: Any, make_state: Callable[[int], Any], request: Callable[[Any
     a report: outcome counts (warm-up included), the first failures, and RSS/threads/fds after the
     sequential warm-up, before the measured run, after its first half, at peak and at the end, each
     taken ``settle`` seconds after the clients stopped (anyio's idle worker threads, which Gradio
-    and FastAPI run handlers on, exit after 10 s).
+    and FastAPI run handlers on, exit after 10 s), and after each half up to 20 s more while threads are still
+    exiting (:func:`settled_snapshot`).
     """
     outcomes: Counter = Counter()
     errors: list[str] = []
@@ -111,8 +125,7 @@ def run_load(proc: Any, make_state: Callable[[int], Any], request: Callable[[Any
     phases = []
     for half in range(2):
         _phase(proc, make_state, request, half * 1000, clients, seconds / 2, outcomes, errors, peak)
-        time.sleep(settle)
-        phases.append(snapshot(proc))
+        phases.append(settled_snapshot(proc, settle, before["threads"]))
     first, after = phases
     return {"clients": clients, "seconds": seconds, "warmup_s": warmup,
             "wall_s": round(time.monotonic() - started, 1), "requests": sum(outcomes.values()),
