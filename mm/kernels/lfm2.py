@@ -59,17 +59,21 @@ class Unsupported(ValueError):
 
 
 def native_weight(modules: list[Any]) -> NativeWeight:
-    """One native weight computing the outputs of ``modules`` (same input) concatenated."""
+    """One native weight computing the outputs of ``modules`` (same input) concatenated; :class:`Unsupported`
+    when the kernels have no format for them (e.g. an int8 weight whose width is not a multiple of 32)."""
     from mm.quant import Int4DecodeLinear, Int4Linear
 
     modules = [m.int4 if isinstance(m, Int4DecodeLinear) else m for m in modules]
-    if all(type(m) is torch.nn.Linear for m in modules):
-        return _dense(modules)
-    if all(is_dynamic_int8(m) for m in modules):
-        values, scales, bias = int8_parts(modules[0]) if len(modules) == 1 else stack_int8(modules)
-        return NativeWeight.q8(values, scales, bias)
-    if all(isinstance(m, Int4Linear) for m in modules) and len({m.group_size for m in modules}) == 1:
-        return Int4Linear.fuse_native(modules)
+    try:
+        if all(type(m) is torch.nn.Linear for m in modules):
+            return _dense(modules)
+        if all(is_dynamic_int8(m) for m in modules):
+            values, scales, bias = int8_parts(modules[0]) if len(modules) == 1 else stack_int8(modules)
+            return NativeWeight.q8(values, scales, bias)
+        if all(isinstance(m, Int4Linear) for m in modules) and len({m.group_size for m in modules}) == 1:
+            return Int4Linear.fuse_native(modules)
+    except ValueError as exc:
+        raise Unsupported(str(exc)) from exc
     raise Unsupported(f"no native format for {[type(m).__name__ for m in modules]}")
 
 
@@ -119,10 +123,7 @@ class NativeStack:
         return None if t is None else t.data_ptr()
 
     def _weight(self, modules: list[Any]) -> WeightStruct:
-        try:
-            weight = native_weight(modules)
-        except ValueError as exc:  # e.g. an int8 weight whose width is not a multiple of 32
-            raise Unsupported(str(exc)) from exc
+        weight = native_weight(modules)
         self.keep.append(weight)
         return weight.struct
 

@@ -280,6 +280,24 @@ float q4_factors(const uint16_t* sm, int group, QAct a, int cols, float* fs) {
     return zacc;
 }
 
+#ifdef MM_AVX2
+// one pair of blocks: the 32 code bytes at w unpacked into low nibbles (columns 0-15 of both blocks) and high
+// nibbles (columns 16-31), matching a.qp
+inline void q4_unpack(const uint8_t* w, __m256i& lo, __m256i& hi) {
+    const __m256i low = _mm256_set1_epi8(0x0f), v = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(w));
+    lo = _mm256_and_si256(v, low);
+    hi = _mm256_and_si256(_mm256_srli_epi16(v, 4), low);
+}
+
+// acc + f * (the pair's integer dot products with the 64 activation bytes at qp); lanes 0-3 are the first block's
+inline __m256 q4_pair(__m256i lo, __m256i hi, const int8_t* qp, __m256 f, __m256 acc) {
+    const __m256i x0 = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(qp));
+    const __m256i x1 = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(qp + 32));
+    const __m256i p16 = _mm256_add_epi16(_mm256_maddubs_epi16(lo, x0), _mm256_maddubs_epi16(hi, x1));
+    return _mm256_fmadd_ps(_mm256_cvtepi32_ps(_mm256_madd_epi16(p16, _mm256_set1_epi16(1))), f, acc);
+}
+#endif
+
 // one Q4 row against N activations at once (the codes are unpacked once for all N)
 template <int N>
 void dot_q4(const uint8_t* w, const uint16_t* sm, int group, const QAct* a, int cols, float* out) {
@@ -292,7 +310,6 @@ void dot_q4(const uint8_t* w, const uint16_t* sm, int group, const QAct* a, int 
     }
     int b = 0;
 #ifdef MM_AVX2
-    const __m256i ones = _mm256_set1_epi16(1), low = _mm256_set1_epi8(0x0f);
     __m256 acc[N][2];
     for (int n = 0; n < N; n++) acc[n][0] = acc[n][1] = _mm256_setzero_ps();
     // two blocks (64 columns, 32 code bytes) per pass: low nibbles are columns 0-15 of both blocks, high
@@ -305,28 +322,20 @@ void dot_q4(const uint8_t* w, const uint16_t* sm, int group, const QAct* a, int 
         for (int n = 0; n < N; n++) fv[n] = _mm256_loadu_ps(fs[n] + b);
         for (int p = 0; p < 4; p++) {
             const int bb = b + 2 * p;
-            const __m256i v = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(w + bb * QB / 2));
-            const __m256i lo = _mm256_and_si256(v, low), hi = _mm256_and_si256(_mm256_srli_epi16(v, 4), low);
-            for (int n = 0; n < N; n++) {
-                const __m256i x0 = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(a[n].qp + bb * QB));
-                const __m256i x1 = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(a[n].qp + bb * QB + 32));
-                const __m256i p16 = _mm256_add_epi16(_mm256_maddubs_epi16(lo, x0), _mm256_maddubs_epi16(hi, x1));
-                acc[n][p & 1] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(_mm256_madd_epi16(p16, ones)),
-                                                _mm256_permutevar8x32_ps(fv[n], spread[p]), acc[n][p & 1]);
-            }
+            __m256i lo, hi;
+            q4_unpack(w + bb * QB / 2, lo, hi);
+            for (int n = 0; n < N; n++)
+                acc[n][p & 1] = q4_pair(lo, hi, a[n].qp + bb * QB, _mm256_permutevar8x32_ps(fv[n], spread[p]),
+                                        acc[n][p & 1]);
         }
     }
     for (; b + 1 < nb; b += 2) {
-        const __m256i v = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(w + b * QB / 2));
-        const __m256i lo = _mm256_and_si256(v, low), hi = _mm256_and_si256(_mm256_srli_epi16(v, 4), low);
-        for (int n = 0; n < N; n++) {
-            const __m256i x0 = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(a[n].qp + b * QB));
-            const __m256i x1 = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(a[n].qp + b * QB + 32));
-            const __m256i p16 = _mm256_add_epi16(_mm256_maddubs_epi16(lo, x0), _mm256_maddubs_epi16(hi, x1));
-            const __m256 f = _mm256_set_m128(_mm_set1_ps(fs[n][b + 1]), _mm_set1_ps(fs[n][b]));
-            acc[n][(b >> 1) & 1] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(_mm256_madd_epi16(p16, ones)), f,
-                                                   acc[n][(b >> 1) & 1]);
-        }
+        __m256i lo, hi;
+        q4_unpack(w + b * QB / 2, lo, hi);
+        for (int n = 0; n < N; n++)
+            acc[n][(b >> 1) & 1] = q4_pair(lo, hi, a[n].qp + b * QB,
+                                           _mm256_set_m128(_mm_set1_ps(fs[n][b + 1]), _mm_set1_ps(fs[n][b])),
+                                           acc[n][(b >> 1) & 1]);
     }
     for (int n = 0; n < N; n++) s[n] = hsum(_mm256_add_ps(acc[n][0], acc[n][1]));
 #endif
