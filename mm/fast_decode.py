@@ -108,7 +108,9 @@ class FastLfm2:
 
     ``kernels``: ``"auto"`` runs batch-1 decode steps and the LM head on mm's native kernels (:mod:`mm.kernels`:
     every layer in one C call, compiled for this CPU) when they build here and support the weights, else torch's
-    ops; ``"native"`` requires them (an error says why they cannot run); ``"torch"`` never uses them.
+    ops; ``"native"`` requires them (an error says why they cannot run); ``"torch"`` never uses them. With the
+    native kernels the weights the step reads move into a :class:`mm.kernels.hugepages.HugePagePool` (the modules
+    keep views, so memory is unchanged and transformers' path reads the same tensors).
     """
 
     def __init__(self, model: Any, *, lm_head: Any = None, fuse: bool = True, int8_head: bool = False,
@@ -128,6 +130,9 @@ class FastLfm2:
         self.layers = list(self.inner.layers)
         self.dtype = self.inner.embed_tokens.weight.dtype
         self.fused = fuse
+        self.pool = self._pool(kernels)
+        if self.pool is not None and type(lm_head) is torch.nn.Linear:
+            self._home(lm_head)
         self._plan = [self._layer_plan(i, layer, fuse) for i, layer in enumerate(self.layers)]
         rotary = self.inner.rotary_emb
         if getattr(rotary, "rope_type", "default") != "default":
@@ -140,6 +145,22 @@ class FastLfm2:
         self.native, self._native_head = self._make_native(kernels)
 
     # -- weights -------------------------------------------------------------------------------
+    @staticmethod
+    def _pool(kernels: str) -> Any:
+        """The huge-page pool for the native step's weights, when that step may run here."""
+        from mm.kernels import available
+        from mm.kernels.hugepages import HugePagePool
+
+        if kernels not in KERNEL_CHOICES:
+            raise InvalidInputError(f"kernels={kernels!r} is not supported; valid: {', '.join(KERNEL_CHOICES)}")
+        return HugePagePool() if kernels != "torch" and available() else None
+
+    def _home(self, linear: Any) -> None:
+        """Move a plain linear's weight into the pool (its Parameter now views the pool: tied weights follow)."""
+        weight = linear.weight
+        if not self.pool.owns(weight):  # e.g. a view into a fused group already there
+            weight.data = self.pool.copy(weight.detach())
+
     @staticmethod
     def _is_plain(*linears: Any) -> bool:
         import torch
@@ -158,18 +179,20 @@ class FastLfm2:
         if base is not None and all(w._base is base for w in weights) and base.shape[0] == rows:
             fused = base  # fused by an earlier FastLfm2 on this model
         else:
-            fused = torch.cat(weights, dim=0).contiguous()
+            out = None if self.pool is None else self.pool.empty((rows, *weights[0].shape[1:]), weights[0].dtype)
+            fused = torch.cat(weights, dim=0, out=out).contiguous()
             start = 0
             for m, w in zip(linears, weights, strict=True):
                 m.weight.data = fused[start:start + w.shape[0]]
                 start += w.shape[0]
         return lambda x: torch.nn.functional.linear(x, fused)
 
-    @staticmethod
-    def _call(module: Any) -> Callable[[Any], Any]:
+    def _call(self, module: Any) -> Callable[[Any], Any]:
         import torch
 
         if type(module) is torch.nn.Linear:
+            if self.pool is not None:
+                self._home(module)
             weight, bias = module.weight, module.bias
             return lambda x: torch.nn.functional.linear(x, weight, bias)
         return module  # a dynamic-int8 linear (quantize="int8") or any other module
@@ -185,8 +208,8 @@ class FastLfm2:
                         w3=self._call(ff.w3), ff_dim=ff.w1.out_features)
         if layer.is_attention_layer:
             at = layer.self_attn
-            plan.update(q=self._call(at.q_proj), k=self._call(at.k_proj), v=self._call(at.v_proj),
-                        qkv=self._fuse([at.q_proj, at.k_proj, at.v_proj]) if fuse else None,
+            qkv = self._fuse([at.q_proj, at.k_proj, at.v_proj]) if fuse else None  # first: q/k/v then view it
+            plan.update(q=self._call(at.q_proj), k=self._call(at.k_proj), v=self._call(at.v_proj), qkv=qkv,
                         o=self._call(at.out_proj), q_norm=at.q_layernorm, k_norm=at.k_layernorm,
                         head_dim=at.head_dim, groups=at.num_key_value_groups, scale=at.scaling,
                         q_dim=at.q_proj.out_features, kv_dim=at.k_proj.out_features)
@@ -216,9 +239,7 @@ class FastLfm2:
         from mm.kernels import KernelUnavailableError, available, unavailable_reason
         from mm.kernels.lfm2 import NativeLfm2, Unsupported, native_weight
 
-        if kernels not in KERNEL_CHOICES:
-            raise InvalidInputError(f"kernels={kernels!r} is not supported; valid: {', '.join(KERNEL_CHOICES)}")
-        if kernels == "torch":
+        if kernels == "torch":  # (checked by _pool)
             return None, None
         if not available():
             if kernels == "native":
@@ -228,7 +249,7 @@ class FastLfm2:
             step = NativeLfm2(self)
             head = None
             if self.lm_head is not None:
-                head = native_weight([self.lm_head]) if not self.int8_head else self._native_int8_head()
+                head = native_weight([self.lm_head], self.pool) if not self.int8_head else self._native_int8_head()
         except Unsupported as exc:
             if kernels == "native":
                 raise InvalidInputError(f"kernels='native' cannot run this model: {exc}") from exc
@@ -240,7 +261,8 @@ class FastLfm2:
         from mm.int8_linear import quantize_rows
         from mm.kernels.weights import NativeWeight
 
-        return NativeWeight.q8(*quantize_rows(self.lm_head.weight))
+        values, scales = quantize_rows(self.lm_head.weight)
+        return NativeWeight.q8(self.pool.copy(values), self.pool.copy(scales.float()))
 
     # -- prefill -------------------------------------------------------------------------------
     def prefill(self, input_ids: Any = None, *, inputs_embeds: Any = None, attention_mask: Any = None,

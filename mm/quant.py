@@ -22,12 +22,16 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 import torch
 
 from mm import kernels
 from mm.errors import InvalidInputError
 from mm.kernels.weights import NativeWeight, dequantize_q4, pack_q4
+
+if TYPE_CHECKING:
+    from mm.kernels.hugepages import HugePagePool
 
 log = logging.getLogger(__name__)
 
@@ -69,12 +73,18 @@ class Int4Linear(torch.nn.Module):
         return cls(codes, scale_min, bias, linear.in_features, linear.out_features, group_size, linear.weight.dtype)
 
     @staticmethod
-    def fuse_native(modules: Sequence[Int4Linear]) -> NativeWeight:
-        """One native weight over ``modules`` (same input) stacked by rows; the modules then view into it."""
-        if len(modules) == 1:
+    def fuse_native(modules: Sequence[Int4Linear], pool: HugePagePool | None = None) -> NativeWeight:
+        """One native weight over ``modules`` (same input) stacked by rows; the modules then view into it. With
+        ``pool`` (:class:`mm.kernels.hugepages.HugePagePool`) the codes move there, also for a single module."""
+        if len(modules) == 1 and pool is None:
             return modules[0].native()
-        codes = torch.cat([m.codes for m in modules])
-        scale_min = torch.cat([m.scale_min for m in modules])
+        rows = sum(m.out_features for m in modules)
+        parts = ([m.codes for m in modules], [m.scale_min for m in modules])
+        if pool is None:
+            codes, scale_min = torch.cat(parts[0]), torch.cat(parts[1])
+        else:
+            codes = torch.cat(parts[0], out=pool.empty((rows, *parts[0][0].shape[1:]), parts[0][0].dtype))
+            scale_min = torch.cat(parts[1], out=pool.empty((rows, *parts[1][0].shape[1:]), parts[1][0].dtype))
         biases = [m.bias for m in modules]
         bias = None if all(b is None for b in biases) else torch.cat(
             [b.float() if b is not None else torch.zeros(m.out_features) for b, m in zip(biases, modules,

@@ -30,6 +30,7 @@ import torch
 
 from mm.int8_linear import int8_parts, is_dynamic_int8, stack_int8
 from mm.kernels.build import require
+from mm.kernels.hugepages import HugePagePool
 from mm.kernels.weights import NativeWeight, WeightStruct
 
 
@@ -58,9 +59,11 @@ class Unsupported(ValueError):
     """This model (or one of its layers) cannot run on the native step; FastLfm2 keeps torch's ops."""
 
 
-def native_weight(modules: list[Any]) -> NativeWeight:
+def native_weight(modules: list[Any], pool: HugePagePool | None = None) -> NativeWeight:
     """One native weight computing the outputs of ``modules`` (same input) concatenated; :class:`Unsupported`
-    when the kernels have no format for them (e.g. an int8 weight whose width is not a multiple of 32)."""
+    when the kernels have no format for them (e.g. an int8 weight whose width is not a multiple of 32).
+    The packed copies (int8 rows, int4 codes) are made in ``pool`` when one is given (float weights are read in
+    place: :class:`mm.fast_decode.FastLfm2` puts them in its pool)."""
     from mm.quant import Int4DecodeLinear, Int4Linear
 
     modules = [m.int4 if isinstance(m, Int4DecodeLinear) else m for m in modules]
@@ -69,9 +72,11 @@ def native_weight(modules: list[Any]) -> NativeWeight:
             return _dense(modules)
         if all(is_dynamic_int8(m) for m in modules):
             values, scales, bias = int8_parts(modules[0]) if len(modules) == 1 else stack_int8(modules)
+            if pool is not None:
+                values, scales = pool.copy(values), pool.copy(scales.float())
             return NativeWeight.q8(values, scales, bias)
         if all(isinstance(m, Int4Linear) for m in modules) and len({m.group_size for m in modules}) == 1:
-            return Int4Linear.fuse_native(modules)
+            return Int4Linear.fuse_native(modules, pool)
     except ValueError as exc:
         raise Unsupported(str(exc)) from exc
     raise Unsupported(f"no native format for {[type(m).__name__ for m in modules]}")
@@ -101,10 +106,11 @@ class NativeStack:
     """A stack of pre-norm blocks on ``mm_step``: LFM2's conv/attention layers, or attention-only stacks (the
     LFM2-Audio depth transformer). Subclasses fill :attr:`layers` and call :meth:`_finish`."""
 
-    def __init__(self, n_layers: int) -> None:
+    def __init__(self, n_layers: int, pool: HugePagePool | None = None) -> None:
         self.lib = require()
         self.keep: list[Any] = []  # everything the C structs point into
         self.layers = (LayerStruct * n_layers)()
+        self.pool = pool if pool is not None else HugePagePool()  # packed copies (int8, int4) go here
 
     def _finish(self, *, hidden: int, ff_dim: int, n_heads: int, n_kv: int, head_dim: int, conv_L: int, eps: float,
                 attn_scale: float, final_norm: torch.Tensor | None, bf16_acts: bool, rope_pairs: bool) -> None:
@@ -123,7 +129,7 @@ class NativeStack:
         return None if t is None else t.data_ptr()
 
     def _weight(self, modules: list[Any]) -> WeightStruct:
-        weight = native_weight(modules)
+        weight = native_weight(modules, self.pool)
         self.keep.append(weight)
         return weight.struct
 
@@ -173,7 +179,7 @@ class NativeLfm2(NativeStack):
     """The native step of one :class:`mm.fast_decode.FastLfm2` (raises :class:`Unsupported` for other layouts)."""
 
     def __init__(self, fast: Any) -> None:
-        super().__init__(len(fast.layers))
+        super().__init__(len(fast.layers), fast.pool)
         cfg = fast.config
         for i, (layer, plan) in enumerate(zip(fast.layers, fast._plan, strict=True)):
             self._fill(self.layers[i], layer, plan)

@@ -428,30 +428,61 @@ class SpinBarrier {
     std::atomic<int> count_{0}, gen_{0};
 };
 
+// The rows of one product are dealt out in chunks of about 16 KB. Each thread starts on its own contiguous share
+// (one sequential stream, as before) and, when that is done, takes the chunks still left in the other shares. A
+// thread the OS delays or a core that runs slower then costs the end of its share, not the rest of the others'
+// time at the barrier. One cursor per share, each on its own cache line: taking a chunk of one's own share touches
+// no line another thread writes unless it is stealing.
+constexpr int MAX_THREADS = 256;
+struct alignas(64) Cursor {
+    std::atomic<int> next{0};
+};
+
+inline int chunk_rows(const mm_weight* W) {
+    long row_bytes;
+    switch (W->format) {
+        case FMT_F32: row_bytes = 4L * W->cols; break;
+        case FMT_BF16: row_bytes = 2L * W->cols; break;
+        case FMT_Q8: row_bytes = W->cols + 4; break;
+        default: row_bytes = W->cols / 2 + 4L * (W->cols / W->group);
+    }
+    return int(std::max(4L, (16384 / std::max(row_bytes, 1L)) / 4 * 4));
+}
+
+// rows [0, W->rows) of y[m] = W x[m], shared by the nth threads through cur[0..nth) (all zero on entry; each
+// thread's cursor is left past its share's end)
+void gemv_shared(const mm_weight* W, int M, const float* x, const QAct* a, float* y, Cursor* cur, int tid, int nth,
+                 bool bf16) {
+    const int chunk = chunk_rows(W), nchunks = (W->rows + chunk - 1) / chunk;
+    for (int k = 0; k < nth; k++) {
+        const int owner = (tid + k) % nth;
+        const int c0 = int(long(owner) * nchunks / nth), c1 = int(long(owner + 1) * nchunks / nth);
+        for (int c = c0 + cur[owner].next.fetch_add(1, std::memory_order_relaxed); c < c1;
+             c = c0 + cur[owner].next.fetch_add(1, std::memory_order_relaxed))
+            gemv_rows(W, M, x, a, y, c * chunk, std::min(W->rows, (c + 1) * chunk), bf16);
+    }
+}
+
 struct Team {
     int tid, nth;
     SpinBarrier* bar;
+    Cursor (*cursors)[MAX_THREADS];  // two sets, used by alternate products
+    int parity = 0;
     bool lead() const { return tid == 0; }
     void sync() const {
         if (nth > 1) bar->wait(nth);
     }
 };
 
-// this thread's share of W's rows (multiples of 4, so the 4-row kernel covers nearly all)
-inline void my_rows(int rows, int& begin, int& end) {
-    const int nth = omp_get_num_threads(), tid = omp_get_thread_num();
-    const int blocks = (rows + 3) / 4, per = blocks / nth, extra = blocks % nth;
-    const int b0 = tid * per + std::min(tid, extra), b1 = b0 + per + (tid < extra ? 1 : 0);
-    begin = std::min(rows, b0 * 4);
-    end = std::min(rows, b1 * 4);
-}
-
-// all threads of the current parallel region: y = W x (one activation row), then a barrier
-void gemv_team(const Team& team, const mm_weight* W, const float* x, QAct a, float* y, bool bf16) {
-    int begin, end;
-    my_rows(W->rows, begin, end);
-    gemv_rows(W, 1, x, &a, y, begin, end, bf16);
+// all threads of the current parallel region: y = W x (one activation row), then a barrier. After the barrier
+// every thread resets its own cursor of this product's set, ready for the product after next (the one in between
+// uses the other set, and the barrier that ends it orders the reset before any use).
+void gemv_team(Team& team, const mm_weight* W, const float* x, QAct a, float* y, bool bf16) {
+    Cursor* cur = team.cursors[team.parity];
+    gemv_shared(W, 1, x, &a, y, cur, team.tid, team.nth, bf16);
     team.sync();
+    cur[team.tid].next.store(0, std::memory_order_relaxed);
+    team.parity ^= 1;
 }
 
 // transformers' Lfm2RMSNorm: w * (x / sqrt(mean(x^2) + eps)), in bfloat16 rounded twice as torch does
@@ -508,7 +539,7 @@ void rope(float* v, const float* cos, const float* sin, int hd, bool bf16, bool 
 }
 
 // one attention layer's mixing after its qkv product (s.big holds q | k | v); writes s.attn [n_heads * hd]
-void attention(const Team& team, const mm_model* m, const mm_layer* L, void* keys, void* values, int capacity,
+void attention(Team& team, const mm_model* m, const mm_layer* L, void* keys, void* values, int capacity,
                int pos, const float* cos, const float* sin, Scratch& s) {
     const int hd = m->head_dim, nh = m->n_heads, nkv = m->n_kv, dt = m->state_dtype, groups = nh / nkv;
     float* q = s.big;
@@ -616,12 +647,10 @@ void mm_gemv(const mm_weight* W, int M, const float* x, float* y, void* qscratch
             permute_act(x + long(i) * W->cols, W->cols, a[i].xp);
         }
     }
+    nthreads = std::max(1, std::min(nthreads, MAX_THREADS));
+    std::vector<Cursor> cur(nthreads);
 #pragma omp parallel num_threads(nthreads)
-    {
-        int begin, end;
-        my_rows(W->rows, begin, end);
-        gemv_rows(W, M, x, a.data(), y, begin, end);
-    }
+    gemv_shared(W, M, x, a.data(), y, cur.data(), omp_get_thread_num(), omp_get_num_threads(), false);
 }
 
 // one decode step of batch 1: x [hidden] is the token's embedding on entry and the final-normed hidden state on
@@ -633,9 +662,12 @@ void mm_step(const mm_model* m, const mm_state* st, float* x, int pos, const flo
     const bool bf16 = m->bf16_acts;
     auto add = [bf16](float a, float b) { return bf16 ? round_bf16(a + b) : a + b; };
     SpinBarrier bar;
+    nthreads = std::max(1, std::min(nthreads, MAX_THREADS));
+    std::vector<Cursor> cursors(2 * MAX_THREADS);
+    auto* sets = reinterpret_cast<Cursor(*)[MAX_THREADS]>(cursors.data());
 #pragma omp parallel num_threads(nthreads)
     {
-        const Team team{omp_get_thread_num(), omp_get_num_threads(), &bar};
+        Team team{omp_get_thread_num(), omp_get_num_threads(), &bar, sets};
         for (int l = 0; l < m->n_layers; l++) {
             const mm_layer* L = &m->layers[l];
             const mm_weight* first = L->attn ? &L->qkv : &L->in_proj;
