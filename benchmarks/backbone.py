@@ -381,11 +381,12 @@ def prefill_speed(path: Path, dtype: str, quantize: str | None, ids: Any, repeat
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true", help="best of 2, no greedy-agreement or prefill part")
+    parser.add_argument("--quick", action="store_true", help="no greedy-agreement or prefill part; best of 2 "
+                        "unless --repeats")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--prompt-tokens", type=int, default=512, help="prefill prompt length")
     parser.add_argument("--new-tokens", type=int, default=64)
-    parser.add_argument("--repeats", type=int, default=3, help="best of N timings per figure")
+    parser.add_argument("--repeats", type=int, default=None, help="best of N timings per figure (default 3; --quick 2)")
     parser.add_argument("--settings", default=",".join(MM_SETTINGS), help="mm settings to time: bf16,int8,int4")
     parser.add_argument("--step-cpu-time", action="store_true",
                         help="only the CPU time per decode step of each mm setting (use with --threads 1)")
@@ -395,7 +396,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--llama-cpp-source", default=None,
                         help="unpacked llama-cpp-python sdist (default: pip download of the installed version)")
     args = parser.parse_args(argv)
-    repeats = 2 if args.quick else args.repeats
+    repeats = args.repeats or (2 if args.quick else 3)
     labels = [s for s in args.settings.split(",") if s]
     if unknown := set(labels) - set(MM_SETTINGS):
         parser.error(f"unknown --settings {sorted(unknown)}; valid: {','.join(MM_SETTINGS)}")
