@@ -334,7 +334,7 @@ def truth_path(index_path: Path) -> Path:
 
 
 def build_scale(path: Path, corpus: Any, queries: list[np.ndarray], k: int, nbits: float, codec: str,
-                chunk_docs: int = 2048) -> dict[str, Any]:
+                chunk_docs: int = 1024) -> dict[str, Any]:
     """Stream ``corpus`` into a new index at ``path`` in chunks; exhaustive float32 top ``k`` of ``queries``
     computed on each chunk as it streams by. Returns truth ids/scores and the build figures."""
     from mm.index import create_index
@@ -356,7 +356,7 @@ def build_scale(path: Path, corpus: Any, queries: list[np.ndarray], k: int, nbit
         flat = np.concatenate(docs)
         starts = np.cumsum([0] + [len(d) for d in docs[:-1]])
         per_token = np.empty((len(qcat), len(docs)), dtype=np.float32)  # (query tokens, docs)
-        step = max(1, 2 ** 25 // len(flat))  # query tokens per product: at most 128 MB of similarities
+        step = max(1, 2 ** 24 // len(flat))  # query tokens per product: at most 64 MB of similarities
         for a in range(0, len(qcat), step):
             per_token[a:a + step] = np.maximum.reduceat(qcat[a:a + step] @ flat.T, starts, axis=1)
         scores = np.add.reduceat(per_token, qoff[:-1], axis=0)  # (queries, docs)
