@@ -18,6 +18,8 @@ and load average.
     python benchmarks/search_index.py                 # full SciFact
     python benchmarks/search_index.py --docs 1024     # a SciFact subset
     python benchmarks/search_index.py --scale 10M     # synthetic 10M tokens x 128
+    python benchmarks/search_index.py --scale 10M --keep /data/ix10m --verbose   # keep index + exhaustive top 10
+    python benchmarks/search_index.py --scale 10M --reuse /data/ix10m --nrerank 128  # re-time it, no build
 
 ``run(...)`` returns the same dict; ``benchmarks/search.py`` calls it.
 """
