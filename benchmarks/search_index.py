@@ -18,6 +18,8 @@ and load average.
     python benchmarks/search_index.py                 # full SciFact
     python benchmarks/search_index.py --docs 1024     # a SciFact subset
     python benchmarks/search_index.py --scale 10M     # synthetic 10M tokens x 128
+    python benchmarks/search_index.py --scale 10M --keep /data/ix10m --verbose   # keep index + exhaustive top 10
+    python benchmarks/search_index.py --scale 10M --reuse /data/ix10m --nrerank 128  # re-time it, no build
 
 ``run(...)`` returns the same dict; ``benchmarks/search.py`` calls it.
 """
@@ -321,74 +323,121 @@ def parse_scale(text: str) -> int:
     return int(float(text.rstrip("kmb")) * mult)
 
 
-def run_scale(n_tokens: int, k: int = 10, n_queries: int = 100, nbits: float = 2.0, dim: int = 128, seed: int = 0,
-              chunk_docs: int = 2048, options: dict[str, Any] | None = None, keep: Path | None = None,
-              codec: str = "pq") -> dict[str, Any]:
-    """Synthetic run at ``n_tokens`` (see the module docstring)."""
-    from mm.index import create_index
-    from token_corpus import TokenCorpus
-
-    options = options or {}
-    corpus = TokenCorpus(max(1, round(n_tokens / 175)), dim=dim, seed=seed)
+def scale_queries(corpus: Any, n_queries: int, seed: int) -> tuple[np.ndarray, list[np.ndarray]]:
+    """Source documents (sorted) and the queries made from them: the same for a build and a ``--reuse``."""
     rng = np.random.default_rng(seed)
     sources = np.sort(rng.choice(corpus.n_docs, size=min(n_queries, corpus.n_docs), replace=False))
-    queries = [corpus.query(int(i)) for i in sources]
+    return sources, [corpus.query(int(i)) for i in sources]
+
+
+def truth_path(index_path: Path) -> Path:
+    """Where a kept ``--scale`` index's exhaustive top k is cached: beside the index folder, not in it."""
+    return index_path.parent / (index_path.name + ".truth.npz")
+
+
+def build_scale(path: Path, corpus: Any, queries: list[np.ndarray], k: int, nbits: float, codec: str,
+                chunk_docs: int = 1024) -> dict[str, Any]:
+    """Stream ``corpus`` into a new index at ``path`` in chunks; exhaustive float32 top ``k`` of ``queries``
+    computed on each chunk as it streams by. Returns truth ids/scores and the build figures."""
+    from mm.index import create_index
+
     qcat = np.concatenate(queries)
     qoff = np.cumsum([0] + [len(q) for q in queries])
     best_scores = np.full((len(queries), k), -np.inf, dtype=np.float32)
     best_ids = np.zeros((len(queries), k), dtype=np.int64)
-    exhaustive_s = exhaustive_cpu = gen_s = 0.0
+    exhaustive_s = exhaustive_cpu = gen_s = add_s = add_cpu = 0.0
     total_tokens = 0
+    index = create_index(path, kind="multivector", dim=corpus.dim, encoder_info={"model": "synthetic"}, nbits=nbits,
+                         codec=codec, train_tokens=int(0.999 * corpus.n_docs * 175))
+    for start in range(0, corpus.n_docs, chunk_docs):
+        t = time.perf_counter()
+        docs = corpus.docs(start, start + chunk_docs)
+        gen_s += time.perf_counter() - t
+        # exhaustive float32 MaxSim of the query sample against this chunk (streaming top-k)
+        t, c = time.perf_counter(), time.process_time()
+        flat = np.concatenate(docs)
+        starts = np.cumsum([0] + [len(d) for d in docs[:-1]])
+        per_token = np.empty((len(qcat), len(docs)), dtype=np.float32)  # (query tokens, docs)
+        step = max(1, 2 ** 24 // len(flat))  # query tokens per product: at most 64 MB of similarities
+        for a in range(0, len(qcat), step):
+            per_token[a:a + step] = np.maximum.reduceat(qcat[a:a + step] @ flat.T, starts, axis=1)
+        scores = np.add.reduceat(per_token, qoff[:-1], axis=0)  # (queries, docs)
+        ids = np.arange(start, start + len(docs))
+        merged_s = np.concatenate([best_scores, scores], axis=1)
+        merged_i = np.concatenate([best_ids, np.broadcast_to(ids, scores.shape)], axis=1)
+        top = np.argsort(-merged_s, axis=1, kind="stable")[:, :k]
+        best_scores = np.take_along_axis(merged_s, top, axis=1)
+        best_ids = np.take_along_axis(merged_i, top, axis=1)
+        exhaustive_s += time.perf_counter() - t
+        exhaustive_cpu += time.process_time() - c
+        total_tokens += len(flat)
+        del flat, per_token
+        t, c = time.perf_counter(), time.process_time()
+        index.add([str(i) for i in ids], docs)
+        add_s += time.perf_counter() - t
+        add_cpu += time.process_time() - c
+        log.info("%d / %d documents, %.0f s in add, peak RSS %.0f MB", start + len(docs), corpus.n_docs, add_s,
+                 peak_rss_mb())
+        del docs
+    del index
+    return {"best_ids": best_ids, "best_scores": best_scores, "tokens": total_tokens,
+            "exhaustive_s": exhaustive_s, "exhaustive_cpu_s": exhaustive_cpu, "generation_s": gen_s, "add_s": add_s,
+            "add_cpu_s": add_cpu,
+            "peak_rss_mb_build": peak_rss_mb()}
+
+
+def run_scale(n_tokens: int, k: int = 10, n_queries: int = 100, nbits: float = 2.0, dim: int = 128, seed: int = 0,
+              options: dict[str, Any] | None = None, keep: Path | None = None, reuse: Path | None = None,
+              codec: str = "pq") -> dict[str, Any]:
+    """Synthetic run at ``n_tokens`` (see the module docstring). ``keep``: build there and cache the exhaustive
+    top k beside it (:func:`truth_path`); ``reuse``: time such a kept index again, no build."""
+    from token_corpus import TokenCorpus
+
+    options = options or {}
+    at_start = machine()
+    corpus = TokenCorpus(max(1, round(n_tokens / 175)), dim=dim, seed=seed)
     with tempfile.TemporaryDirectory() as tmp:
-        path = keep or Path(tmp) / "index"
-        index = create_index(path, kind="multivector", dim=dim, encoder_info={"model": "synthetic"}, nbits=nbits,
-                             codec=codec, train_tokens=int(0.999 * corpus.n_docs * 175))
-        add_s = 0.0
-        for start in range(0, corpus.n_docs, chunk_docs):
-            t = time.perf_counter()
-            docs = corpus.docs(start, start + chunk_docs)
-            gen_s += time.perf_counter() - t
-            # exhaustive float32 MaxSim of the query sample against this chunk (streaming top-k)
-            t, c = time.perf_counter(), time.process_time()
-            flat = np.concatenate(docs)
-            starts = np.cumsum([0] + [len(d) for d in docs[:-1]])
-            per_token = np.empty((len(qcat), len(docs)), dtype=np.float32)  # (query tokens, docs)
-            step = max(1, 2 ** 25 // len(flat))  # query tokens per product: at most 128 MB of similarities
-            for a in range(0, len(qcat), step):
-                per_token[a:a + step] = np.maximum.reduceat(qcat[a:a + step] @ flat.T, starts, axis=1)
-            scores = np.add.reduceat(per_token, qoff[:-1], axis=0)  # (queries, docs)
-            ids = np.arange(start, start + len(docs))
-            merged_s = np.concatenate([best_scores, scores], axis=1)
-            merged_i = np.concatenate([best_ids, np.broadcast_to(ids, scores.shape)], axis=1)
-            top = np.argsort(-merged_s, axis=1, kind="stable")[:, :k]
-            best_scores = np.take_along_axis(merged_s, top, axis=1)
-            best_ids = np.take_along_axis(merged_i, top, axis=1)
-            exhaustive_s += time.perf_counter() - t
-            exhaustive_cpu += time.process_time() - c
-            total_tokens += len(flat)
-            del flat, per_token
-            t = time.perf_counter()
-            index.add([str(i) for i in ids], docs)
-            add_s += time.perf_counter() - t
-            del docs
-        del index
-        build_rss = peak_rss_mb()
+        if reuse is not None:
+            path = reuse
+            if not truth_path(path).exists():
+                raise SystemExit(f"{truth_path(path)} not found: --reuse needs an index built with --keep")
+            with np.load(truth_path(path)) as data:
+                built = {key: data[key] for key in data.files}
+            if int(built["n_docs"]) != corpus.n_docs or int(built["seed"]) != seed:
+                raise SystemExit(f"{truth_path(path)} was made for another corpus (other --scale or seed)")
+            n_built = len(built["sources"])
+            built = {key: v[:n_queries] if v.ndim else v.item() for key, v in built.items()}
+            sources = built["sources"]
+            queries = [corpus.query(int(i)) for i in sources]
+            codec, nbits = "(reused index)", float(built["nbits"])
+        else:
+            sources, queries = scale_queries(corpus, n_queries, seed)
+            n_built = len(queries)
+            path = keep or Path(tmp) / "index"
+            built = build_scale(path, corpus, queries, k, nbits, codec)
+            if keep is not None:
+                np.savez(truth_path(path), sources=sources, nbits=nbits, n_docs=corpus.n_docs, seed=seed,
+                         **{key: v for key, v in built.items()})
+        build_rss = built["peak_rss_mb_build"]
         total, _ = folder_bytes(path)
-        truth = [list(map(int, row)) for row in best_ids]
+        truth = [list(map(int, row)) for row in built["best_ids"]]
         figures = time_index(path, queries, truth, k, options)
         figures.pop("rankings")
-    baseline = {"per_query_ms_streaming": round(exhaustive_s / len(queries) * 1000, 2),
-                "per_query_cpu_ms": round(exhaustive_cpu / len(queries) * 1000, 2),
+    baseline = {"per_query_ms_streaming": round(built["exhaustive_s"] / n_built * 1000, 2),
+                "per_query_cpu_ms": round(built["exhaustive_cpu_s"] / n_built * 1000, 2),
                 "note": "exhaustive float32 MaxSim over every chunk as it streams by, summed per query "
-                        "(all queries of the sample scored together per chunk)"}
-    figures = {"nbits": nbits, "codec": codec, "build_s_without_generation": round(add_s, 1),
-               "generation_s": round(gen_s, 1),
+                        "(all queries of the sample scored together per chunk)"
+                        + ("; measured when the reused index was built" if reuse is not None else "")}
+    figures = {"nbits": nbits, "codec": codec, "build_s_without_generation": round(built["add_s"], 1),
+               "build_cpu_s_without_generation": round(float(built.get("add_cpu_s", float("nan"))), 1),
+               "generation_s": round(built["generation_s"], 1),
                "peak_rss_mb_build": round(build_rss), "peak_rss_mb": round(peak_rss_mb()),
-               "bytes_per_token": round(total / total_tokens, 2), **figures}
+               "bytes_per_token": round(total / built["tokens"], 2), **figures}
     figures["vs_baseline"] = {"p50_latency": round(figures["p50_ms"] / baseline["per_query_ms_streaming"], 4)}
-    return {"dataset": f"synthetic clustered tokens (benchmarks/token_corpus.py, seed {seed})", "tokens": total_tokens,
-            "docs": corpus.n_docs, "dim": dim, "queries": len(queries), "k": k, "machine": machine(),
-            "baseline_exhaustive_float32": baseline, "index": figures, "machine_after": machine()}
+    return {"dataset": f"synthetic clustered tokens (benchmarks/token_corpus.py, seed {seed})",
+            "tokens": int(built["tokens"]), "docs": corpus.n_docs, "dim": dim, "queries": len(queries), "k": k,
+            "machine": at_start, "baseline_exhaustive_float32": baseline, "index": figures,
+            "machine_after": machine()}
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -402,13 +451,17 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--codec", default="pq", choices=("pq", "scalar"), help="residual code (mm.index.codec)")
     parser.add_argument("--threads", type=int, default=2, help="torch and BLAS threads")
     parser.add_argument("--keep", type=Path, default=None, help="build the index in this (new) folder and keep it")
-    parser.add_argument("--reuse", type=Path, default=None, help="SciFact: time an index kept by --keep, no build")
+    parser.add_argument("--reuse", type=Path, default=None, help="time an index kept by --keep, no build "
+                        "(--scale: same --scale and seed, at most as many --queries; the exhaustive top 10 "
+                        "is read from the .truth.npz --keep wrote beside it)")
     for name in ("nprobe", "ncandidates", "nrerank"):
         parser.add_argument(f"--{name}", type=int, default=None)
     parser.add_argument("--threshold", type=float, default=None)
     parser.add_argument("--cache", type=Path, default=None)
+    parser.add_argument("--verbose", action="store_true", help="log build progress (stderr)")
     args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.WARNING)
+    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, stream=sys.stderr,
+                        format="%(asctime)s %(name)s %(message)s")
     import contextlib
 
     import torch
@@ -423,7 +476,7 @@ def main(argv: list[str] | None = None) -> None:
     with threadpool_limits(args.threads):
         if args.scale:
             result = run_scale(parse_scale(args.scale), n_queries=args.queries or 100, nbits=args.nbits or 2.0,
-                               options=options, keep=args.keep, codec=args.codec)
+                               options=options, keep=args.keep, reuse=args.reuse, codec=args.codec)
         else:
             result = run(n_docs=args.docs, nbits=args.nbits or 1.75, cache=args.cache, options=options, keep=args.keep,
                          reuse=args.reuse, n_queries=args.queries or 0, codec=args.codec)

@@ -34,12 +34,20 @@ SWEEP = [{"exact": True}, {}, {"nrerank": 512}, {"nrerank": 128}, {"nrerank": 64
          {"threshold": 0.3}]
 
 
-def synthetic(scale: str, n_queries: int, sample: int) -> tuple[list[np.ndarray], list[set[int]]]:
-    """Queries of a ``--scale`` run and their exhaustive top 10 (streamed)."""
-    from search_index import parse_scale
+def synthetic(scale: str, n_queries: int, sample: int, index_path: Path | None = None
+              ) -> tuple[list[np.ndarray], list[set[int]]]:
+    """Queries of a ``--scale`` run and their exhaustive top 10: read from the ``.truth.npz`` that
+    ``search_index.py --keep`` wrote beside ``index_path`` when there is one, else streamed again."""
+    from search_index import parse_scale, truth_path
     from token_corpus import TokenCorpus
 
     corpus = TokenCorpus(max(1, round(parse_scale(scale) / 175)), dim=128, seed=0)
+    if index_path is not None and truth_path(index_path).exists():
+        with np.load(truth_path(index_path)) as data:
+            if int(data["n_docs"]) != corpus.n_docs:
+                raise SystemExit(f"{truth_path(index_path)} was made for another --scale")
+            sources, ids = data["sources"][:n_queries], data["best_ids"][:n_queries]
+        return [corpus.query(int(i)) for i in sources], [set(t[:10].tolist()) for t in ids]
     rng = np.random.default_rng(0)
     sources = np.sort(rng.choice(corpus.n_docs, size=min(sample, corpus.n_docs), replace=False))[:n_queries]
     queries = [corpus.query(int(i)) for i in sources]
@@ -108,6 +116,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--sample", type=int, default=100, help="query sample size of the run that built the index")
     parser.add_argument("--sweep", action="store_true", help="compare the candidate-stage settings of SWEEP")
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--settings", default=None,
+                        help='JSON list of search options to compare instead, e.g. \'[{}, {"nrerank": 128}]\'')
     args = parser.parse_args(argv)
     import torch
     from threadpoolctl import threadpool_limits
@@ -117,10 +127,11 @@ def main(argv: list[str] | None = None) -> None:
         if args.scifact:
             queries, truth = scifact(args.queries, args.docs)
         else:
-            queries, truth = synthetic(args.scale, args.queries, args.sample)
+            queries, truth = synthetic(args.scale, args.queries, args.sample, args.index)
         index = open_index(args.index)
         index.search(queries[0], k=10)  # warm-up
-        out = [measure(index, queries, truth, options) for options in (SWEEP if args.sweep else SETTINGS)]
+        settings = json.loads(args.settings) if args.settings else SWEEP if args.sweep else SETTINGS
+        out = [measure(index, queries, truth, options) for options in settings]
     json.dump({"index": str(args.index), "queries": len(queries), "machine": machine(), "settings": out,
                "load_average_after": [round(x, 2) for x in os.getloadavg()]}, sys.stdout, indent=2)
     sys.stdout.write("\n")

@@ -17,8 +17,8 @@ Life cycle
   measures drift and advises a ``retrain()`` when it would pay off.
 
 Layout and search: :mod:`mm.index.layout` (contiguous codes, per-document bags of
-centroid ids, inverted lists) and :mod:`mm.index.plaid` (candidates, pruned centroid
-interaction, centroid interaction, exact MaxSim of the last ``nrerank`` documents from lookup tables).
+centroid ids, inverted lists) and :mod:`mm.index.plaid` (candidates, probe scores from
+the inverted lists, centroid interaction, exact MaxSim of the last ``nrerank`` documents from lookup tables).
 ``exact=True`` scores every document by MaxSim over the most precise vectors stored:
 float16 originals when kept (``keep_originals=True``, always for raw segments), else
 the decompressed ones.
@@ -63,9 +63,9 @@ class MultiVectorIndex(Index):
     """Multi-vector index; see the module docstring.
 
     Search options: ``nprobe`` centroids probed per query token; ``ncandidates`` documents
-    kept by the pruned centroid interaction; ``nrerank`` documents scored exactly from
-    lookup tables; ``threshold``: centroids whose best query-token score is below it are pruned
-    in the first interaction stage.
+    kept by the probe scores (:func:`mm.index.plaid.probe_scores`); ``nrerank`` documents scored
+    exactly from lookup tables; ``threshold``: a probed centroid whose score for a query token is
+    below it does not count for that token in the probe scores.
     """
 
     kind: ClassVar[str] = "multivector"
@@ -249,7 +249,11 @@ class MultiVectorIndex(Index):
             parts.append((self._encode_docs([docs[i] for i in fresh], codec, keep, 1 if post is None else int(post)),
                           np.arange(len(fresh))))
             order += fresh
-        arrays = layout.gather_rows(parts, codec.n_centroids, extra_token=("vectors",) if keep else ())
+        if len(parts) == 1 and not copies:  # one freshly encoded part, in order: nothing to gather (no copy)
+            arrays = parts[0][0]
+            arrays.update(layout.bags_and_lists(arrays["doclens"], arrays["cids"], codec.n_centroids))
+        else:
+            arrays = layout.gather_rows(parts, codec.n_centroids, extra_token=("vectors",) if keep else ())
         n_tokens = int(arrays["doclens"].sum())
         return self._new_segment(manifest, [docs[i] for i in order], arrays, {
             "compressed": True, "n_tokens": n_tokens, "residual_sum": float(arrays["rnorm"].sum())})
@@ -257,29 +261,30 @@ class MultiVectorIndex(Index):
     def _encode_docs(self, docs: list[DocRef], codec: ResidualCodec, keep: bool, post: int) -> dict[str, np.ndarray]:
         """Encode documents in streaming batches; the arrays of a compressed segment holding them."""
         doclens = np.array([self._ref_tokens(d) for d in docs], dtype=np.int32)
-        cids, codes, norms, rnorm, originals = [], [], [], np.zeros(len(docs), dtype=np.float32), []
+        tok_off = layout.offsets(doclens)
+        n = int(tok_off[-1])
+        # filled in place, batch by batch: the segment's arrays are the only full-size allocation
+        arrays = {"doclens": doclens, "cids": np.empty(n, dtype=codec.cid_dtype),
+                  "codes": np.empty((n, codec.n_bytes), dtype=np.uint8), "rnorm": np.zeros(len(docs), np.float32),
+                  "post": np.full(len(docs), post, dtype=np.uint8)}
+        if codec.normalize:
+            arrays["norms"] = np.empty(n, dtype=np.uint8)
+        if keep:
+            arrays["vectors"] = np.empty((n, self.dim), dtype=np.float16)
         i = 0
         while i < len(docs):
             j = i + max(1, int(np.searchsorted(np.cumsum(doclens[i:]), ENCODE_BATCH, side="right")))
+            a, b = int(tok_off[i]), int(tok_off[j])
             flat = np.concatenate([self._ref_vectors(d) for d in docs[i:j]])
             c, k = codec.encode(flat)
-            cids.append(c)
-            codes.append(k)
+            arrays["cids"][a:b], arrays["codes"][a:b] = c, k
             if codec.normalize:
-                norms.append(codec.norm_codes(c, k))
+                arrays["norms"][a:b] = codec.norm_codes(c, k)
             resid = codec.residual_norms(flat, c)
-            rnorm[i:j] = np.add.reduceat(resid, layout.offsets(doclens[i:j])[:-1])
+            arrays["rnorm"][i:j] = np.add.reduceat(resid, tok_off[i:j] - a)
             if keep:
-                originals.append(flat.astype(np.float16))
+                arrays["vectors"][a:b] = flat
             i = j
-        cid_all = np.concatenate(cids)
-        arrays = {"doclens": doclens, "cids": cid_all, "codes": np.concatenate(codes), "rnorm": rnorm,
-                  "post": np.full(len(docs), post, dtype=np.uint8),
-                  **layout.bags_and_lists(doclens, cid_all, codec.n_centroids)}
-        if norms:
-            arrays["norms"] = np.concatenate(norms)
-        if keep:
-            arrays["vectors"] = np.concatenate(originals)
         return arrays
 
     def _merge_tiers(self, manifest: dict[str, Any]) -> None:

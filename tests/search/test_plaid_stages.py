@@ -44,6 +44,50 @@ def test_centroid_interaction_matches_brute_force():
     assert plaid.candidates(lay["ivf"], lay["ivf_off"], probe, allowed).tolist() == want
 
 
+def test_probe_scores_match_brute_force():
+    rng = np.random.default_rng(10)
+    n_docs, n_cent, q = 80, 30, 6
+    doclens = rng.integers(1, 25, n_docs)
+    cids = rng.integers(0, n_cent, doclens.sum()).astype(np.uint16)
+    lay = layout.bags_and_lists(doclens, cids, n_cent)
+    off = layout.offsets(doclens)
+    bags = [set(cids[off[d]:off[d + 1]].tolist()) for d in range(n_docs)]
+    st = rng.normal(size=(n_cent, q)).astype(np.float32)
+    for nprobe, threshold in ((1, -9.0), (3, 0.2), (n_cent, -9.0)):
+        ranked = plaid.probe_ranked(st, nprobe)
+        assert ranked.shape == (min(nprobe, n_cent), q)
+        assert np.all(np.diff(st[ranked, np.arange(q)], axis=0) <= 0)  # best first
+        allowed = np.ones(n_docs, dtype=bool)
+        allowed[::4] = False
+        rows = plaid.candidates(lay["ivf"], lay["ivf_off"], np.unique(ranked), allowed)
+        got = plaid.probe_scores(lay["ivf"], lay["ivf_off"], st, ranked, rows, threshold)
+        want = [sum(max([st[c, i] for c in ranked[:, i] if c in bags[d] and st[c, i] >= threshold], default=0.0)
+                    for i in range(q)) for d in rows]
+        np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-6)
+    # every centroid probed, no threshold: the probe score is the full centroid interaction
+    every = np.arange(n_docs)
+    np.testing.assert_allclose(plaid.probe_scores(lay["ivf"], lay["ivf_off"], st, plaid.probe_ranked(st, n_cent), every,
+                                                  -np.inf),
+                               plaid.centroid_interaction(lay["bags"], lay["bag_off"], every, st), rtol=1e-5)
+
+
+def test_encoded_segment_holds_the_codec_output(tmp_path):
+    docs = clustered_docs(120, seed=11)
+    index = build(tmp_path / "ix", docs, batch=120, train_tokens=100)  # one add: trains and encodes in one segment
+    seg = index._segments[0]
+    x = np.concatenate(docs)
+    cids, codes = index.codec.encode(x)  # the stored codec's centroids are float16: a few rounding flips
+    stored_cids, stored_codes = np.asarray(seg.arrays["cids"]), np.asarray(seg.arrays["codes"])
+    assert stored_cids.shape == cids.shape and stored_codes.shape == codes.shape
+    assert np.mean(stored_cids == cids) > 0.99 and np.mean(np.all(stored_codes == codes, axis=1)) > 0.95
+    norm_diff = np.abs(np.asarray(seg.arrays["norms"], np.int32) - index.codec.norm_codes(stored_cids, stored_codes))
+    assert np.mean(norm_diff <= 1) > 0.99
+    assert np.asarray(seg.arrays["doclens"]).tolist() == [len(d) for d in docs]
+    lay = layout.bags_and_lists(np.array([len(d) for d in docs]), stored_cids, index.codec.n_centroids)
+    for key in ("bags", "bag_off", "ivf", "ivf_off"):
+        np.testing.assert_array_equal(np.asarray(seg.arrays[key]), lay[key], err_msg=key)
+
+
 def test_merged_layout_equals_layout_of_concatenation():
     rng = np.random.default_rng(1)
     parts, whole_lens, whole_cids, whole_codes = [], [], [], []
