@@ -46,6 +46,7 @@ def test_products_match_torch(fmt, rows, cols, m):
     # q8/q4 quantize the activation per block of 32 (int8), so they are close, not equal
     assert float((out - expected).abs().max()) <= tol * float(expected.abs().max())
     assert torch.equal(native(x, threads=1), out)  # each row is one thread's sequential sum: no thread dependence
+    assert torch.equal(native(x, threads=3), out)  # uneven shares: threads take the chunks left in others' shares
 
 
 @needs_kernels
@@ -93,6 +94,28 @@ def test_step_matches_torch_ops_and_transformers(tiny_lfm2):
                                        rtol=tol, atol=tol)
         for idx in a.conv:
             torch.testing.assert_close(a.conv[idx].float(), b.conv[idx].float(), rtol=tol, atol=tol)
+
+
+@needs_kernels
+@pytest.mark.parametrize("quantize", [None, "int4"])
+def test_step_weights_move_into_one_huge_page_pool_once(tiny_lfm2, quantize):
+    """FastLfm2 with the native kernels re-homes every weight its step reads into its HugePagePool: the
+    modules view the pool (no second copy), fused groups are copied once, tied embeddings follow the head."""
+    from mm.backbone import Backbone
+    from mm.fast_decode import FastLfm2
+    from mm.quant import Int4Linear
+
+    model = Backbone.load(tiny_lfm2, dtype="bfloat16", quantize=quantize).model
+    fast = FastLfm2(model, kernels="native")
+    modules = [*model.model.layers.modules(), model.lm_head]
+    plain = [m.weight for m in modules if type(m) is torch.nn.Linear]
+    packed = [t for m in modules if isinstance(m, Int4Linear) for t in (m.codes, m.scale_min)]
+    assert packed if quantize else not packed
+    assert all(fast.pool.owns(t) for t in plain + packed)
+    assert fast.pool.used == sum(t.nbytes for t in plain + packed)
+    if not quantize:  # the tied input embedding is the head's weight, so it moved with it
+        assert model.model.embed_tokens.weight.data_ptr() == model.lm_head.weight.data_ptr()
+    assert FastLfm2(model, kernels="torch").pool is None
 
 
 @needs_kernels
