@@ -157,8 +157,10 @@ class FastLfm2:
 
     def _home(self, linear: Any) -> None:
         """Move a plain linear's weight into the pool (its Parameter now views the pool: tied weights follow)."""
+        from mm.kernels.hugepages import in_any_pool
+
         weight = linear.weight
-        if not self.pool.owns(weight):  # e.g. a view into a fused group already there
+        if not in_any_pool(weight):  # e.g. a view into a fused group, or homed by an earlier FastLfm2
             weight.data = self.pool.copy(weight.detach())
 
     @staticmethod
@@ -174,11 +176,9 @@ class FastLfm2:
         if not self._is_plain(*linears):
             return None
         weights = [m.weight.detach() for m in linears]
-        base = weights[0]._base
         rows = sum(w.shape[0] for w in weights)
-        if base is not None and all(w._base is base for w in weights) and base.shape[0] == rows:
-            fused = base  # fused by an earlier FastLfm2 on this model
-        else:
+        fused = consecutive_rows(weights)  # fused by an earlier FastLfm2 on this model: a view, no copy
+        if fused is None:
             out = None if self.pool is None else self.pool.empty((rows, *weights[0].shape[1:]), weights[0].dtype)
             fused = torch.cat(weights, dim=0, out=out).contiguous()
             start = 0
@@ -493,6 +493,25 @@ class FastLfm2:
                 break
             logits = self.logits(self._step(state, next_tokens, None))
         return all_ids[:, prompt_len: prompt_len + steps]
+
+
+def consecutive_rows(weights: Sequence[Any]) -> Any:
+    """One view stacking ``weights`` by rows (dim 0) when they lie back to back in memory (contiguous, same
+    dtype and trailing shape), else None.
+
+    >>> import torch
+    >>> base = torch.arange(12.0).view(6, 2)
+    >>> consecutive_rows([base[:2], base[2:6]]).shape, consecutive_rows([base[2:6], base[:2]])
+    (torch.Size([6, 2]), None)
+    """
+    import itertools
+
+    first = weights[0]
+    if not all(w.dim() >= 1 and w.is_contiguous() and w.dtype == first.dtype and w.shape[1:] == first.shape[1:]
+               for w in weights) or not all(b.data_ptr() == a.data_ptr() + a.nbytes
+                                            for a, b in itertools.pairwise(weights)):
+        return None
+    return first.as_strided((sum(w.shape[0] for w in weights), *first.shape[1:]), first.stride())
 
 
 def _rotate_half(x: Any) -> Any:

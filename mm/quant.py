@@ -75,16 +75,18 @@ class Int4Linear(torch.nn.Module):
     @staticmethod
     def fuse_native(modules: Sequence[Int4Linear], pool: HugePagePool | None = None) -> NativeWeight:
         """One native weight over ``modules`` (same input) stacked by rows; the modules then view into it. With
-        ``pool`` (:class:`mm.kernels.hugepages.HugePagePool`) the codes move there, also for a single module."""
-        if len(modules) == 1 and pool is None:
-            return modules[0].native()
+        ``pool`` (:class:`mm.kernels.hugepages.HugePagePool`) the codes move there, also for a single module
+        (unless an earlier pool already holds them)."""
+        from mm.fast_decode import consecutive_rows
+        from mm.kernels.hugepages import in_any_pool
+
         rows = sum(m.out_features for m in modules)
         parts = ([m.codes for m in modules], [m.scale_min for m in modules])
-        if pool is None:
-            codes, scale_min = torch.cat(parts[0]), torch.cat(parts[1])
-        else:
-            codes = torch.cat(parts[0], out=pool.empty((rows, *parts[0][0].shape[1:]), parts[0][0].dtype))
-            scale_min = torch.cat(parts[1], out=pool.empty((rows, *parts[1][0].shape[1:]), parts[1][0].dtype))
+        codes, scale_min = consecutive_rows(parts[0]), consecutive_rows(parts[1])
+        # one module, or stacked by an earlier call (and in a pool when one is asked for): view the same memory
+        if codes is None or scale_min is None or (pool is not None and not in_any_pool(codes)):
+            outs = [None, None] if pool is None else [pool.empty((rows, *p[0].shape[1:]), p[0].dtype) for p in parts]
+            codes, scale_min = (torch.cat(p, out=out) for p, out in zip(parts, outs, strict=True))
         biases = [m.bias for m in modules]
         bias = None if all(b is None for b in biases) else torch.cat(
             [b.float() if b is not None else torch.zeros(m.out_features) for b, m in zip(biases, modules,

@@ -19,6 +19,7 @@ from __future__ import annotations
 import ctypes
 import mmap
 import sys
+import weakref
 
 import torch
 
@@ -39,6 +40,14 @@ def _madvise() -> ctypes._CFuncPtr | None:
 
 
 _MADVISE = _madvise()
+
+
+_LIVE_POOLS: weakref.WeakSet[HugePagePool] = weakref.WeakSet()
+
+
+def in_any_pool(t: torch.Tensor) -> bool:
+    """Whether ``t``'s memory comes from a live :class:`HugePagePool` (e.g. another decode loop's)."""
+    return any(pool.owns(t) for pool in list(_LIVE_POOLS))
 
 
 def _whole_pages(start: int, end: int) -> tuple[int, int]:
@@ -66,6 +75,7 @@ class HugePagePool:
         self.advised = 0  # bytes of the pool's mappings advised for huge pages
         self.used = 0  # bytes handed out
         self._spans: list[tuple[int, int]] = []  # address ranges of the mappings
+        _LIVE_POOLS.add(self)
 
     def _new_arena(self, nbytes: int) -> None:
         size = max(self.chunk, (nbytes + PAGE - 1) // PAGE * PAGE)

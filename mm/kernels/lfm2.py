@@ -23,11 +23,11 @@ True
 from __future__ import annotations
 
 import ctypes
-import itertools
 from typing import Any
 
 import torch
 
+from mm.fast_decode import consecutive_rows
 from mm.int8_linear import int8_parts, is_dynamic_int8, stack_int8
 from mm.kernels.build import require
 from mm.kernels.hugepages import HugePagePool
@@ -88,14 +88,8 @@ def _dense(linears: list[Any]) -> NativeWeight:
     bias = None if all(b is None for b in biases) else torch.cat(
         [b.detach().float() if b is not None else torch.zeros(w.shape[0]) for b, w in zip(biases, weights,
                                                                                         strict=True)])
-    first = weights[0]
-    rows = sum(w.shape[0] for w in weights)
-    if all(w.is_contiguous() and w.dtype == first.dtype for w in weights) and all(
-            b.data_ptr() == a.data_ptr() + a.nbytes for a, b in itertools.pairwise(weights)):
-        # consecutive in memory (FastLfm2's fused tensor): one weight over the same storage, no copy
-        view = first.as_strided((rows, first.shape[1]), (first.shape[1], 1))
-        return NativeWeight.dense(view, bias)
-    return NativeWeight.dense(torch.cat(weights), bias)
+    view = consecutive_rows(weights)  # FastLfm2's fused tensor: one weight over the same memory, no copy
+    return NativeWeight.dense(view if view is not None else torch.cat(weights), bias)
 
 
 def _f32(t: torch.Tensor | None) -> torch.Tensor | None:

@@ -115,6 +115,8 @@ def test_step_weights_move_into_one_huge_page_pool_once(tiny_lfm2, quantize):
     assert fast.pool.used == sum(t.nbytes for t in plain + packed)
     if not quantize:  # the tied input embedding is the head's weight, so it moved with it
         assert model.model.embed_tokens.weight.data_ptr() == model.lm_head.weight.data_ptr()
+    again = FastLfm2(model, kernels="native")  # a second loop on the same model copies none of them again
+    assert again.native is not None and again.pool.used == 0
     assert FastLfm2(model, kernels="torch").pool is None
 
 
