@@ -248,7 +248,8 @@ class ResidualCodec:
     def __post_init__(self) -> None:
         if self.scheme not in SCHEMES:
             raise InvalidInputError(f"codec scheme must be one of {SCHEMES}, got {self.scheme!r}")
-        self.centroids = np.ascontiguousarray(self.centroids, dtype=np.float32)
+        # stored as float16 (arrays()): encode against exactly what a reopened index decodes with
+        self.centroids = np.ascontiguousarray(np.asarray(self.centroids, np.float16), dtype=np.float32)
         self.rotation = np.ascontiguousarray(self.tables["rotation"], dtype=np.float32)
         self.dim = int(self.centroids.shape[1])
         if self.scheme == "pq":
