@@ -30,6 +30,7 @@ import itertools
 import logging
 import math
 import time
+from pathlib import Path
 from typing import Any, ClassVar
 
 import numpy as np
@@ -38,7 +39,7 @@ from mm.index.base import DocRef, Hit, Index
 from mm.index.codec import MAX_POINTS_PER_CENTROID, RESIDUAL_SAMPLE, ResidualCodec, choose_n_centroids
 from mm.index.maxsim import maxsim_ragged, top_k
 from mm.index.segments import Segment, open_segment, read_rows
-from mm.index.storage import new_uid, save_array
+from mm.index.storage import new_uid, read_manifest, save_array
 
 from mm.errors import IndexFormatError, InvalidInputError
 
@@ -58,6 +59,27 @@ MERGE_BASE = 65_536
 #: token vectors encoded per batch while writing a compressed segment
 ENCODE_BATCH = 65_536
 
+
+
+def shared_codec(source: Any, dim: int) -> tuple[dict[str, Any], dict[str, Any], list[Path]]:
+    """What a new index needs to share the codec of the trained multi-vector index ``source`` (folder
+    or open index): its config (``nbits``, ``codec``, ``train_tokens``, ``centroids_factor``), its
+    manifest codec entry and the codec files to copy (names unchanged)."""
+    from mm.index import open_index
+
+    index = source if isinstance(source, Index) else open_index(source)
+    if not isinstance(index, MultiVectorIndex):
+        raise InvalidInputError(f"codec_from must be a multi-vector index; {index.path} is {index.kind}")
+    if int(index.dim) != int(dim):
+        raise InvalidInputError(f"codec_from {index.path} holds {index.dim}-d vectors; this index is {dim}-d")
+    manifest = read_manifest(Path(index.path))
+    entry = manifest.get("codec")
+    if entry is None:
+        raise InvalidInputError(f"codec_from {index.path} has no trained codec yet (it trains once "
+                                f"{manifest['config']['train_tokens']} tokens are added); add documents first")
+    keys = ("nbits", "codec", "train_tokens", "centroids_factor")
+    config = {k: manifest["config"][k] for k in keys} | {"codec_from": str(Path(index.path).resolve())}
+    return config, dict(entry), [Path(index.path) / name for name in entry["files"].values()]
 
 class MultiVectorIndex(Index):
     """Multi-vector index; see the module docstring.

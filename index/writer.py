@@ -100,11 +100,13 @@ class IndexWriter:
 
     # ------------------------------------------------------------------ opening
     @classmethod
-    def open_or_create(cls, path: str | Path, encoder: Any, policy: ChunkPolicy, *, nbits: int = 2,
-                       codec: str = "scalar", create: bool = True, recipe: dict | None = None,
-                       index: Any = None) -> IndexWriter:
+    def open_or_create(cls, path: str | Path, encoder: Any, policy: ChunkPolicy, *, nbits: int | None = None,
+                       codec: str | None = None, codec_from: Any = None, create: bool = True,
+                       recipe: dict | None = None, index: Any = None) -> IndexWriter:
         """The writer of the index at ``path`` for ``encoder`` (created when missing and ``create``).
 
+        ``nbits``, ``codec``, ``codec_from``: settings of a new multi-vector index
+        (:func:`mm.index.create_index`); a ``codec_from`` index must have the same encoder and chunk policy.
         An existing index must have been built with the same encoder and chunk policy. ``recipe``
         (``{"target": "module:callable", "kwargs": {...}}``) is recorded in a new index so that later
         jobs can load an encoder that is not an ``mm.encoders`` model. ``index``: the index at ``path``
@@ -118,16 +120,26 @@ class IndexWriter:
         info = {**encoder.describe(), "long_docs": policy.long_docs, "chunking": policy.describe()}
         if recipe is not None:
             info["recipe"] = recipe
+        given = [name for name, value in (("nbits", nbits), ("codec", codec), ("codec_from", codec_from))
+                 if value is not None]
         if index is not None or (path / MANIFEST).exists():
             index = index if index is not None else open_index(path)
             check_same_encoder(index, info)
+            if given:
+                raise InvalidInputError(f"{', '.join(given)} only apply when a new index is created; {path} "
+                                        f"exists (its codec: {index.config.get('codec', 'none')}, nbits "
+                                        f"{index.config.get('nbits', '-')}): drop them")
             return cls(index, index.encoder_info, policy)
         if not create:
             raise InvalidInputError(f"{path} holds no index; build one first with `mm index build`")
-        options = {"nbits": nbits, "codec": codec} if encoder.kind == "multivector" else {}
-        if encoder.kind != "multivector" and (nbits, codec) != (2, "scalar"):
-            raise InvalidInputError(f"nbits/codec only apply to multi-vector indexes; the encoder is "
-                                    f"{encoder.kind}: drop --nbits/--codec")
+        if encoder.kind != "multivector" and given:
+            raise InvalidInputError(f"{'/'.join(given)} only apply to multi-vector indexes; the encoder is "
+                                    f"{encoder.kind}: drop {' '.join('--' + g.replace('_', '-') for g in given)}")
+        if codec_from is not None:
+            source = codec_from if hasattr(codec_from, "encoder_info") else open_index(codec_from)
+            check_same_encoder(source, info)
+            codec_from = source
+        options = {"nbits": nbits, "codec": codec, "codec_from": codec_from} if encoder.kind == "multivector" else {}
         index = create_index(path, kind=encoder.kind, dim=int(encoder.dim), encoder_info=info, **options)
         return cls(index, info, policy)
 

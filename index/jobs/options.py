@@ -74,7 +74,9 @@ class IndexOptions:
     ``dense``, ``multivector``).
     Chunks: ``long_docs`` (``chunk`` or ``truncate``), ``max_tokens`` (window; default the encoder's
     limit less a margin), ``overlap`` (default an eighth of the window).
-    New multi-vector index: ``nbits`` (2 or 4), ``codec`` (``scalar`` or ``pq``).
+    New multi-vector index: ``nbits`` (2 or 4; default 2), ``codec`` (``scalar`` or ``pq``; default
+    ``scalar``), or ``codec_from`` (a trained multi-vector index whose codec the new one shares, e.g.
+    one shard of a corpus built shard by shard; see :func:`mm.index.create_index`).
     What to do: ``resume`` (update the index at the path: encode what the index lacks or holds in
     another version; False builds a new index and refuses a non-empty folder), ``prune`` (also delete
     documents the source no longer has), ``dry_run`` (report only), ``skip_bad`` (skip malformed records).
@@ -91,8 +93,9 @@ class IndexOptions:
     long_docs: str = "chunk"
     max_tokens: int | None = None
     overlap: int | None = None
-    nbits: int = 2
-    codec: str = "scalar"
+    nbits: int | None = None
+    codec: str | None = None
+    codec_from: str | Path | None = None
     resume: bool = False
     prune: bool = False
     dry_run: bool = False
@@ -117,9 +120,9 @@ class IndexOptions:
         if self.kind not in ENCODER_KINDS:
             raise InvalidInputError(f"unknown encoder kind {self.kind!r}; valid: {choices_text(ENCODER_KINDS)}")
         check_long_docs(self.long_docs)
-        if self.nbits not in (2, 4):
+        if self.nbits not in (None, 2, 4):
             raise InvalidInputError(f"nbits must be 2 or 4, got {self.nbits!r}")
-        if self.codec not in ("scalar", "pq"):
+        if self.codec not in (None, "scalar", "pq"):
             raise InvalidInputError(f"codec must be 'scalar' or 'pq', got {self.codec!r}")
         if self.prune and not (self.resume or self.dry_run):
             raise InvalidInputError("prune deletes from an existing index: use it with resume=True (--resume)")

@@ -85,7 +85,7 @@ def build_job(source: str | Path | Iterable[Document], index: str | Path | Any,
         return _finish(report, src, writer, index_path, started, opts, threads)
     recipe = {"target": spec.target, "kwargs": spec.kwargs} if spec and spec.target not in _MM_LOADERS else None
     writer = IndexWriter.open_or_create(index_path, driver, policy, nbits=opts.nbits, codec=opts.codec,
-                                        recipe=recipe, index=held)
+                                        codec_from=opts.codec_from, recipe=recipe, index=held)
     lock = _lock(index_path / STATE_DIR)
     try:
         _run_stages(src, writer, spec, driver, opts, workers, threads, report)

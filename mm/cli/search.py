@@ -47,10 +47,13 @@ def build(
     model: ModelOpt = None,
     kind: Annotated[str, typer.Option(help="auto, dense or multivector (per-token vectors of a dense "
                                            "model)")] = "auto",
-    nbits: Annotated[int, typer.Option(help="multi-vector residual bits per dimension: 2 or 4")] = 2,
-    codec: Annotated[str, typer.Option(help="multi-vector residual codes: scalar (fast to train) or pq "
-                                            "(best recall per byte; use --nbits 4 --codec pq for recall@10 >= 0.98)")
-                     ] = "scalar",
+    nbits: Annotated[int | None, typer.Option(help="multi-vector residual bits per dimension: 2 (default) "
+                                                   "or 4")] = None,
+    codec: Annotated[str | None, typer.Option(help="multi-vector residual codes: scalar (default; fast to train) "
+                                                   "or pq (best recall per byte)")] = None,
+    codec_from: Annotated[Path | None, typer.Option(
+        "--codec-from", help="share the trained codec of this multi-vector index (same encoder): build a "
+                             "corpus shard by shard, so their merged top k is one index's")] = None,
     skip_bad: SkipBadOpt = False,
     long_docs: Annotated[str, typer.Option(
         "--long-docs", help="Documents longer than the encoder's window: 'chunk' (overlapping windows, mapped "
@@ -74,7 +77,8 @@ def build(
     from mm.index.jobs import IndexOptions
 
     quiet_transformers_loading()
-    options = IndexOptions(encoder=model, kind=kind, nbits=nbits, codec=codec, skip_bad=skip_bad,
+    options = IndexOptions(encoder=model, kind=kind, nbits=nbits, codec=codec, codec_from=codec_from,
+                           skip_bad=skip_bad,
                            long_docs=long_docs, segment_docs=batch_docs, threads=threads, engine=engine,
                            ray_address=ray_address, workers=workers, resume=resume, prune=prune, dry_run=dry_run,
                            progress=not as_json)

@@ -108,7 +108,8 @@ def test_malformed_records_under_ray_stop_or_are_skipped(ray_cluster, tmp_path):
 
 def test_two_shards_built_on_ray_merge_to_the_whole_corpus_top_k(ray_cluster, corpus_3k, tmp_path):
     """Scale-out by documents (docs/search-index.md, "Beyond one machine"): each half of the corpus is built
-    into its own shard by the Ray engine; per-shard top 10 merged by score equals the one-index top 10."""
+    into its own compressed shard by the Ray engine; both share one codec trained on a sample of the corpus
+    (``codec_from``), so per-shard top 10 merged by score equals the top 10 of one index with that codec."""
     from mm.index import open_index
     from mm.index.shards import search_shards
 
@@ -116,20 +117,26 @@ def test_two_shards_built_on_ray_merge_to_the_whole_corpus_top_k(ray_cluster, co
     halves = [tmp_path / "half0.jsonl", tmp_path / "half1.jsonl"]
     halves[0].write_text("".join(lines[:1500]))
     halves[1].write_text("".join(lines[1500:]))
+    sample = tmp_path / "sample.jsonl"  # the shared codec: trained once on a sample of the corpus
+    sample.write_text("".join(lines[::6]))
+    build_job(sample, index_target(tmp_path / "codec"), encoder=encoder(), workers=1, progress=False)
+    open_index(tmp_path / "codec").retrain()
     for i, half in enumerate(halves):
         report = build_job(half, index_target(tmp_path / f"shard{i}"), encoder=encoder(), engine="ray", workers=2,
-                           docs_per_unit=256, progress=False, resume=True)
+                           docs_per_unit=256, progress=False, codec_from=tmp_path / "codec")
         assert report.docs_new == 1500
-    build_job(corpus_3k, index_target(tmp_path / "whole"), encoder=encoder(), workers=2, progress=False, resume=True)
+    build_job(corpus_3k, index_target(tmp_path / "whole"), encoder=encoder(), workers=2, progress=False,
+              codec_from=tmp_path / "codec")
     shards = [open_index(tmp_path / f"shard{i}") for i in range(2)]
     whole = open_index(tmp_path / "whole")
-    assert not whole.info()["trained"]  # exact vectors everywhere: shard scores are directly comparable
+    assert all(ix.info()["trained"] for ix in (*shards, whole))  # compressed everywhere, one codec
     assert sorted(shards[0].ids() + shards[1].ids()) == sorted(whole.ids())
     queries = encoder().load().encode_queries(QUERIES)
     from_shard = [set(), set()]
+    every = {"ncandidates": 3000, "nrerank": 3000}  # no shortlist cut: scores are compared, not shortlists
     for q in queries:
-        merged = search_shards(shards, q, k=10, exact=True)
-        want = whole.search(q, k=10, exact=True)
+        merged = search_shards(shards, q, k=10, **every)
+        want = whole.search(q, k=10, **every)
         assert [h.id for h in merged] == [h.id for h in want]
         assert [h.score for h in merged] == pytest.approx([h.score for h in want], rel=1e-5)
         for i, shard in enumerate(shards):

@@ -1,0 +1,92 @@
+"""Shards that share one trained codec (``create_index(codec_from=...)``): their merged top k is one index's."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from mm.index import create_index, open_index
+from mm.index.shards import search_shards
+
+from mm.errors import IndexFormatError, InvalidInputError
+from tests.search.test_index_basic import DIM, clustered_docs
+
+INFO = {"model": "synthetic"}
+
+
+def fill(index, docs, first: int) -> None:
+    index.add([f"d{first + i}" for i in range(len(docs))], docs)
+
+
+def queries(docs: list[np.ndarray], n: int, seed: int = 1) -> list[np.ndarray]:
+    rng = np.random.default_rng(seed)
+    out = []
+    for d in rng.choice(len(docs), n, replace=False):
+        q = docs[d][: 6] + 0.2 * rng.normal(size=(min(6, len(docs[d])), DIM)).astype(np.float32)
+        out.append(q / np.linalg.norm(q, axis=1, keepdims=True))
+    return out
+
+
+@pytest.fixture(scope="module")
+def shards(tmp_path_factory):
+    """Shard 0 trains its own pq codec; shard 1 and the one-index reference share it."""
+    root = tmp_path_factory.mktemp("shards")
+    docs = clustered_docs(600, seed=3)
+    first = create_index(root / "s0", dim=DIM, encoder_info=INFO, nbits=2, codec="pq", train_tokens=3000)
+    fill(first, docs[:300], 0)
+    second = create_index(root / "s1", dim=DIM, encoder_info=INFO, codec_from=root / "s0")
+    assert second.info()["trained"]  # trained before its first add
+    fill(second, docs[300:], 300)
+    whole = create_index(root / "all", dim=DIM, encoder_info=INFO, codec_from=first)
+    fill(whole, docs, 0)
+    own = create_index(root / "own", dim=DIM, encoder_info=INFO, nbits=2, codec="pq", train_tokens=3000, seed=7)
+    fill(own, docs[300:], 300)
+    return docs, [open_index(root / "s0"), open_index(root / "s1")], open_index(root / "all"), open_index(root / "own")
+
+
+def test_shards_sharing_a_codec_merge_to_the_one_index_top_k(shards):
+    docs, parts, whole, _ = shards
+    assert whole.config["codec_from"] == str(parts[0].path.resolve())
+    assert whole.config["codec"] == "pq" and whole.config["nbits"] == 2
+    from_shard = set()
+    for q in queries(docs, 20):
+        every = {"nrerank": 600, "ncandidates": 600}  # no shortlist cut: both sides score every candidate
+        merged, one = search_shards(parts, q, k=10, **every), whole.search(q, k=10, **every)
+        assert [h.id for h in merged] == [h.id for h in one]
+        np.testing.assert_allclose([h.score for h in merged], [h.score for h in one], rtol=1e-5)
+        from_shard |= {int(h.id[1:]) >= 300 for h in merged}
+        # default shortlists: each shard's shortlist holds the one index's from that shard, so the
+        # merge is never worse
+        merged, one = search_shards(parts, q, k=10), whole.search(q, k=10)
+        assert all(m.score >= o.score - 1e-5 for m, o in zip(merged, one, strict=True))
+    assert from_shard == {True, False}  # the merge interleaves both shards
+
+
+def test_a_shard_with_its_own_codec_scores_differently(shards):
+    docs, parts, _, own = shards
+    q = queries(docs[300:], 1, seed=5)[0]
+    shared = {h.id: h.score for h in parts[1].search(q, k=5, nrerank=300)}
+    alone = {h.id: h.score for h in own.search(q, k=5, nrerank=300)}
+    common = set(shared) & set(alone)
+    assert common and any(abs(shared[i] - alone[i]) > 1e-4 for i in common)
+
+
+def test_codec_from_errors(tmp_path, shards):
+    _, parts, _, _ = shards
+    untrained = create_index(tmp_path / "u", dim=DIM, encoder_info=INFO, train_tokens=10_000)
+    fill(untrained, clustered_docs(5), 0)
+    with pytest.raises(InvalidInputError, match="no trained codec yet"):
+        create_index(tmp_path / "a", dim=DIM, encoder_info=INFO, codec_from=untrained)
+    with pytest.raises(InvalidInputError, match="nbits, codec come"):
+        create_index(tmp_path / "b", dim=DIM, encoder_info=INFO, codec_from=parts[0], nbits=4, codec="pq")
+    with pytest.raises(InvalidInputError, match="holds 32-d vectors"):
+        create_index(tmp_path / "c", dim=16, encoder_info=INFO, codec_from=parts[0])
+    dense = create_index(tmp_path / "d", kind="dense", dim=DIM, encoder_info=INFO)
+    with pytest.raises(InvalidInputError, match="must be a multi-vector index"):
+        create_index(tmp_path / "e", dim=DIM, encoder_info=INFO, codec_from=dense.path)
+    with pytest.raises(InvalidInputError, match="only apply to multi-vector"):
+        create_index(tmp_path / "f", kind="dense", dim=DIM, encoder_info=INFO, codec_from=parts[0])
+    with pytest.raises(InvalidInputError, match="nbits only apply to multi-vector"):
+        create_index(tmp_path / "g", kind="dense", dim=DIM, encoder_info=INFO, nbits=2)
+    with pytest.raises(IndexFormatError):
+        create_index(tmp_path / "h", dim=DIM, encoder_info=INFO, codec_from=tmp_path / "nothing-here")
+    assert not (tmp_path / "a").exists() or not any((tmp_path / "a").iterdir())
