@@ -12,6 +12,8 @@ ordinary memory; only the backing changes, never the values.
 >>> t = pool.copy(torch.arange(6, dtype=torch.int8).view(2, 3))
 >>> t.tolist(), t.data_ptr() % 64, pool.used, pool.owns(t), pool.owns(torch.zeros(3))
 ([[0, 1, 2], [3, 4, 5]], 0, 6, True, False)
+>>> pool.advised in (0, pool.chunk)  # the whole first mapping, where the OS takes huge-page advice
+True
 """
 
 from __future__ import annotations
@@ -50,17 +52,9 @@ def in_any_pool(t: torch.Tensor) -> bool:
     return any(pool.owns(t) for pool in list(_LIVE_POOLS))
 
 
-def _whole_pages(start: int, end: int) -> tuple[int, int]:
-    """The 2 MB-aligned part of ``[start, end)``."""
-    return (start + PAGE - 1) // PAGE * PAGE, end // PAGE * PAGE
-
-
-def _advise_huge(start: int, end: int) -> int:
-    """Ask for huge pages on the whole 2 MB pages of ``[start, end)``; the bytes advised (0 where refused)."""
-    first, last = _whole_pages(start, end)
-    if _MADVISE is None or last <= first or _MADVISE(first, last - first, _MADV_HUGEPAGE) != 0:
-        return 0
-    return last - first
+def _advise_huge(start: int, size: int) -> bool:
+    """Ask for huge pages on ``size`` bytes from the 2 MB-aligned address ``start``; whether the OS took the advice."""
+    return _MADVISE is not None and _MADVISE(start, size, _MADV_HUGEPAGE) == 0
 
 
 class HugePagePool:
@@ -72,7 +66,7 @@ class HugePagePool:
         self.chunk = chunk
         self._arena: torch.Tensor | None = None
         self._used = 0
-        self.advised = 0  # bytes of the pool's mappings advised for huge pages
+        self.advised = 0  # bytes of the pool's mappings the OS took huge-page advice for
         self.used = 0  # bytes handed out
         self._spans: list[tuple[int, int]] = []  # address ranges of the mappings
         _LIVE_POOLS.add(self)
@@ -85,13 +79,13 @@ class HugePagePool:
         self._arena = whole[offset:offset + size]
         self._spans.append((self._arena.data_ptr(), self._arena.data_ptr() + size))
         self._used = 0
-        self.advised += _advise_huge(self._arena.data_ptr(), self._arena.data_ptr() + size)
+        self.advised += size if _advise_huge(self._arena.data_ptr(), size) else 0
 
     def empty(self, shape: tuple[int, ...] | torch.Size, dtype: torch.dtype) -> torch.Tensor:
         """An uninitialised contiguous tensor from the pool."""
         if torch.Size(shape).numel() == 0:
             return torch.empty(shape, dtype=dtype)
-        nbytes = torch.Size(shape).numel() * torch.empty((), dtype=dtype).element_size()
+        nbytes = torch.Size(shape).numel() * dtype.itemsize
         start = (self._used + _ALIGN - 1) // _ALIGN * _ALIGN
         if self._arena is None or start + nbytes > self._arena.numel():
             self._new_arena(nbytes)
