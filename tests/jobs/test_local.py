@@ -131,3 +131,27 @@ def test_long_docs_truncate_gives_one_entry_per_document(tmp_path, caplog):
     assert report.docs_truncated > 0 and f"{report.docs_truncated} of 30 documents are longer" in caplog.text
     with pytest.raises(InvalidInputError, match="long_docs"):
         build_job(corpus, tmp_path / "j", encoder=encoder(), long_docs="drop", progress=False)
+
+
+def test_codec_from_shares_a_trained_codec_and_refuses_what_it_fixes(tmp_path):
+    from mm.index import open_index
+
+    corpus = write_corpus(tmp_path / "c.jsonl", 60)
+    build_job(corpus, index_target(tmp_path / "a"), encoder=encoder(), workers=1, progress=False)
+    with pytest.raises(InvalidInputError, match="no trained codec yet"):
+        build_job(corpus, index_target(tmp_path / "b"), encoder=encoder(), workers=1, progress=False,
+                  codec_from=tmp_path / "a")
+    open_index(tmp_path / "a").retrain()
+    build_job(corpus, index_target(tmp_path / "b"), encoder=encoder(), workers=1, progress=False,
+              codec_from=tmp_path / "a")
+    shard = open_index(tmp_path / "b")
+    assert shard.info()["trained"] and shard.config["codec_from"] == str((tmp_path / "a").resolve())
+    with pytest.raises(InvalidInputError, match="only apply when a new index is created"):
+        build_job(corpus, index_target(tmp_path / "b"), encoder=encoder(), workers=1, progress=False, resume=True,
+                  nbits=4)
+    with pytest.raises(InvalidInputError, match="different encoder/chunking settings"):
+        build_job(corpus, index_target(tmp_path / "c"), encoder=encoder(max_tokens=32), workers=1, progress=False,
+                  codec_from=tmp_path / "a")
+    with pytest.raises(InvalidInputError, match="only apply to multi-vector"):
+        build_job(corpus, index_target(tmp_path / "d"), encoder=encoder(kind="dense"), workers=1, progress=False,
+                  codec_from=tmp_path / "a")
