@@ -23,7 +23,12 @@ from mm.index.base import Hit, Index, StoredDocument
 from mm.index.codec import SCHEMES
 from mm.index.dense import DenseIndex
 from mm.index.jobs import IndexOptions, JobReport, build_job, sync
-from mm.index.multivector import DEFAULT_TRAIN_TOKENS, MultiVectorIndex, shared_codec
+from mm.index.multivector import (
+    DEFAULT_MAX_SEGMENT_TOKENS,
+    DEFAULT_TRAIN_TOKENS,
+    MultiVectorIndex,
+    shared_codec,
+)
 from mm.index.storage import LOCK, MANIFEST, OWNED_FILES, write_errors, write_manifest, writer_lock
 from mm.index.upgrade import upgrade_index
 from mm.index.validate import validate_index
@@ -41,7 +46,8 @@ KINDS: dict[str, type[Index]] = {"multivector": MultiVectorIndex, "dense": Dense
 def create_index(path: str | os.PathLike, *, kind: str = "multivector", dim: int, encoder_info: dict[str, Any],
                  nbits: float | None = None, codec: str | None = None, keep_originals: bool = False,
                  train_tokens: int | None = None, centroids_factor: float | None = None, seed: int = 0,
-                 codec_from: str | os.PathLike | Index | None = None, lock_timeout: float = 10.0) -> Index:
+                 codec_from: str | os.PathLike | Index | None = None, max_segment_tokens: int | None = None,
+                 lock_timeout: float = 10.0) -> Index:
     """Create an empty index at ``path`` (a new or empty folder) and open it.
 
     ``kind``: ``"multivector"`` (token vectors, MaxSim) or ``"dense"`` (one vector per document).
@@ -58,6 +64,8 @@ def create_index(path: str | os.PathLike, *, kind: str = "multivector", dim: int
     shares: it is trained from the start (every add is encoded with that codec), so shards created
     this way score documents exactly as one index holding them all (:mod:`mm.index.shards`); its
     ``nbits``, ``codec``, ``train_tokens`` and ``centroids_factor`` apply, so they cannot be given too.
+    ``max_segment_tokens``: no write makes a compressed segment of more tokens (default 16M: writing
+    one holds about 60 bytes per token in memory); larger writes are split, merges stop there.
     """
     if kind not in KINDS:
         raise InvalidInputError(f"kind must be 'multivector' or 'dense', got {kind!r}")
@@ -67,10 +75,10 @@ def create_index(path: str | os.PathLike, *, kind: str = "multivector", dim: int
         raise InvalidInputError("encoder_info must be a dict describing the encoder")
     config, shared = ({}, None) if kind != "multivector" else _multivector_config(
         dim, nbits=nbits, codec=codec, keep_originals=keep_originals, train_tokens=train_tokens,
-        centroids_factor=centroids_factor, seed=seed, codec_from=codec_from)
+        centroids_factor=centroids_factor, seed=seed, codec_from=codec_from, max_segment_tokens=max_segment_tokens)
     multivector_only = {"nbits": nbits, "codec": codec, "train_tokens": train_tokens,
                         "centroids_factor": centroids_factor, "codec_from": codec_from,
-                        "keep_originals": keep_originals or None}
+                        "keep_originals": keep_originals or None, "max_segment_tokens": max_segment_tokens}
     given = [name for name, value in multivector_only.items() if value is not None]
     if kind != "multivector" and given:
         raise InvalidInputError(f"{', '.join(given)} only apply to multi-vector indexes (kind={kind!r})")
@@ -94,7 +102,7 @@ def create_index(path: str | os.PathLike, *, kind: str = "multivector", dim: int
 
 def _multivector_config(dim: int, *, nbits: float | None, codec: str | None, keep_originals: bool,
                         train_tokens: int | None, centroids_factor: float | None, seed: int,
-                        codec_from: Any) -> tuple[dict[str, Any], Any]:
+                        codec_from: Any, max_segment_tokens: int | None) -> tuple[dict[str, Any], Any]:
     """The checked ``config`` of a new multi-vector index, and :func:`shared_codec` of ``codec_from`` (or None)."""
     shared = None
     if codec_from is not None:
@@ -119,8 +127,11 @@ def _multivector_config(dim: int, *, nbits: float | None, codec: str | None, kee
         raise InvalidInputError(f"train_tokens must be an integer >= 16, got {train_tokens!r}")
     if isinstance(centroids_factor, bool) or not isinstance(centroids_factor, (int, float)) or not centroids_factor > 0:
         raise InvalidInputError(f"centroids_factor must be positive, got {centroids_factor!r}")
+    cap = DEFAULT_MAX_SEGMENT_TOKENS if max_segment_tokens is None else max_segment_tokens
+    if isinstance(cap, bool) or not isinstance(cap, int) or cap < 1:
+        raise InvalidInputError(f"max_segment_tokens must be a positive integer, got {max_segment_tokens!r}")
     config = {"nbits": nbits, "codec": codec, "keep_originals": bool(keep_originals), "train_tokens": train_tokens,
-              "centroids_factor": float(centroids_factor), "seed": int(seed)}
+              "centroids_factor": float(centroids_factor), "seed": int(seed), "max_segment_tokens": cap}
     if shared is not None:
         config["codec_from"] = shared[0]["codec_from"]
     return config, shared

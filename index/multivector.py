@@ -7,13 +7,16 @@ Life cycle
 * **Training** happens inside the ``add`` that brings the index to ``train_tokens``
   tokens: k-means centroids (``centroids_factor * sqrt(tokens)`` of them) and the
   residual codec (:mod:`mm.index.codec`) are learned from a random *sample* of the
-  vectors added so far, which are then encoded in streaming batches into one
-  compressed segment (memory: the codes, never all float vectors); the same commit
+  vectors added so far, which are then encoded in streaming batches into compressed
+  segments (memory: the codes, never all float vectors); the same commit
   replaces the raw segments. For a bulk build, set ``train_tokens`` near the corpus
   size: the centroids then fit the whole corpus.
 * **Trained**: each ``add`` encodes its documents with the existing codec into a new
   compressed segment; segments of similar size are merged (:data:`MERGE_FANOUT` per
-  size tier) by copying codes, so a growing index keeps a few segments. ``info()``
+  size tier) by copying codes, so a growing index keeps a few segments. No write makes
+  a compressed segment of more than ``max_segment_tokens`` tokens (config; default
+  :data:`DEFAULT_MAX_SEGMENT_TOKENS`, one document is never split): larger writes are
+  split and merges stop there, which bounds the memory of any write. ``info()``
   measures drift and advises a ``retrain()`` when it would pay off.
 
 Layout and search: :mod:`mm.index.layout` (contiguous codes, per-document bags of
@@ -58,6 +61,8 @@ MERGE_FANOUT = 4
 MERGE_BASE = 65_536
 #: token vectors encoded per batch while writing a compressed segment
 ENCODE_BATCH = 65_536
+#: default cap of a compressed segment's tokens (writing one holds about 60 bytes per token of it in memory)
+DEFAULT_MAX_SEGMENT_TOKENS = 16 * 2**20
 
 
 
@@ -172,7 +177,8 @@ class MultiVectorIndex(Index):
     # ------------------------------------------------------------------ writing
     def _append(self, manifest: dict[str, Any], docs: list[DocRef]) -> None:
         if self.codec is not None:
-            manifest["segments"].append(self._compressed_segment(manifest, docs, self.codec, post=True))
+            manifest["segments"] += [self._compressed_segment(manifest, part, self.codec, post=True)
+                                     for part in self._capped(manifest, docs)]
             self._merge_tiers(manifest)
             return
         # untrained: keep raw unless this add reaches train_tokens
@@ -186,9 +192,24 @@ class MultiVectorIndex(Index):
 
     def _rewrite(self, manifest: dict[str, Any], refs: list[DocRef]) -> None:
         if self.codec is not None:
-            manifest["segments"].append(self._compressed_segment(manifest, refs, self.codec, post=None))
+            manifest["segments"] += [self._compressed_segment(manifest, part, self.codec, post=None)
+                                     for part in self._capped(manifest, refs)]
         else:
             manifest["segments"].append(self._raw_segment(manifest, refs))
+
+    def _capped(self, manifest: dict[str, Any], docs: list[DocRef]) -> list[list[DocRef]]:
+        """``docs`` in order, cut into runs of at most ``max_segment_tokens`` tokens (a longer document alone)."""
+        cap = int(manifest["config"].get("max_segment_tokens", DEFAULT_MAX_SEGMENT_TOKENS))
+        parts: list[list[DocRef]] = [[]]
+        held = 0
+        for d in docs:
+            n = self._ref_tokens(d)
+            if parts[-1] and held + n > cap:
+                parts.append([])
+                held = 0
+            parts[-1].append(d)
+            held += n
+        return [p for p in parts if p]
 
     def _raw_segment(self, manifest: dict[str, Any], docs: list[DocRef]) -> dict[str, Any]:
         vecs = [self._ref_vectors(d) for d in docs]
@@ -213,7 +234,7 @@ class MultiVectorIndex(Index):
         return sample if len(sample) <= want else sample[np.sort(rng.choice(len(sample), want, replace=False))]
 
     def _train_into(self, manifest: dict[str, Any], refs: list[DocRef]) -> None:
-        """Train a codec on a sample of ``refs`` and replace every segment by one compressed segment of them."""
+        """Train a codec on a sample of ``refs`` and replace every segment by compressed segments of them."""
         t0 = time.perf_counter()
         cfg = manifest["config"]
         n_tokens = sum(self._ref_tokens(r) for r in refs)
@@ -230,16 +251,16 @@ class MultiVectorIndex(Index):
             files[key] = f"codec-{uid}.{key}.npy"
             save_array(self.path / files[key], array)
         # rows of the old codec must be decoded with it: copy them as vectors (see _compressed_segment)
-        entry = self._compressed_segment(manifest, refs, codec, post=False)
+        entries = [self._compressed_segment(manifest, part, codec, post=False) for part in self._capped(manifest, refs)]
+        tokens, docs = sum(e["n_tokens"] for e in entries), sum(e["n_docs"] for e in entries)
         manifest["codec"] = {
             "files": files, "layout": LAYOUT_VERSION, "nbits": codec.nbits, "normalize": codec.normalize,
-            "n_centroids": codec.n_centroids, "scheme": codec.scheme,
-            "trained_tokens": entry["n_tokens"], "trained_docs": entry["n_docs"],
-            "train_residual_mean": entry["residual_sum"] / max(entry["n_tokens"], 1), "trained_at": time.time(),
+            "n_centroids": codec.n_centroids, "scheme": codec.scheme, "trained_tokens": tokens, "trained_docs": docs,
+            "train_residual_mean": sum(e["residual_sum"] for e in entries) / max(tokens, 1), "trained_at": time.time(),
         }
-        manifest["segments"] = [entry]
+        manifest["segments"] = entries
         log.info("trained %d centroids on a sample for %d tokens of %d documents in %.1f s", codec.n_centroids,
-                 entry["n_tokens"], entry["n_docs"], time.perf_counter() - t0)
+                 tokens, docs, time.perf_counter() - t0)
 
     def _compressed_segment(self, manifest: dict[str, Any], docs: list[DocRef], codec: ResidualCodec,
                             post: bool | None) -> dict[str, Any]:
@@ -310,17 +331,19 @@ class MultiVectorIndex(Index):
         return arrays
 
     def _merge_tiers(self, manifest: dict[str, Any]) -> None:
-        """Merge compressed segments of one size tier once :data:`MERGE_FANOUT` of them exist (live rows only)."""
+        """Merge the :data:`MERGE_FANOUT` smallest compressed segments of a size tier once that many exist and
+        their tokens fit in ``max_segment_tokens`` (live rows only)."""
+        cap = int(manifest["config"].get("max_segment_tokens", DEFAULT_MAX_SEGMENT_TOKENS))
         while True:
             tiers: dict[int, list[int]] = {}
-            for i, entry in enumerate(manifest["segments"]):
-                if entry.get("compressed"):
-                    live = max(int(entry["n_tokens"]), 1)
-                    tiers.setdefault(max(0, int(math.log(live / MERGE_BASE, MERGE_FANOUT))), []).append(i)
-            full = [members for members in tiers.values() if len(members) >= MERGE_FANOUT]
+            size = {i: max(int(e["n_tokens"]), 1) for i, e in enumerate(manifest["segments"]) if e.get("compressed")}
+            for i, n in size.items():
+                tiers.setdefault(max(0, int(math.log(n / MERGE_BASE, MERGE_FANOUT))), []).append(i)
+            full = [sorted(m, key=size.get)[:MERGE_FANOUT] for m in tiers.values() if len(m) >= MERGE_FANOUT]
+            full = [m for m in full if sum(size[i] for i in m) <= cap]
             if not full:
                 return
-            members = full[0]
+            members = sorted(full[0])
             entries = [manifest["segments"][i] for i in members]
             segments = [open_segment(self.path, e) for e in entries]
             refs = [DocRef(seg.ids[r], seg.text(r), seg.metadata[r], segment=seg, row=int(r))

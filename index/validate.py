@@ -117,6 +117,8 @@ def check_manifest(manifest: dict[str, Any], where: str) -> None:
             raise _damaged(cfg, f"codec must be one of {', '.join(SCHEMES)}, got {config['codec']!r}")
         _need(config, "keep_originals", (bool,), cfg)
         _count(config, "train_tokens", cfg, minimum=1)
+        if "max_segment_tokens" in config:  # indexes created before the cap existed use the default
+            _count(config, "max_segment_tokens", cfg, minimum=1)
         factor = _need(config, "centroids_factor", (int, float), cfg)
         if not np.isfinite(factor) or factor <= 0:
             raise _damaged(cfg, f"centroids_factor must be a positive number, got {factor}")

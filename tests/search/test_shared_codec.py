@@ -90,3 +90,38 @@ def test_codec_from_errors(tmp_path, shards):
     with pytest.raises(IndexFormatError):
         create_index(tmp_path / "h", dim=DIM, encoder_info=INFO, codec_from=tmp_path / "nothing-here")
     assert not (tmp_path / "a").exists() or not any((tmp_path / "a").iterdir())
+
+
+def test_segments_stay_under_max_segment_tokens_and_search_the_same(tmp_path, shards):
+    """Adds, training, tier merges and compact() never write a compressed segment past the cap."""
+    docs, parts, _, _ = shards
+    cap = 1_500
+    capped = create_index(tmp_path / "capped", dim=DIM, encoder_info=INFO, codec_from=parts[0],
+                          max_segment_tokens=cap)
+    for s in range(0, len(docs), 10):  # ~170 tokens per add: four merge (below the cap), four of those would not
+        fill(capped, docs[s:s + 10], s)
+    assert max(e["n_docs"] for e in capped._manifest["segments"]) > 10  # merges still happen below the cap
+    capped.delete([f"d{i}" for i in range(0, 600, 7)])
+    whole_copy = create_index(tmp_path / "whole", dim=DIM, encoder_info=INFO, codec_from=parts[0])
+    fill(whole_copy, docs, 0)
+    whole_copy.delete([f"d{i}" for i in range(0, 600, 7)])
+
+    def sizes(index):
+        return [int(e["n_tokens"]) for e in open_index(index.path)._manifest["segments"]]
+
+    for step in ("adds", "compact"):
+        got = sizes(capped)
+        assert len(got) > 2 and max(got) <= cap, (step, got)
+        for q in queries(docs, 10, seed=2):
+            every = {"nrerank": 600, "ncandidates": 600}
+            a, b = capped.search(q, k=10, **every), whole_copy.search(q, k=10, **every)
+            assert [h.id for h in a] == [h.id for h in b]
+            np.testing.assert_allclose([h.score for h in a], [h.score for h in b], rtol=1e-5)
+        capped.compact()
+    untrained = create_index(tmp_path / "u", dim=DIM, encoder_info=INFO, train_tokens=3000, max_segment_tokens=cap)
+    for s in range(0, 300, 100):
+        fill(untrained, docs[s:s + 100], s)  # the third add trains: all 300 documents, split at the cap
+    got = sizes(untrained)
+    assert untrained.info()["trained"] and len(got) >= 3 and max(got) <= cap, got
+    with pytest.raises(InvalidInputError, match="max_segment_tokens must be a positive integer"):
+        create_index(tmp_path / "bad", dim=DIM, encoder_info=INFO, max_segment_tokens=0)
