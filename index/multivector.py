@@ -499,8 +499,12 @@ class MultiVectorIndex(Index):
         if post_tokens and growth > RESIDUAL_GROWTH_LIMIT:
             reasons.append(f"documents added after training fit the centroids worse (mean residual norm "
                            f"x{growth:.2f} vs. the training set)")
-        if token_growth > TOKEN_GROWTH_LIMIT:
+        shared = self._manifest["config"].get("codec_from")
+        if token_growth > TOKEN_GROWTH_LIMIT and not shared:  # a shared codec's sample is smaller by design
             reasons.append(f"the index grew x{token_growth:.1f} since the centroids were trained")
+        if shared and reasons:
+            reasons.append(f"the codec is shared with {shared}: retrain it there and rebuild every shard with "
+                           "it (a retrain() of this shard alone stops its scores merging exactly)")
         return {"trained": True, "trained_tokens": int(entry["trained_tokens"]),
                 "tokens_added_after_training": post_tokens,
                 "share_added_after_training": post_tokens / live_tokens if live_tokens else 0.0,

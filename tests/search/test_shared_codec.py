@@ -125,3 +125,17 @@ def test_segments_stay_under_max_segment_tokens_and_search_the_same(tmp_path, sh
     assert untrained.info()["trained"] and len(got) >= 3 and max(got) <= cap, got
     with pytest.raises(InvalidInputError, match="max_segment_tokens must be a positive integer"):
         create_index(tmp_path / "bad", dim=DIM, encoder_info=INFO, max_segment_tokens=0)
+
+
+def test_a_shared_codec_shard_is_not_told_to_retrain_for_outgrowing_the_sample(tmp_path, shards):
+    docs = shards[0]
+    small = create_index(tmp_path / "small", dim=DIM, encoder_info=INFO, nbits=2, train_tokens=300)
+    fill(small, docs[:20], 0)  # trains on ~340 tokens
+    shard = create_index(tmp_path / "big", dim=DIM, encoder_info=INFO, codec_from=small)
+    fill(shard, docs[20:], 20)  # ~30x the codec's training tokens
+    drift = shard.info()["drift"]
+    assert drift["token_growth"] > 8 and not any("grew" in r for r in drift["reasons"])
+    alone = create_index(tmp_path / "alone", dim=DIM, encoder_info=INFO, nbits=2, train_tokens=300)
+    fill(alone, docs[:20], 0)
+    fill(alone, docs[20:], 20)
+    assert any("grew" in r for r in alone.info()["drift"]["reasons"])
