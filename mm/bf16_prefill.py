@@ -35,7 +35,7 @@ from typing import Any
 from mm.errors import InvalidInputError
 
 #: row counts (tokens x batch) at which each product is timed both ways
-PROBE_ROWS = (4, 64)
+PROBE_ROWS = (4, 32)
 
 #: ``FastLfm2(prefill_upcast=...)``: measure per shape, always upcast, never upcast
 UPCAST_CHOICES = ("auto", "always", "never")
@@ -105,7 +105,7 @@ def _best(fn: Callable[[], Any], repeats: int) -> float:
     return best
 
 
-def time_linear(weight: Any, bias: Any, rows: int, repeats: int = 3) -> tuple[float, float]:
+def time_linear(weight: Any, bias: Any, rows: int, repeats: int = 2) -> tuple[float, float]:
     """(bf16, upcast) seconds of one ``F.linear`` over ``rows`` random rows with this weight, best of ``repeats``."""
     import torch
     import torch.nn.functional as F
@@ -115,7 +115,7 @@ def time_linear(weight: Any, bias: Any, rows: int, repeats: int = 3) -> tuple[fl
             _best(lambda: upcast_linear(x, weight, bias), repeats))
 
 
-def time_conv(weight: Any, bias: Any, rows: int, repeats: int = 3) -> tuple[float, float]:
+def time_conv(weight: Any, bias: Any, rows: int, repeats: int = 2) -> tuple[float, float]:
     """(bf16, upcast) seconds of the short convolution's causal depthwise ``conv1d`` over ``rows`` positions."""
     import torch
     import torch.nn.functional as F

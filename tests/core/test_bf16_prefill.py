@@ -99,8 +99,8 @@ def test_short_conv_replica_is_transformers_forward_in_float32(models):
 def test_choice_follows_measured_timings(models):
     """Injected timings decide: linears upcast from their fitted crossover (13 rows) on, the conv never."""
     bf16, _ = models
-    timings = {"linear": {4: (1.0, 3.0), 64: (19.0, 6.0)},  # saving -2 s at 4 rows, +13 s at 64: zero at 12
-               "conv": {4: (1.0, 2.0), 64: (1.5, 4.0)}}    # float32 slower at every count
+    timings = {"linear": {4: (1.0, 3.0), 32: (11.0, 6.0)},  # saving -2 s at 4 rows, +5 s at 32: zero at 12
+               "conv": {4: (1.0, 2.0), 32: (1.5, 4.0)}}    # float32 slower at every count
     calls = []
 
     def measure(kind, weight, bias):
