@@ -179,6 +179,11 @@ def _short_conv_forward(module: Any, hidden_states: Any, cache: Any = None, atte
     return module.out_proj((c * out).transpose(-1, -2).contiguous())
 
 
+def _replicable(module: Any) -> bool:
+    """Whether a short-conv module has the layout :func:`_short_conv_forward` reproduces (else it is left alone)."""
+    return all(hasattr(module, name) for name in ("in_proj", "out_proj", "conv", "layer_idx", "conv_kernel_size"))
+
+
 class UpcastPrefill:
     """Runs one LFM2 backbone's bf16 linears and short convolutions in float32 during a call, where measured faster.
 
@@ -198,7 +203,8 @@ class UpcastPrefill:
         self.linears = [m for m in backbone.layers.modules()
                         if type(m) is torch.nn.Linear and m.weight.dtype == torch.bfloat16 and not hooked(m)]
         self.convs = [layer.conv for layer in backbone.layers
-                      if not layer.is_attention_layer and layer.conv.conv.weight.dtype == torch.bfloat16
+                      if not layer.is_attention_layer and _replicable(layer.conv)
+                      and layer.conv.conv.weight.dtype == torch.bfloat16
                       and not hooked(layer.conv) and not hooked(layer.conv.conv)]
 
     def choose(self, rows: int) -> list[tuple[Any, Callable[..., Any]]]:
