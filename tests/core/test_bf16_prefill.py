@@ -136,3 +136,11 @@ def test_float32_int8_int4_have_nothing_to_upcast(tiny_lfm2):
     assert not int4.linears  # int4 codes stay int4; only the bf16 short convolutions may upcast
     with pytest.raises(InvalidInputError, match="prefill_upcast"):
         FastLfm2(Backbone.load(tiny_lfm2, dtype="bfloat16").model, prefill_upcast="sometimes")
+
+
+def test_fast_engine_keeps_transformers_prefill_and_auto_measures(tiny_lfm2):
+    from mm.backbone import Backbone
+
+    bb = Backbone.load(tiny_lfm2, dtype="bfloat16")
+    assert bb.fast("fast").upcast.mode == "never"  # engine="fast": bit-exact reference, transformers' products
+    assert bb.fast("auto").upcast.mode == "auto"
