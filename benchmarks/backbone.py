@@ -10,6 +10,7 @@ ONE JSON object::
     python benchmarks/backbone.py                      # everything (llama.cpp when installed)
     python benchmarks/backbone.py --llama-cpp-source DIR   # an unpacked llama-cpp-python sdist (else downloaded)
     python benchmarks/backbone.py --quick              # fewer repeats, no greedy-agreement part
+    python benchmarks/backbone.py --prefill-sweep 16,64,512 --settings bf16   # only prefill, per prompt length
 
 Decode tokens/s = (N - 1) / (t(N new) - t(1 new)) after a 16-token prompt (llama-bench's tg split), prefill
 tokens/s = prompt / t(1 new) on a 512-token prompt. Achieved GB/s = weight bytes read per decode step x
@@ -354,29 +355,50 @@ def step_cpu_time(path: Path, dtype: str, quantize: str | None, steps: int = 20)
     return out
 
 
-def prefill_speed(path: Path, dtype: str, quantize: str | None, ids: Any, repeats: int) -> dict[str, float]:
-    """Prefill tokens/s of transformers' ``generate`` (1 new token) against mm's fast engine, alternating."""
+def prefill_speed(path: Path, dtype: str, quantize: str | None, prompts: dict[int, Any],
+                  repeats: int) -> dict[str, Any]:
+    """Prefill tokens/s of transformers' ``generate`` (1 new token) against mm's default engine, per prompt length.
+
+    Both engines alternate within every repeat (best of ``repeats``); the load average is taken per length.
+    mm's prefill runs bf16 products in float32 where measured faster here (``mm.bf16_prefill``): its one-time
+    calibration is timed on its own (``upcast_calibration_s``) and its per-shape crossovers are recorded.
+    """
     import torch
 
     from mm.backbone import Backbone, GenerationSettings
 
     bb = Backbone.load(path, dtype=dtype, quantize=quantize)
-    inputs = {"input_ids": ids, "attention_mask": torch.ones_like(ids)}
     settings = GenerationSettings(max_new_tokens=1)
-    runs = {"transformers": lambda: bb.generate(inputs, settings, engine="transformers"),
-            "mm_fast": lambda: bb.generate(inputs, settings, engine="fast")}
-    best = dict.fromkeys(runs, float("inf"))
-    for fn in runs.values():
-        fn()
-    for _ in range(repeats):
-        for name, fn in runs.items():
-            t0 = time.perf_counter()
+    start = time.perf_counter()
+    crossovers = bb.fast("auto").upcast.describe()  # measures each product shape once (cached per process)
+    out: dict[str, Any] = {"mm_engine": bb.resolve_engine(settings), "upcast_calibration_s": round(time.perf_counter() - start, 2),
+                           "upcast_crossover_rows": {k: (v if v != float("inf") else "never")
+                                                     for k, v in crossovers.items()}}
+    for length, ids in prompts.items():
+        inputs = {"input_ids": ids, "attention_mask": torch.ones_like(ids)}
+        runs = {"transformers": lambda inputs=inputs: bb.generate(inputs, settings, engine="transformers"),
+                "mm": lambda inputs=inputs: bb.generate(inputs, settings, engine="auto")}
+        best = dict.fromkeys(runs, float("inf"))
+        for fn in runs.values():
             fn()
-            best[name] = min(best[name], time.perf_counter() - t0)
-    out = {f"{name}_prefill_tok_s": round(ids.shape[1] / t, 2) for name, t in best.items()}
-    out["mm_over_transformers"] = round(best["transformers"] / best["mm_fast"], 3)
-    print(f"progress: prefill {dtype} {quantize} {out}", file=sys.stderr, flush=True)
+        for _ in range(repeats):
+            for name, fn in runs.items():
+                t0 = time.perf_counter()
+                fn()
+                best[name] = min(best[name], time.perf_counter() - t0)
+        row = {f"{name}_prefill_tok_s": round(ids.shape[1] / t, 2) for name, t in best.items()}
+        row["mm_over_transformers"] = round(best["transformers"] / best["mm"], 3)
+        row["prompt_tokens"] = int(ids.shape[1])
+        row["load_average"] = os.getloadavg()
+        out[str(length)] = row
+        print(f"progress: prefill {dtype} {quantize} {length} {row}", file=sys.stderr, flush=True)
     return out
+
+
+def prefill_sweep(path: Path, labels: list[str], prompts: dict[int, Any], repeats: int) -> dict[str, Any]:
+    """``--prefill-sweep``: prefill tok/s of mm and transformers per setting and prompt length."""
+    return {label: prefill_speed(path, *MM_SETTINGS[label], prompts, repeats)
+            for label in labels if MM_SETTINGS[label][1] != "int4"}
 
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
@@ -390,6 +412,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--settings", default=",".join(MM_SETTINGS), help="mm settings to time: bf16,int8,int4")
     parser.add_argument("--step-cpu-time", action="store_true",
                         help="only the CPU time per decode step of each mm setting (use with --threads 1)")
+    parser.add_argument("--prefill-sweep", default=None, metavar="N,N,...",
+                        help="only prefill: mm vs transformers tok/s at these prompt lengths (e.g. 16,64,512)")
     parser.add_argument("--no-llama-cpp", action="store_true", help="skip llama.cpp even when installed")
     parser.add_argument("--no-torch-ops", action="store_true",
                         help="skip the rows of mm's loop on torch's ops (engine='fast'; the pre-native engine)")
@@ -434,6 +458,17 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             return tokenizer.apply_chat_template([{"role": "user", "content": text}], add_generation_prompt=True,
                                                  return_tensors="pt", return_dict=True)["input_ids"]
 
+        if args.prefill_sweep:
+            lengths = [int(n) for n in args.prefill_sweep.split(",") if n]
+            prompts = {n: torch.randint(20, 2000, (1, n), generator=torch.Generator().manual_seed(n))
+                       for n in lengths}
+            result["prefill_sweep"] = prefill_sweep(path, labels, prompts, repeats)
+            result["load_average_end"] = os.getloadavg()
+            result["cpu_time_s"] = round(time.process_time() - cpu0, 1)
+            result["wall_time_s"] = round(time.perf_counter() - wall0, 1)
+            json.dump(result, sys.stdout, indent=1)
+            print()
+            return result
         if args.step_cpu_time:
             result["decode_step_cpu_time"] = {label: step_cpu_time(path, *MM_SETTINGS[label]) for label in labels}
             result["load_average_end"] = os.getloadavg()
@@ -471,8 +506,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         if not args.quick:
             long_ids = encode(long_prompt(tokenizer, args.prompt_tokens))
             result["prefill_prompt_tokens"] = int(long_ids.shape[1])
-            result["prefill"] = {label: prefill_speed(path, *MM_SETTINGS[label], long_ids, repeats)
-                                 for label in labels if MM_SETTINGS[label][1] != "int4"}
+            result["prefill"] = prefill_sweep(path, labels, {args.prompt_tokens: long_ids}, repeats)
             agree_tokens = min(args.new_tokens, 32)
             result["greedy_agreement"] = {
                 "prompts": len(AGREEMENT_PROMPTS), "tokens_per_prompt": agree_tokens,

@@ -194,7 +194,8 @@ class Backbone:
     def fast(self, engine: str = "auto") -> Any:
         """The :class:`mm.fast_decode.FastLfm2` over this model for ``engine`` (built once), or None where it does
         not apply: ``native`` on mm's kernels (an error when they cannot run), ``fast`` on torch's ops, ``auto`` the
-        native one when the kernels run here.
+        native one when the kernels run here. ``fast`` keeps transformers' bf16 prefill products (bit-exact tokens);
+        the others upcast them to float32 where measured faster (:mod:`mm.bf16_prefill`).
 
         Pipelines that drive decode steps themselves (audio, VQA) use its ``prefill``/``step``/``logits``.
         """
@@ -205,10 +206,12 @@ class Backbone:
         kernels = {"native": "native", "fast": "torch"}.get(engine, "auto")
         if kernels not in self._fast:
             backbone, lm_head = self._fast_target()
-            built = fast_decode.FastLfm2(backbone, lm_head=lm_head, kernels=kernels)
+            # engine="fast" is the bit-exact reference: its bf16 prefill keeps transformers' own bf16 products
+            upcast = "never" if kernels == "torch" else "auto"
+            built = fast_decode.FastLfm2(backbone, lm_head=lm_head, kernels=kernels, prefill_upcast=upcast)
             self._fast[kernels] = built
-            if kernels == "auto":  # the same object serves the explicit choice it turned out to be
-                self._fast.setdefault("native" if built.native is not None else "torch", built)
+            if kernels == "auto" and built.native is not None:  # the same object serves engine="native"
+                self._fast.setdefault("native", built)
         return self._fast[kernels]
 
     def _fast_target(self) -> tuple[Any, Any] | None:

@@ -3,7 +3,8 @@
 Where transformers' ``generate`` spends a decode step (profiled on LFM2-350M, docs/backbone.md):
 building masks and cache objects, generic ``forward`` plumbing and logits processors around ~16
 layers of small matrix-vector products. This module keeps the prefill on transformers' own forward
-(so prefill is exactly as fast and as exact as transformers), copies the caches into preallocated
+(in bf16, with the products that measure faster in float32 on this CPU upcast: :mod:`mm.bf16_prefill`;
+``prefill_upcast="never"`` keeps it exactly transformers'), copies the caches into preallocated
 buffers (convolution state + KV per layer), and then runs each decode step as a flat sequence of
 tensor ops over the model's own weights:
 
@@ -111,11 +112,18 @@ class FastLfm2:
     ops; ``"native"`` requires them (an error says why they cannot run); ``"torch"`` never uses them. With the
     native kernels the weights the step reads move into a :class:`mm.kernels.hugepages.HugePagePool` (the modules
     keep views, so memory is unchanged and transformers' path reads the same tensors).
+
+    ``prefill_upcast``: in a bf16 backbone, ``"auto"`` runs the prefill's linears and short convolutions in
+    float32 (same products, rounded to bf16 where torch's bf16 op rounds) for each shape and row count where
+    that was measured faster on this CPU (:mod:`mm.bf16_prefill`); ``"always"`` / ``"never"`` force it.
+    Decode steps are unaffected.
     """
 
     def __init__(self, model: Any, *, lm_head: Any = None, fuse: bool = True, int8_head: bool = False,
-                 kernels: str = "auto") -> None:
+                 kernels: str = "auto", prefill_upcast: str = "auto") -> None:
         import torch
+
+        from mm.bf16_prefill import UpcastPrefill
 
         if supports(model):
             inner, lm_head = model.model, model.lm_head
@@ -143,6 +151,7 @@ class FastLfm2:
         self.int8_head = int8_head
         self._torch = torch
         self.native, self._native_head = self._make_native(kernels)
+        self.upcast = UpcastPrefill(inner, prefill_upcast)
 
     # -- weights -------------------------------------------------------------------------------
     @staticmethod
@@ -269,6 +278,7 @@ class FastLfm2:
                 max_new_tokens: int = 256) -> DecodeState:
         """Run the prompt through transformers' forward and move its caches into preallocated buffers.
 
+        In bf16, products measured faster in float32 on this CPU run upcast (``prefill_upcast``).
         ``attention_mask`` (``[B, T]``, left padding) gives per-row positions exactly as ``generate`` does.
         """
         import torch
@@ -294,8 +304,9 @@ class FastLfm2:
         else:
             position_ids = torch.arange(length).unsqueeze(0).expand(batch, -1)
         cache = DynamicCache(config=self.config)
-        out = self.inner(input_ids=input_ids, inputs_embeds=inputs_embeds, attention_mask=attention_mask,
-                         position_ids=position_ids, past_key_values=cache, use_cache=True)
+        with self.upcast.applied(batch * length):
+            out = self.inner(input_ids=input_ids, inputs_embeds=inputs_embeds, attention_mask=attention_mask,
+                             position_ids=position_ids, cache=cache, use_cache=True)
         hidden = out.last_hidden_state[:, -1]
         capacity = length + int(max_new_tokens)
         conv, keys, values = {}, {}, {}

@@ -153,11 +153,13 @@ class LFM2AudioModel(nn.Module):
 
     def fast_backbone(self, kernels: str = "auto") -> Any:
         """:class:`mm.fast_decode.FastLfm2` over the backbone (built once per ``kernels`` choice, after any dtype
-        change/quantization): ``auto``/``native`` on mm's native kernels where they run, ``torch`` on torch's ops."""
+        change/quantization): ``auto``/``native`` on mm's native kernels where they run (bf16 prefill products upcast
+        where measured faster, :mod:`mm.bf16_prefill`), ``torch`` on torch's ops with transformers' exact prefill."""
         if kernels not in self._fast:
             from mm.fast_decode import FastLfm2
 
-            self._fast[kernels] = FastLfm2(self.lfm, kernels=kernels)
+            upcast = "never" if kernels == "torch" else "auto"  # torch's ops: transformers' exact bf16 prefill
+            self._fast[kernels] = FastLfm2(self.lfm, kernels=kernels, prefill_upcast=upcast)
         return self._fast[kernels]
 
     @property
