@@ -92,7 +92,8 @@ class MultiVectorIndex(Index):
     Search options: ``nprobe`` centroids probed per query token; ``ncandidates`` documents
     kept by the probe scores (:func:`mm.index.plaid.probe_scores`); ``nrerank`` documents scored
     exactly from lookup tables; ``threshold``: a probed centroid whose score for a query token is
-    below it does not count for that token in the probe scores.
+    below it does not count for that token in the probe scores. ``search_batch`` serves its queries on up to
+    ``torch.get_num_threads()`` threads (each query's stages are numpy gathers and reductions on one core).
     """
 
     kind: ClassVar[str] = "multivector"
@@ -423,28 +424,46 @@ class MultiVectorIndex(Index):
                     tables = [self._query_tables(r) for r in rotated]
         views = {s: self._plaid_view(seg, allowed[s]) for s, seg in enumerate(self._segments)
                  if seg.entry.get("compressed") and not exact}
-        out = []
-        for q, rot, st, tab in zip(queries, rotated, scores_t, tables, strict=True):
+        def one(i: int) -> tuple[list[tuple[int, int, float]], dict[str, float] | None]:
+            mine = None if timings is None else {}
             parts = []
-            rest = [s for s in range(len(self._segments)) if s not in views]
-            for s in rest:
+            for s in (s for s in range(len(self._segments)) if s not in views):
                 rows = np.flatnonzero(allowed[s])
                 if len(rows):
-                    with plaid.stage(timings, "rerank"):
-                        parts.append((s, rows, self._exhaustive(self._segments[s], rows, q, rot, exact)))
+                    with plaid.stage(mine, "rerank"):
+                        parts.append((s, rows, self._exhaustive(self._segments[s], rows, queries[i], rotated[i],
+                                                                exact)))
             if views:
                 order = list(views)
-                found = plaid.search([views[s] for s in order], tab, st, k, timings=timings, **opts)
-                parts += [(order[i], rows, scores) for i, rows, scores in found]
+                found = plaid.search([views[s] for s in order], tables[i], scores_t[i], k, timings=mine, **opts)
+                parts += [(order[j], rows, scores) for j, rows, scores in found]
             best = plaid.select(parts, k)
             if not best:
-                out.append([])
-                continue
+                return [], mine
             seg = np.concatenate([np.full(len(r), s) for s, r, _ in best])
             rows = np.concatenate([r for _, r, _ in best])
             scores = np.concatenate([v for *_, v in best])
-            out.append([(int(seg[i]), int(rows[i]), float(scores[i])) for i in top_k(scores, k)])
-        return out
+            return [(int(seg[j]), int(rows[j]), float(scores[j])) for j in top_k(scores, k)], mine
+
+        results = self._map_queries(one, len(queries))
+        for _, mine in results:
+            for name, seconds in (mine or {}).items():
+                timings[name] = timings.get(name, 0.0) + seconds
+        return [hits for hits, _ in results]
+
+    @staticmethod
+    def _map_queries(fn: Any, n: int) -> list[Any]:
+        """``[fn(i) for i in range(n)]``, on up to torch's thread count of threads for a batch (numpy releases
+        the GIL in the stages' gathers and reductions, which run on one core each)."""
+        import torch
+
+        workers = min(n, torch.get_num_threads())
+        if workers <= 1:
+            return [fn(i) for i in range(n)]
+        from concurrent.futures import ThreadPoolExecutor
+
+        with ThreadPoolExecutor(workers, thread_name_prefix="mm-search") as pool:
+            return list(pool.map(fn, range(n)))
 
     def _query_tables(self, rotated: np.ndarray) -> tuple[Any, np.ndarray]:
         """The query's lookup tables (:meth:`ResidualCodec.query_tables`), the table as a torch tensor."""

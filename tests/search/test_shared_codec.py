@@ -139,3 +139,23 @@ def test_a_shared_codec_shard_is_not_told_to_retrain_for_outgrowing_the_sample(t
     fill(alone, docs[:20], 0)
     fill(alone, docs[20:], 20)
     assert any("grew" in r for r in alone.info()["drift"]["reasons"])
+
+
+def test_a_batch_on_threads_answers_as_one_query_at_a_time(shards):
+    """search_batch serves its queries on torch's thread count of threads: same hits, stage times summed."""
+    import torch
+
+    docs, _, whole, _ = shards
+    qs = queries(docs, 12, seed=4)
+    one_by_one = [whole.search(q, k=5) for q in qs]
+    before = torch.get_num_threads()
+    try:
+        torch.set_num_threads(3)
+        batch = whole.search_batch(qs, k=5)
+        timed, stages = whole.search_timed(qs, k=5)
+    finally:
+        torch.set_num_threads(before)
+    for got in (batch, timed):
+        assert [[(h.id, round(h.score, 5)) for h in hs] for hs in got] == \
+            [[(h.id, round(h.score, 5)) for h in hs] for hs in one_by_one]
+    assert stages["lookup"] > 0 and stages["maxsim"] > 0
