@@ -10,7 +10,8 @@ some number of rows (tokens x batch) on, and where bf16 is native it may never w
 The choice is measured, never assumed: the first time a product shape is needed, both ways are timed on the
 model's own weight at :data:`PROBE_ROWS` rows (best of a few calls), a line is fitted to the time saved
 (:func:`fit_gain`), and a call upcasts when the fitted saving at its row count is positive. Fits are cached
-per process by (kind, shape, dtype, thread count). :class:`UpcastPrefill` applies the choice to one LFM2
+per process by (kind, shape, dtype), measured once: every thread of the process then computes a given
+prefill the same way (a server's worker threads may see another thread count). :class:`UpcastPrefill` applies the choice to one LFM2
 backbone for the duration of a call (``FastLfm2.prefill``): the chosen ``nn.Linear`` modules and short
 convolutions get an instance ``forward`` that computes in float32, removed again afterwards; nothing global
 (torch settings, transformers' classes) changes. Float32, int8 and int4 models have no bf16 ``nn.Linear``
@@ -40,7 +41,7 @@ PROBE_ROWS = (4, 32)
 #: ``FastLfm2(prefill_upcast=...)``: measure per shape, always upcast, never upcast
 UPCAST_CHOICES = ("auto", "always", "never")
 
-#: (kind, shape, dtype, threads) -> measured fit, shared by every backbone of this process
+#: (kind, shape, bias, dtype) -> measured fit, shared by every backbone and thread of this process
 _FITS: dict[tuple, Fit] = {}
 _FITS_LOCK = threading.Lock()
 
@@ -130,7 +131,7 @@ def measured_fit(kind: str, weight: Any, bias: Any) -> Fit:
     """The cached fit for a product of this kind (``"linear"``/``"conv"``) and weight shape, timed on first use."""
     import torch
 
-    key = (kind, tuple(weight.shape), bias is not None, weight.dtype, torch.get_num_threads())
+    key = (kind, tuple(weight.shape), bias is not None, weight.dtype)
     with _FITS_LOCK:
         if key not in _FITS:
             timer = time_linear if kind == "linear" else time_conv

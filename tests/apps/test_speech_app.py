@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import pytest
 
 from tests.apps import ui
@@ -70,13 +72,18 @@ def test_reply_plays_chunk_by_chunk(speech_server, speech_models, page, samples)
     page.locator("#speech-input audio").first.wait_for(state="attached")
     ui.set_number(page, "speech-max-new", MAX_NEW)
     page.locator("#speech-send").click()
-    ui.wait_status(page, "speech-stats", "ok", timeout=120_000)
-    page.wait_for_function(f"window.mmSpeechPlayer && window.mmSpeechPlayer.chunks >= {frames}", timeout=30_000)
+    stats = ui.wait_status(page, "speech-stats", "ok", timeout=120_000)
+    # the app's own reply (a separate direct call once gave 12 frames against the page's 16; see issue 18's note)
+    reply_s = float(re.search(r"audio: ([0-9.]+) s", stats).group(1))
+    page.wait_for_function(f"window.mmSpeechPlayer && window.mmSpeechPlayer.seconds >= {reply_s - 0.01}",
+                           timeout=30_000)
     player = page.evaluate("""() => { const p = window.mmSpeechPlayer;
         return {chunks: p.chunks, seconds: p.seconds, state: p.ctx.state, first: p.firstAt, last: p.lastAt,
                 scheduledUntil: p.next}; }""")
-    assert player["chunks"] == frames
-    assert abs(player["seconds"] - expected.audio.size / expected.sample_rate) < 1e-3
+    frame_s = expected.audio.size / expected.sample_rate / frames
+    assert player["chunks"] > 1
+    assert abs(player["seconds"] - reply_s) < 0.01  # every chunk of the reply was scheduled
+    assert abs(player["seconds"] - player["chunks"] * frame_s) < 1e-3  # one chunk per audio frame
     assert player["state"] == "running"  # the Send click resumed the audio context
     assert player["last"] > player["first"]  # chunks came one by one, not as one reply at the end
 
