@@ -463,12 +463,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             prompts = {n: torch.randint(20, 2000, (1, n), generator=torch.Generator().manual_seed(n))
                        for n in lengths}
             result["prefill_sweep"] = prefill_sweep(path, labels, prompts, repeats)
-            result["load_average_end"] = os.getloadavg()
-            result["cpu_time_s"] = round(time.process_time() - cpu0, 1)
-            result["wall_time_s"] = round(time.perf_counter() - wall0, 1)
-            json.dump(result, sys.stdout, indent=1)
-            print()
-            return result
+            return emit(result, cpu0, wall0)
         if args.step_cpu_time:
             result["decode_step_cpu_time"] = {label: step_cpu_time(path, *MM_SETTINGS[label]) for label in labels}
             result["load_average_end"] = os.getloadavg()
@@ -524,6 +519,11 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             }
         streams_label = "int8" if "int8" in labels else labels[0]
         result["batched_decode"] = streams_speed(path, *MM_SETTINGS[streams_label], 32, 16)
+    return emit(result, cpu0, wall0)
+
+
+def emit(result: dict[str, Any], cpu0: float, wall0: float) -> dict[str, Any]:
+    """Add the end load average and the run's CPU and wall seconds to ``result``, print it as JSON, return it."""
     result["load_average_end"] = os.getloadavg()
     result["cpu_time_s"] = round(time.process_time() - cpu0, 1)
     result["wall_time_s"] = round(time.perf_counter() - wall0, 1)
