@@ -66,6 +66,11 @@ DEFAULT_MAX_SEGMENT_TOKENS = 16 * 2**20
 
 
 
+def segment_cap(manifest: dict[str, Any]) -> int:
+    """The index's ``max_segment_tokens`` (indexes created before the cap existed: the default)."""
+    return int(manifest["config"].get("max_segment_tokens", DEFAULT_MAX_SEGMENT_TOKENS))
+
+
 def shared_codec(source: Any, dim: int) -> tuple[dict[str, Any], dict[str, Any], list[Path]]:
     """What a new index needs to share the codec of the trained multi-vector index ``source`` (folder
     or open index): its config (``nbits``, ``codec``, ``train_tokens``, ``centroids_factor``), its
@@ -200,7 +205,7 @@ class MultiVectorIndex(Index):
 
     def _capped(self, manifest: dict[str, Any], docs: list[DocRef]) -> list[list[DocRef]]:
         """``docs`` in order, cut into runs of at most ``max_segment_tokens`` tokens (a longer document alone)."""
-        cap = int(manifest["config"].get("max_segment_tokens", DEFAULT_MAX_SEGMENT_TOKENS))
+        cap = segment_cap(manifest)
         parts: list[list[DocRef]] = [[]]
         held = 0
         for d in docs:
@@ -334,7 +339,7 @@ class MultiVectorIndex(Index):
     def _merge_tiers(self, manifest: dict[str, Any]) -> None:
         """Merge the :data:`MERGE_FANOUT` smallest compressed segments of a size tier once that many exist and
         their tokens fit in ``max_segment_tokens`` (live rows only)."""
-        cap = int(manifest["config"].get("max_segment_tokens", DEFAULT_MAX_SEGMENT_TOKENS))
+        cap = segment_cap(manifest)
         while True:
             tiers: dict[int, list[int]] = {}
             size = {i: max(int(e["n_tokens"]), 1) for i, e in enumerate(manifest["segments"]) if e.get("compressed")}
