@@ -87,11 +87,18 @@ def _phase(proc: Any, make_state: Callable[[int], Any], request: Callable[[Any, 
         time.sleep(1)
 
 
-def settled_snapshot(proc: Any, settle: float, threads_at_rest: int, patience: float = 20.0) -> dict[str, int]:
-    """A snapshot ``settle`` seconds after the clients stopped, or up to ``patience`` seconds later while the
-    process still runs more threads than it did at rest: idle worker threads (anyio's, thread pools') exit on
-    their own timers, so one look can catch some on their way out; a leaked thread outlives the wait."""
+def settled_snapshot(proc: Any, settle: float, threads_at_rest: int, poke: Callable[[], Any],
+                     patience: float = 20.0) -> dict[str, int]:
+    """A snapshot after the clients stopped: ``settle`` seconds of quiet, one ``poke`` (a single request),
+    then up to ``patience`` seconds more while the process still runs more threads than it did at rest.
+
+    anyio's worker pool (Gradio and FastAPI run handlers on it) grows to the peak number of calls in flight
+    and retires workers idle for over 10 s only when the next call arrives; so without the poke the
+    count is the pool's high-water mark, which depends on how loaded the machine was, not a leak. The
+    retired workers exit on their own, so one look can catch some on their way out; a leaked thread
+    outlives the wait."""
     time.sleep(settle)
+    poke()
     deadline = time.monotonic() + patience
     snap = snapshot(proc)
     while snap["threads"] > threads_at_rest and time.monotonic() < deadline:
@@ -108,8 +115,8 @@ def run_load(proc: Any, make_state: Callable[[int], Any], request: Callable[[Any
     arenas reach their working size); memory growth is measured from the end of the warm-up. Returns
     a report: outcome counts (warm-up included), the first failures, and RSS/threads/fds after the
     sequential warm-up, before the measured run, after its first half, at peak and at the end, each
-    taken ``settle`` seconds after the clients stopped (anyio's idle worker threads, which Gradio
-    and FastAPI run handlers on, exit after 10 s), and after each half up to 20 s more while threads are still
+    taken after ``settle`` quiet seconds and one more request, which lets anyio retire the worker
+    threads idle since the load stopped, and after each half up to 20 s more while threads are still
     exiting (:func:`settled_snapshot`).
     """
     outcomes: Counter = Counter()
@@ -117,15 +124,27 @@ def run_load(proc: Any, make_state: Callable[[int], Any], request: Callable[[Any
     started = time.monotonic()
     sequential = snapshot(proc)
     peak = dict(sequential)
+
+    def poke() -> None:
+        state = make_state(9999)
+        try:
+            request(state, 0)
+        except Exception as exc:
+            errors.append(f"the poke after the quiet: {type(exc).__name__}: {str(exc)[:300]}")
+        finally:
+            close = getattr(state, "close", None)
+            if close is not None:
+                close()
+
+    before = sequential
     if warmup > 0:
         _phase(proc, make_state, request, 5000, clients, warmup, outcomes, errors, peak)
-        time.sleep(settle)
-    before = snapshot(proc)
+        before = settled_snapshot(proc, settle, sequential["threads"], poke)
     kinds_before = fd_kinds(proc)
     phases = []
     for half in range(2):
         _phase(proc, make_state, request, half * 1000, clients, seconds / 2, outcomes, errors, peak)
-        phases.append(settled_snapshot(proc, settle, before["threads"]))
+        phases.append(settled_snapshot(proc, settle, before["threads"], poke))
     first, after = phases
     return {"clients": clients, "seconds": seconds, "warmup_s": warmup,
             "wall_s": round(time.monotonic() - started, 1), "requests": sum(outcomes.values()),
