@@ -36,6 +36,14 @@ def test_centroid_interaction_matches_brute_force():
         np.testing.assert_allclose(got, brute_interaction([bags[r] for r in rows], st, k), rtol=1e-5)
         every = plaid.centroid_interaction(lay["bags"], lay["bag_off"], np.arange(n_docs), st, k)
         np.testing.assert_allclose(every, brute_interaction(bags, st, k), rtol=1e-5)
+        mixed = np.array([0, 1, 2, 3, 9, 10, 30, 31, 32, 59])  # runs of consecutive documents and gaps
+        got = plaid.centroid_interaction(lay["bags"], lay["bag_off"], mixed, st, k)
+        np.testing.assert_allclose(got, brute_interaction([bags[r] for r in mixed], st, k), rtol=1e-5)
+    # empty bags (first, middle, last) score 0 and leave their neighbours alone
+    flat, off = np.array([1, 3, 2]), np.array([0, 0, 2, 2, 3, 3])
+    want = brute_interaction([set(), {1, 3}, set(), {2}, set()], st, None)
+    np.testing.assert_allclose(plaid.centroid_interaction(flat, off, np.arange(5), st), want, rtol=1e-5)
+    np.testing.assert_allclose(plaid.centroid_interaction(flat, off, np.array([0, 2, 4]), st), [0, 0, 0])
     # inverted lists hold exactly the documents whose bag has the centroid
     allowed = np.ones(n_docs, dtype=bool)
     allowed[::5] = False
