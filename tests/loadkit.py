@@ -65,9 +65,14 @@ def _client_loop(make_state: Callable[[int], Any], request: Callable[[Any, int],
                 outcomes[kind] += 1
             i += 1
     finally:
-        close = getattr(state, "close", None)
-        if close is not None:
-            close()
+        _close(state)
+
+
+def _close(state: Any) -> None:
+    """Close a client state that has a ``close()`` (httpx and Gradio clients do)."""
+    close = getattr(state, "close", None)
+    if close is not None:
+        close()
 
 
 def _phase(proc: Any, make_state: Callable[[int], Any], request: Callable[[Any, int], str], first_seed: int,
@@ -132,9 +137,7 @@ def run_load(proc: Any, make_state: Callable[[int], Any], request: Callable[[Any
         except Exception as exc:
             errors.append(f"the poke after the quiet: {type(exc).__name__}: {str(exc)[:300]}")
         finally:
-            close = getattr(state, "close", None)
-            if close is not None:
-                close()
+            _close(state)
 
     before = sequential
     if warmup > 0:
