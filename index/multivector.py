@@ -40,7 +40,7 @@ import numpy as np
 from mm.index import layout, plaid
 from mm.index.base import DocRef, Hit, Index
 from mm.index.codec import MAX_POINTS_PER_CENTROID, RESIDUAL_SAMPLE, ResidualCodec, choose_n_centroids
-from mm.index.maxsim import maxsim_ragged, top_k
+from mm.index.maxsim import matmul, maxsim_ragged, top_k
 from mm.index.segments import Segment, open_segment, read_rows
 from mm.index.storage import new_uid, read_manifest, save_array
 
@@ -97,12 +97,16 @@ class MultiVectorIndex(Index):
     Search options: ``nprobe`` centroids probed per query token; ``ncandidates`` documents
     kept by the probe scores (:func:`mm.index.plaid.probe_scores`); ``nrerank`` documents scored
     exactly from lookup tables; ``threshold``: a probed centroid whose score for a query token is
-    below it does not count for that token in the probe scores. ``search_batch`` serves its queries on up to
-    ``torch.get_num_threads()`` threads (each query's stages are numpy gathers and reductions on one core).
+    below it does not count for that token in the probe scores; ``lookup_dtype`` (``"float32"`` or
+    ``"float16"``): the dtype of the lookup tables the exact scores gather (:func:`mm.index.plaid.lookup_tables`:
+    float16 moves half the bytes, at about 1e-5 of a score; ``benchmarks/search_index.py`` times both).
+    ``search_batch`` serves its queries on up to ``torch.get_num_threads()`` threads (each query's stages
+    are numpy gathers and reductions on one core).
     """
 
     kind: ClassVar[str] = "multivector"
-    search_options: ClassVar[dict[str, Any]] = {"nprobe": 4, "ncandidates": 1024, "nrerank": 256, "threshold": 0.4}
+    search_options: ClassVar[dict[str, Any]] = {"nprobe": 4, "ncandidates": 1024, "nrerank": 256, "threshold": 0.4,
+                                                  "lookup_dtype": "float32"}
 
     codec: ResidualCodec | None = None
 
@@ -408,25 +412,29 @@ class MultiVectorIndex(Index):
         if isinstance(threshold, bool) or not isinstance(threshold, (int, float)) or not math.isfinite(threshold):
             raise InvalidInputError(f"threshold must be a finite number, got {threshold!r}")
         out["threshold"] = float(threshold)
+        if settings["lookup_dtype"] not in plaid.LOOKUP_DTYPES:
+            raise InvalidInputError(f"lookup_dtype must be one of {plaid.LOOKUP_DTYPES}, got {settings['lookup_dtype']!r}")
+        out["lookup_dtype"] = settings["lookup_dtype"]
         return out
 
     def _search_many(self, queries: list[np.ndarray], k: int, allowed: list[np.ndarray], exact: bool,
                      settings: dict[str, Any], timings: dict[str, float] | None = None
                      ) -> list[list[tuple[int, int, float]]]:
         opts = self._settings(settings)
+        lookup_dtype = opts.pop("lookup_dtype")
         opts["ncandidates"] = max(opts["ncandidates"], k)
         opts["nrerank"] = min(max(opts["nrerank"], k), opts["ncandidates"])
         rotated, scores_t, tables = [None] * len(queries), [None] * len(queries), [None] * len(queries)
         if self.codec is not None:
             with plaid.stage(timings, "centroid_scores"):
                 lens = np.cumsum([0] + [len(q) for q in queries])
-                all_rot = self.codec.rotate(np.concatenate(queries))
-                all_st = self.codec.centroids @ all_rot.T  # (n_centroids, all query tokens): one GEMM per batch
+                all_rot = matmul(np.concatenate(queries), self.codec.rotation)  # codec.rotate, on torch's threads
+                all_st = matmul(self.codec.centroids, all_rot.T)  # (n_centroids, all query tokens): one GEMM per batch
                 rotated = [all_rot[a:b] for a, b in itertools.pairwise(lens)]
                 scores_t = [np.ascontiguousarray(all_st[:, a:b]) for a, b in itertools.pairwise(lens)]
             if not exact and any(seg.entry.get("compressed") for seg in self._segments):
                 with plaid.stage(timings, "tables"):
-                    tables = [self._query_tables(r) for r in rotated]
+                    tables = [plaid.lookup_tables(*self.codec.query_tables(r), dtype=lookup_dtype) for r in rotated]
         views = {s: self._plaid_view(seg, allowed[s]) for s, seg in enumerate(self._segments)
                  if seg.entry.get("compressed") and not exact}
         def one(i: int) -> tuple[list[tuple[int, int, float]], dict[str, float] | None]:
@@ -469,13 +477,6 @@ class MultiVectorIndex(Index):
 
         with ThreadPoolExecutor(workers, thread_name_prefix="mm-search") as pool:
             return list(pool.map(fn, range(n)))
-
-    def _query_tables(self, rotated: np.ndarray) -> tuple[Any, np.ndarray]:
-        """The query's lookup tables (:meth:`ResidualCodec.query_tables`), the table as a torch tensor."""
-        import torch
-
-        table, bias = self.codec.query_tables(rotated)
-        return torch.from_numpy(table), bias
 
     def _search_one(self, query: np.ndarray, k: int, allowed: list[np.ndarray], exact: bool,
                     settings: dict[str, Any]) -> list[tuple[int, int, float]]:

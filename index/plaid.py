@@ -17,9 +17,10 @@ scores ``S = C Q^T`` (``n_centroids x q``):
    token ``i`` is ``(S[cid, i] + bias[i] + sum_j T[256 j + code_j, i]) / norm``, where
    ``T`` (:meth:`mm.index.codec.ResidualCodec.query_tables`, built once per query:
    stage ``tables``) holds the query's inner products with every value of every code
-   byte. The sums over a token's code bytes are one ``embedding_bag`` (torch) over the
-   tokens of the candidates (stage ``lookup``); segment maxima per document and the sum
-   over query tokens follow (stage ``maxsim``). This equals MaxSim on the decoded,
+   byte (float32, or float16 on request: :func:`lookup_tables`). The sums over a token's
+   code bytes are one ``embedding_bag`` (torch) over the tokens of the candidates (stage
+   ``lookup``); segment maxima per document and the sum over query tokens follow (stage
+   ``maxsim``). This equals MaxSim on the decoded,
    renormalised vectors (up to the one-byte norm), at a fraction of decoding's cost.
 
 Stage seconds are added to an optional ``timings`` dict under the names in :data:`STAGES`.
@@ -34,9 +35,10 @@ Stage seconds are added to an optional ``timings`` dict under the names in :data
 
 from __future__ import annotations
 
+import math
 import time
 from contextlib import contextmanager
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 from mm.index.maxsim import ranges_index, top_k
@@ -155,31 +157,74 @@ def centroid_interaction(bags: np.ndarray, bag_off: np.ndarray, rows: np.ndarray
     return total
 
 
-def token_scores(st: np.ndarray, table: Any, bias: np.ndarray, cids: np.ndarray, codes: np.ndarray,
+class LookupTables(NamedTuple):
+    """A query's code tables as :func:`token_scores` reads them (see :func:`lookup_tables`)."""
+
+    table: Any  #: torch tensor (``n_bytes * 256 x q``): the codec's table times ``1 / unscale``
+    bias: np.ndarray  #: float32 (``q``)
+    unscale: float  #: a power of two: table sums times this are the true sums
+
+
+LOOKUP_DTYPES = ("float16", "float32")
+#: float16 keeps sums of table rows below this (2**14: far from its 65,504 limit, well above its 2**-14 subnormals)
+HALF_SUM_LIMIT = 2.0 ** 14
+
+
+def lookup_tables(table: np.ndarray, bias: np.ndarray, dtype: str = "float32") -> LookupTables:
+    """A query's tables (:meth:`~mm.index.codec.ResidualCodec.query_tables`) ready for the lookup.
+
+    ``dtype="float16"`` gathers half the bytes. It is not the default: alone, ``embedding_bag`` on a
+    SciFact-sized lookup ran 1.4-2x faster in float16 on the AVX2 development CPU, but inside a
+    search the lookup stage was slower (31-34 against 28-30 ms per query), and other CPUs may
+    differ, so ``benchmarks/search_index.py`` times both in the same run. A float16 table is first
+    scaled by a power of two (exact) so that a token's sum over its code bytes, at most
+    ``n_bytes`` times the largest entry, stays near :data:`HALF_SUM_LIMIT` whatever the vectors'
+    magnitude: neither overflow nor lost digits.
+
+    >>> t = lookup_tables(np.array([[3000.0, -1.0], [0.5, 2.0]], np.float32), np.zeros(2, np.float32), "float16")
+    >>> t.table.dtype, t.unscale, (t.table.float().numpy() * t.unscale).tolist()
+    (torch.float16, 0.25, [[3000.0, -1.0], [0.5, 2.0]])
+    """
+    import torch
+
+    table = np.asarray(table, dtype=np.float32)
+    bias = np.asarray(bias, dtype=np.float32)
+    if dtype == "float32":
+        return LookupTables(torch.from_numpy(table), bias, 1.0)
+    if dtype != "float16":
+        raise ValueError(f"dtype must be one of {LOOKUP_DTYPES}, got {dtype!r}")
+    n_bytes = max(1, len(table) // 256)
+    peak = float(np.abs(table).max()) * n_bytes if table.size else 0.0
+    exponent = math.floor(math.log2(HALF_SUM_LIMIT / peak)) if peak > 0 else 0
+    return LookupTables((torch.from_numpy(table) * math.ldexp(1.0, exponent)).to(torch.float16), bias,
+                        math.ldexp(1.0, -exponent))
+
+
+def token_scores(st: np.ndarray, tables: LookupTables, cids: np.ndarray, codes: np.ndarray,
                  inv_norms: np.ndarray | None) -> np.ndarray:
     """Scores (tokens x q) of tokens given by centroid ids and code bytes, from the query's lookup tables.
 
-    ``table``: the query tables as a torch tensor (``n_bytes * 256 x q``); ``inv_norms``: 1 / norm per token or None.
+    ``inv_norms``: 1 / norm per token or None.
     """
     import torch
 
     out = st[np.asarray(cids, dtype=np.intp)]
-    out += bias
+    out += tables.bias
     if codes.shape[1]:
         idx = torch.from_numpy(np.asarray(codes)).to(torch.int32)
         idx += torch.arange(0, 256 * codes.shape[1], 256, dtype=torch.int32)
-        out += torch.nn.functional.embedding_bag(idx, table, mode="sum").numpy()
+        sums = torch.nn.functional.embedding_bag(idx, tables.table, mode="sum")
+        torch.from_numpy(out).add_(sums, alpha=tables.unscale)  # to float32, unscaled and added in one pass
     if inv_norms is not None:
         out *= inv_norms[:, None]
     return out
 
 
-def lookup_maxsim(st: np.ndarray, tables: tuple[Any, np.ndarray], tok_off: np.ndarray, rows: np.ndarray,
+def lookup_maxsim(st: np.ndarray, tables: LookupTables, tok_off: np.ndarray, rows: np.ndarray,
                   seg: dict[str, Any], timings: dict[str, float] | None = None, max_tokens: int = 65536) -> np.ndarray:
     """Exact MaxSim of documents ``rows`` (ascending) of a compressed segment view ``seg``, from lookup tables.
 
-    ``tables``: (torch table, bias) of :meth:`~mm.index.codec.ResidualCodec.query_tables`; work goes
-    in chunks of about ``max_tokens`` tokens.
+    ``tables``: :func:`lookup_tables`; work goes in chunks of about ``max_tokens`` tokens.
     """
     rows = np.asarray(rows, dtype=np.int64)
     out = np.empty(len(rows), dtype=np.float32)
@@ -190,7 +235,7 @@ def lookup_maxsim(st: np.ndarray, tables: tuple[Any, np.ndarray], tok_off: np.nd
         idx, starts = ranges_index(tok_off[rows[i:j]], tok_off[rows[i:j] + 1])
         with stage(timings, "lookup"):
             norms = seg["inverse_norms"](idx) if seg["inverse_norms"] is not None else None
-            sims = token_scores(st, tables[0], tables[1], seg["cids"][idx], seg["codes"][idx], norms)
+            sims = token_scores(st, tables, seg["cids"][idx], seg["codes"][idx], norms)
         with stage(timings, "maxsim"):
             out[i:j] = np.maximum.reduceat(sims, starts, axis=0).sum(axis=1)
         i = j
@@ -214,7 +259,7 @@ def select(parts: list[tuple[int, np.ndarray, np.ndarray]], n: int) -> list[tupl
     return out
 
 
-def search(segments: list[dict[str, Any]], tables: tuple[Any, np.ndarray], st: np.ndarray, k: int, *, nprobe: int,
+def search(segments: list[dict[str, Any]], tables: LookupTables, st: np.ndarray, k: int, *, nprobe: int,
            ncandidates: int, nrerank: int, threshold: float,
            timings: dict[str, float] | None = None) -> list[tuple[int, np.ndarray, np.ndarray]]:
     """Top ``k`` as per-segment (segment, rows, scores) through the four stages.

@@ -79,6 +79,25 @@ def test_probe_scores_match_brute_force():
                                plaid.centroid_interaction(lay["bags"], lay["bag_off"], every, st), rtol=1e-5)
 
 
+@pytest.mark.parametrize("magnitude", [1e-6, 1.0, 1e6])
+def test_float16_lookup_keeps_digits_at_any_magnitude(magnitude):
+    """Sums of float16 table rows stay within 1e-3 of float32's, for tiny and huge vectors alike."""
+    rng = np.random.default_rng(1)
+    n_bytes, q = 48, 7
+    table = (rng.normal(size=(n_bytes * 256, q)) * magnitude).astype(np.float32)
+    bias = rng.normal(size=q).astype(np.float32) * magnitude
+    st = (rng.normal(size=(20, q)) * magnitude).astype(np.float32)
+    cids = rng.integers(0, 20, 500)
+    codes = rng.integers(0, 256, (500, n_bytes)).astype(np.uint8)
+    want = plaid.token_scores(st, plaid.lookup_tables(table, bias, "float32"), cids, codes, None)
+    got = plaid.token_scores(st, plaid.lookup_tables(table, bias, "float16"), cids, codes, None)
+    assert np.all(np.isfinite(got))
+    np.testing.assert_allclose(got, want, rtol=0, atol=1e-3 * np.abs(want).max())
+    assert not np.array_equal(got, want)  # float16 was used: the check above is not vacuous
+    with pytest.raises(ValueError, match="dtype"):
+        plaid.lookup_tables(table, bias, "int8")
+
+
 def test_encoded_segment_holds_the_codec_output(tmp_path):
     docs = clustered_docs(120, seed=11)
     index = build(tmp_path / "ix", docs, batch=120, train_tokens=100)  # one add: trains and encodes in one segment
@@ -173,6 +192,9 @@ def test_unpruned_stages_equal_exhaustive_search_on_decoded_vectors(tmp_path):
         exact = index.search(q, k=10, exact=True)  # decoded vectors, every document
         assert [h.id for h in full] == [h.id for h in exact]
         np.testing.assert_allclose([h.score for h in full], [h.score for h in exact], rtol=1e-5)
+        half = index.search(q, k=10, nprobe=10**6, ncandidates=n, nrerank=n, threshold=-1e9, lookup_dtype="float16")
+        # float16 tables (plaid.lookup_tables): about 1e-5 of a score
+        np.testing.assert_allclose([h.score for h in half], [h.score for h in exact], rtol=1e-4)
         # pruning and shortlists only drop documents: every score returned is the exact decoded score
         fast = index.search(q, k=10, ncandidates=40, nrerank=12)
         scores = {h.id: h.score for h in index.search(q, k=n, exact=True)}
@@ -217,6 +239,7 @@ def test_bad_search_options(tmp_path):
     from mm.errors import InvalidInputError
 
     index = build(tmp_path / "ix", clustered_docs(100, seed=8))
-    for bad in ({"nrerank": 0}, {"ncandidates": -1}, {"nprobe": 1.5}, {"threshold": float("nan")}):
+    for bad in ({"nrerank": 0}, {"ncandidates": -1}, {"nprobe": 1.5}, {"threshold": float("nan")},
+                {"lookup_dtype": "bfloat16"}, {"lookup_dtype": None}):
         with pytest.raises(InvalidInputError):
             index.search(np.ones((2, DIM), np.float32), k=3, **bad)

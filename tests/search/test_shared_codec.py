@@ -156,6 +156,8 @@ def test_a_batch_on_threads_answers_as_one_query_at_a_time(shards):
     finally:
         torch.set_num_threads(before)
     for got in (batch, timed):
-        assert [[(h.id, round(h.score, 5)) for h in hs] for hs in got] == \
-            [[(h.id, round(h.score, 5)) for h in hs] for hs in one_by_one]
+        assert [[h.id for h in hs] for hs in got] == [[h.id for h in hs] for hs in one_by_one]
+        # the batch's centroid scores are one GEMM (torch's BLAS): it may round the last bit differently
+        np.testing.assert_allclose([h.score for hs in got for h in hs], [h.score for hs in one_by_one for h in hs],
+                                   rtol=1e-6)
     assert stages["lookup"] > 0 and stages["maxsim"] > 0
