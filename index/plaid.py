@@ -20,8 +20,8 @@ scores ``S = C Q^T`` (``n_centroids x q``):
    byte (float32, or float16 on request: :func:`lookup_tables`). The sums over a token's
    code bytes are one ``embedding_bag`` (torch) over the tokens of the candidates (stage
    ``lookup``); segment maxima per document and the sum over query tokens follow (stage
-   ``maxsim``). This equals MaxSim on the decoded,
-   renormalised vectors (up to the one-byte norm), at a fraction of decoding's cost.
+   ``maxsim``). This equals MaxSim on the decoded, renormalised vectors (up to the
+   one-byte norm), at a fraction of decoding's cost.
 
 Stage seconds are added to an optional ``timings`` dict under the names in :data:`STAGES`.
 
@@ -175,8 +175,8 @@ def lookup_tables(table: np.ndarray, bias: np.ndarray, dtype: str = "float32") -
 
     ``dtype="float16"`` gathers half the bytes. It is not the default: alone, ``embedding_bag`` on a
     SciFact-sized lookup ran 1.4-2x faster in float16 on the AVX2 development CPU, but inside a
-    search the lookup stage was slower (31-34 against 28-30 ms per query), and other CPUs may
-    differ, so ``benchmarks/search_index.py`` times both in the same run. A float16 table is first
+    search the lookup stage was slower (28.7 against 25.7 ms per query, ``benchmarks/search_index.py
+    --codec pq --queries 100``), and other CPUs may differ, so that benchmark times both in every run. A float16 table is first
     scaled by a power of two (exact) so that a token's sum over its code bytes, at most
     ``n_bytes`` times the largest entry, stays near :data:`HALF_SUM_LIMIT` whatever the vectors'
     magnitude: neither overflow nor lost digits.

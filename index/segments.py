@@ -3,7 +3,9 @@
 A segment is a set of files sharing the prefix ``seg-<uid>``:
 
 * ``.entries.npy``   ids and metadata, memory-mapped (sorted id hashes, UTF-8 blobs, columns: :mod:`mm.index.entries`)
-* ``.text.npy`` / ``.text_off.npy``   UTF-8 texts concatenated + offsets (memory-mapped, read per hit)
+* ``.text.npy`` / ``.text_off.npy``   texts concatenated + offsets (memory-mapped, read per hit): each
+  document's UTF-8 text deflated on its own (:func:`pack_text`: raw deflate, no header; an empty
+  text is 0 bytes), so a hit inflates only its own text and merges copy bytes as they are
 * kind-specific ``.npy`` arrays (memory-mapped), listed in the manifest entry's ``files``
 * ``.del-<uid>.npy``  sorted rows deleted since the segment was written (tombstones), optional
 
@@ -15,6 +17,7 @@ only (tombstones are read on first use), so it costs the same whatever the segme
 from __future__ import annotations
 
 import logging
+import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -24,6 +27,33 @@ from mm.index.entries import Metadata, Strings, open_entries, save_entries, save
 from mm.index.storage import load_array, new_uid, save_array, save_pieces
 
 log = logging.getLogger(__name__)
+
+#: zlib's level for stored texts (9 gained 0.01% over 6 on SciFact's abstracts)
+TEXT_LEVEL = 6
+
+
+def pack_text(text: str) -> bytes:
+    """A document's stored text: its UTF-8 bytes, raw-deflated (b"" for "").
+
+    >>> unpack_text(pack_text("héllo " * 50)) == "héllo " * 50, len(pack_text("héllo " * 50)) < 30, pack_text("")
+    (True, True, b'')
+    """
+    data = text.encode("utf-8")
+    if not data:
+        return b""
+    packer = zlib.compressobj(TEXT_LEVEL, zlib.DEFLATED, -15)
+    return packer.compress(data) + packer.flush()
+
+
+def unpack_text(data: bytes) -> str:
+    """The text :func:`pack_text` stored; raises ``zlib.error`` or ``UnicodeDecodeError`` on damaged bytes."""
+    if not data:
+        return ""
+    unpacker = zlib.decompressobj(-15)
+    raw = unpacker.decompress(data)
+    if not unpacker.eof or unpacker.unused_data:
+        raise zlib.error("the deflate stream is cut short or followed by other bytes")
+    return raw.decode("utf-8")
 
 
 @dataclass
@@ -73,12 +103,13 @@ class Segment:
         """The stored text of ``row``."""
         a, b = int(self._text_off[row]), int(self._text_off[row + 1])
         try:
-            return bytes(self._text[a:b]).decode("utf-8")
-        except UnicodeDecodeError as exc:
+            return unpack_text(bytes(self._text[a:b]))
+        except (zlib.error, UnicodeDecodeError) as exc:
             from mm.errors import IndexDamagedError
 
-            raise IndexDamagedError(f"the stored text of {self.ids[row]!r} in {self.entry['files']['text']} is not "
-                                    f"valid UTF-8 ({exc.reason}); the index is damaged: restore it from a backup "
+            why = exc.reason if isinstance(exc, UnicodeDecodeError) else f"bad deflate data: {exc}"
+            raise IndexDamagedError(f"the stored text of {self.ids[row]!r} in {self.entry['files']['text']} is "
+                                    f"damaged ({why}); restore the index from a backup "
                                     f"or rebuild it with `mm index build`") from exc
 
 
@@ -114,15 +145,19 @@ def write_segment(folder: Path, ids: list[str], texts: list[str], metadata: list
     name = f"seg-{new_uid()}"
     files = {"entries": f"{name}.entries.npy", "text": f"{name}.text.npy", "text_off": f"{name}.text_off.npy"}
     save_entries(folder / files["entries"], ids, metadata)
-    encoded = [t.encode("utf-8") for t in texts]
-    offsets = np.zeros(len(encoded) + 1, dtype=np.int64)
-    np.cumsum([len(b) for b in encoded], out=offsets[1:])
-    save_array(folder / files["text"], np.frombuffer(b"".join(encoded), dtype=np.uint8))
-    save_array(folder / files["text_off"], offsets)
+    save_texts(folder / files["text"], folder / files["text_off"], [pack_text(t) for t in texts])
     for key, array in arrays.items():
         files[key] = f"{name}.{key}.npy"
         save_array(folder / files[key], array)
     return {"name": name, "n_docs": len(ids), "n_deleted": 0, "files": files, **extra}
+
+
+def save_texts(text_file: Path, off_file: Path, packed: list[bytes]) -> None:
+    """Write packed texts (:func:`pack_text`) and their offsets."""
+    offsets = np.zeros(len(packed) + 1, dtype=np.int64)
+    np.cumsum([len(b) for b in packed], out=offsets[1:])
+    save_array(text_file, np.frombuffer(b"".join(packed), dtype=np.uint8))
+    save_array(off_file, offsets)
 
 
 def merge_segments(folder: Path, segments: list[Segment], row_arrays: tuple[str, ...],

@@ -41,10 +41,11 @@ from mm.errors import IndexFormatError, IndexLockedError, IndexReadOnlyError, In
 log = logging.getLogger(__name__)
 
 FORMAT_NAME = "mm-index"
-#: 2: ids and metadata in a memory-mapped ``.entries.npy`` per segment (1: a ``.docs.json`` parsed at open)
-FORMAT_VERSION = 2
+#: 3: each document's text deflated on its own (2: texts stored as plain UTF-8; 1: ids and metadata in a
+#: ``.docs.json`` parsed at open, since 2 in a memory-mapped ``.entries.npy`` per segment)
+FORMAT_VERSION = 3
 #: older versions :func:`mm.index.upgrade.upgrade_index` converts in place (no re-encoding)
-UPGRADABLE = (1,)
+UPGRADABLE = (1, 2)
 MANIFEST = "manifest.json"
 LOCK = "index.lock"
 #: names of files an index writes (data files, temporaries); garbage collection only ever touches these

@@ -26,19 +26,24 @@ mm.errors.IndexDamagedError: ...vectors.npy is truncated: ...
 from __future__ import annotations
 
 import re
+import zlib
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+from mm.index.segments import unpack_text
 
 from mm.errors import IndexDamagedError, IndexFormatError
 from mm.validation import MAX_JSON_DEPTH, json_depth_ok
 
 #: largest manifest.json read (bytes); larger ones are refused as damaged
 MAX_MANIFEST_BYTES = 64 * 2**20
-#: stored texts up to this size are checked for valid UTF-8 when the index opens (larger: per hit)
+#: stored texts up to this size are inflated and checked for valid UTF-8 when the index opens (larger: per hit)
 MAX_TEXT_CHECK_BYTES = 256 * 2**20
+#: inflating a packed text byte is charged to the check budget as this many bytes (one document at a time
+#: through zlib costs about that much more than checking the other files' bytes)
+INFLATE_COST = 16
 #: bytes of per-entry files (entries, texts) whose every entry is checked when an index opens; past this
 #: budget a segment's files get the structural checks only (header, sizes, first and last offsets) and a
 #: damaged entry is reported when it is read (IndexDamagedError), so opening takes the same time at any size.
@@ -355,11 +360,14 @@ def check_documents(folder: Path, entry: dict[str, Any], budget: Budget | None =
     _check_entries(files.path("entries"), n, budget)
     text_bytes = files.expect("text", "u", (None,))[0]
     deep = budget.take(text_bytes + 8 * (n + 1))
-    files.offsets("text_off", n, text_bytes, every=deep)
-    if deep and text_bytes <= MAX_TEXT_CHECK_BYTES:
-        bad = check_utf8(files.load("text"), PIECE_BYTES)
-        if bad is not None:
-            raise _damaged(files.path("text"), f"holds invalid UTF-8 ({bad[1]} at byte {bad[0]})")
+    off = files.offsets("text_off", n, text_bytes, every=deep)
+    if deep and text_bytes <= MAX_TEXT_CHECK_BYTES and budget.take(INFLATE_COST * text_bytes):
+        blob = files.load("text")
+        for row in range(n):
+            try:
+                unpack_text(bytes(blob[int(off[row]):int(off[row + 1])]))
+            except (zlib.error, UnicodeDecodeError) as exc:
+                raise _damaged(files.path("text"), f"holds a damaged text at row {row} ({exc})") from exc
     if "deleted" in entry["files"]:
         count = files.expect("deleted", "iu", (None,))[0]
         if count != entry["n_deleted"]:

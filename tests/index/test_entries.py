@@ -95,9 +95,22 @@ def test_filtered_search_matches_every_row_and_parses_each_distinct_value_once(t
     assert len(calls) == (3_000 if reserved else 3 * 7)  # cached per filter
 
 
-def _to_format_1(path) -> None:
-    """Rewrite an index as mm wrote it before (ids and metadata in .docs.json, format version 1)."""
+def _to_format_2(path) -> None:
+    """Rewrite an index as mm wrote it before (texts as plain UTF-8, format version 2)."""
     index = open_index(path)
+    manifest = json.loads((path / MANIFEST).read_text())
+    for entry, seg in zip(manifest["segments"], index._segments, strict=True):
+        plain = [seg.text(r).encode("utf-8") for r in range(seg.n_docs)]
+        np.save(path / entry["files"]["text"], np.frombuffer(b"".join(plain), dtype=np.uint8))
+        np.save(path / entry["files"]["text_off"], np.cumsum([0] + [len(b) for b in plain]).astype(np.int64))
+    manifest["format_version"] = 2
+    (path / MANIFEST).write_text(json.dumps(manifest))
+
+
+def _to_format_1(path) -> None:
+    """Rewrite an index as mm wrote it before (ids and metadata in .docs.json, plain texts, format version 1)."""
+    index = open_index(path)
+    _to_format_2(path)
     manifest = json.loads((path / MANIFEST).read_text())
     for entry, seg in zip(manifest["segments"], index._segments, strict=True):
         docs = {"ids": list(seg.ids), "metadata": list(seg.metadata)}
@@ -126,11 +139,41 @@ def test_format_1_is_refused_then_upgraded_in_place(tmp_path, capsys, monkeypatc
         main(["index", "upgrade", "--index", str(path)])
     except SystemExit as exc:
         assert not exc.code
-    assert "format 1 -> 2: 4 segment(s) converted" in capsys.readouterr().out
+    assert "format 1 -> 3: 4 segment(s) converted" in capsys.readouterr().out
     after = open_index(path)
     assert {i: (after.get(i).text, after.get(i).metadata) for i in after.ids()} == state
     assert [h.id for h in after.search(np.ones(4, np.float32), k=10, filters={"lang": "de"})] == hits
     assert not list(path.glob("*.docs.json")) and upgrade_index(path)["segments"] == 0
+
+
+def test_format_2_texts_are_packed_by_the_upgrade(tmp_path):
+    path = tmp_path / "ix"
+    index = _dense(path, 120, per_add=40)
+    index.add(["u1", "u2"], np.ones((2, 4), np.float32), texts=["", "héllo wörld " * 40], metadata=[{}, {}])
+    state = {i: index.get(i).text for i in index.ids()}
+    packed = sum(f.stat().st_size for f in path.glob("seg-*.text.npy"))
+    _to_format_2(path)
+    plain = sum(f.stat().st_size for f in path.glob("seg-*.text.npy"))
+    with pytest.raises(IndexFormatError, match="mm index upgrade"):
+        open_index(path)
+    assert upgrade_index(path) == {"from": 2, "to": 3, "segments": len(index._manifest["segments"])}
+    after = open_index(path)
+    assert {i: after.get(i).text for i in after.ids()} == state
+    now = sum(f.stat().st_size for f in path.glob("seg-*.text.npy"))  # the old files are gone
+    assert now == packed < plain  # the repeated text deflates to a fraction
+
+
+def test_damaged_packed_text_is_reported(tmp_path):
+    path = tmp_path / "ix"
+    _dense(path, 30)
+    file = next(path.glob("seg-*.text.npy"))
+    data = bytearray(file.read_bytes())
+    data[-1] ^= 0xFF  # the last document's deflate stream
+    file.write_bytes(bytes(data))
+    with pytest.raises(IndexDamagedError, match=r"text\.npy holds a damaged text at row 29"):
+        validate.validate_index(path, deep_bytes=None)
+    with pytest.raises(IndexDamagedError, match="damaged"):
+        open_index(path).get(_id(29)).text  # noqa: B018  (reading it is the test)
 
 
 @pytest.mark.parametrize("damage", ["magic", "truncate", "unsorted"])

@@ -47,7 +47,7 @@ def test_round_trip_persistence(tmp_path, docs):
     index = build(tmp_path / "ix", docs)
     info = index.info()
     assert info["documents"] == 400 and info["trained"] and info["segments"] >= 2
-    assert info["format_version"] == 2 and info["tokens"] == sum(len(d) for d in docs)
+    assert info["format_version"] == 3 and info["tokens"] == sum(len(d) for d in docs)
     query = docs[7][:5]
     before = index.search(query, k=10)
     reopened = open_index(tmp_path / "ix")
