@@ -37,9 +37,9 @@ def matmul(a: np.ndarray, b: np.ndarray) -> np.ndarray:
 
     For the small products of a query (rotation, centroid scores): numpy's OpenBLAS keeps its
     worker threads spinning after a call, and on a 2-core machine they took the core that the
-    single-core search stages after them needed: a full-SciFact query (60 queries, 2 threads, AVX2)
-    took p50 83-85 ms with these products in numpy, 37-39 ms in torch (the lookup stage 56-62 ms
-    against 24 ms, with no BLAS call in it).
+    single-core search stages after them needed: a full-SciFact query (2 threads, AVX2) took p50
+    87.6 ms with these products in numpy, 42.0 ms in torch (the lookup stage, which calls no BLAS,
+    60.6 against 27.7 ms; ``benchmarks/search_index.py --codec pq --queries 100 --reuse DIR``).
 
     >>> matmul(np.eye(2, dtype=np.float32), np.array([[1.0, 2.0], [3.0, 4.0]])).tolist()
     [[1.0, 2.0], [3.0, 4.0]]

@@ -173,13 +173,13 @@ HALF_SUM_LIMIT = 2.0 ** 14
 def lookup_tables(table: np.ndarray, bias: np.ndarray, dtype: str = "float32") -> LookupTables:
     """A query's tables (:meth:`~mm.index.codec.ResidualCodec.query_tables`) ready for the lookup.
 
-    ``dtype="float16"`` gathers half the bytes. It is not the default: alone, ``embedding_bag`` on a
-    SciFact-sized lookup ran 1.4-2x faster in float16 on the AVX2 development CPU, but inside a
-    search the lookup stage was slower (28.7 against 25.7 ms per query, ``benchmarks/search_index.py
-    --codec pq --queries 100``), and other CPUs may differ, so that benchmark times both in every run. A float16 table is first
-    scaled by a power of two (exact) so that a token's sum over its code bytes, at most
-    ``n_bytes`` times the largest entry, stays near :data:`HALF_SUM_LIMIT` whatever the vectors'
-    magnitude: neither overflow nor lost digits.
+    ``dtype="float16"`` gathers half the bytes. It is not the default: alone (a scratch timing of the
+    call), ``embedding_bag`` on a SciFact-sized lookup ran 1.4-2x faster in float16 on the AVX2 CPU,
+    but inside a search the lookup stage was slower (28.7 against 25.7 ms per query,
+    ``benchmarks/search_index.py --codec pq --queries 100``), and other CPUs may differ, so that
+    benchmark times both in every run. A float16 table is first scaled by a power of two (exact)
+    so that a token's sum over its code bytes, at most ``n_bytes`` times the largest entry, stays
+    near :data:`HALF_SUM_LIMIT` whatever the vectors' magnitude: neither overflow nor lost digits.
 
     >>> t = lookup_tables(np.array([[3000.0, -1.0], [0.5, 2.0]], np.float32), np.zeros(2, np.float32), "float16")
     >>> t.table.dtype, t.unscale, (t.table.float().numpy() * t.unscale).tolist()

@@ -145,19 +145,15 @@ def write_segment(folder: Path, ids: list[str], texts: list[str], metadata: list
     name = f"seg-{new_uid()}"
     files = {"entries": f"{name}.entries.npy", "text": f"{name}.text.npy", "text_off": f"{name}.text_off.npy"}
     save_entries(folder / files["entries"], ids, metadata)
-    save_texts(folder / files["text"], folder / files["text_off"], [pack_text(t) for t in texts])
+    packed = [pack_text(t) for t in texts]
+    offsets = np.zeros(len(packed) + 1, dtype=np.int64)
+    np.cumsum([len(b) for b in packed], out=offsets[1:])
+    save_array(folder / files["text"], np.frombuffer(b"".join(packed), dtype=np.uint8))
+    save_array(folder / files["text_off"], offsets)
     for key, array in arrays.items():
         files[key] = f"{name}.{key}.npy"
         save_array(folder / files[key], array)
     return {"name": name, "n_docs": len(ids), "n_deleted": 0, "files": files, **extra}
-
-
-def save_texts(text_file: Path, off_file: Path, packed: list[bytes]) -> None:
-    """Write packed texts (:func:`pack_text`) and their offsets."""
-    offsets = np.zeros(len(packed) + 1, dtype=np.int64)
-    np.cumsum([len(b) for b in packed], out=offsets[1:])
-    save_array(text_file, np.frombuffer(b"".join(packed), dtype=np.uint8))
-    save_array(off_file, offsets)
 
 
 def merge_segments(folder: Path, segments: list[Segment], row_arrays: tuple[str, ...],

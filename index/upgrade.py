@@ -68,7 +68,7 @@ def upgrade_index(path: str | Path, *, lock_timeout: float = 60.0) -> dict[str, 
             files["text"], files["text_off"] = _pack_texts(path, files["text"], files["text_off"], entry["name"])
             converted += 1
         write_manifest(path, manifest)  # stamps the current format version: the commit point
-        collect_garbage(path, manifest)  # the old .docs.json files
+        collect_garbage(path, manifest)  # the old .docs.json and plain text files
     from mm.index.validate import validate_index
 
     validate_index(path)
