@@ -524,11 +524,14 @@ class ResidualCodec:
             out[s:s + batch] = np.clip(np.rint((logn - lo) / (hi - lo) * 255), 0, 255)
         return out
 
+    def inverse_norm_table(self) -> np.ndarray:
+        """``1 / norm`` (float32) of each of the 256 :meth:`norm_codes`."""
+        lo, hi = (float(v) for v in self.tables["norm_range"])
+        return np.exp(-(lo + np.arange(256) / 255 * (hi - lo))).astype(np.float32)
+
     def inverse_norms(self, norm_codes: np.ndarray) -> np.ndarray:
         """``1 / norm`` (float32) of tokens from their :meth:`norm_codes`."""
-        lo, hi = (float(v) for v in self.tables["norm_range"])
-        table = np.exp(-(lo + np.arange(256) / 255 * (hi - lo))).astype(np.float32)
-        return table[np.asarray(norm_codes, dtype=np.intp)]
+        return self.inverse_norm_table()[np.asarray(norm_codes, dtype=np.intp)]
 
     def decode(self, cids: np.ndarray, codes: np.ndarray, norm_codes: np.ndarray | None = None) -> np.ndarray:
         """Rotated token vectors (n x dim float32) from centroid ids and codes (renormalised if unit-norm:

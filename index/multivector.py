@@ -100,8 +100,8 @@ class MultiVectorIndex(Index):
     below it does not count for that token in the probe scores; ``lookup_dtype`` (``"float32"`` or
     ``"float16"``): the dtype of the lookup tables the exact scores gather (:func:`mm.index.plaid.lookup_tables`:
     float16 moves half the bytes, at about 1e-5 of a score; ``benchmarks/search_index.py`` times both).
-    ``search_batch`` serves its queries on up to ``torch.get_num_threads()`` threads (each query's stages
-    are numpy gathers and reductions on one core).
+    ``search_batch`` serves its queries on up to ``torch.get_num_threads()`` threads (one core per query);
+    a single query gives its interaction and lookup (mm's native kernel) all of them.
     """
 
     kind: ClassVar[str] = "multivector"
@@ -388,7 +388,8 @@ class MultiVectorIndex(Index):
         codec, norms = self.codec, seg.arrays.get("norms")
         return {"bags": seg.arrays["bags"], "bag_off": seg.arrays["bag_off"], "ivf": seg.arrays["ivf"],
                 "ivf_off": seg.arrays["ivf_off"], "tok_off": self._offsets(seg), "allowed": allowed,
-                "cids": seg.arrays["cids"], "codes": seg.arrays["codes"],
+                "cids": seg.arrays["cids"], "codes": seg.arrays["codes"], "norms": norms,
+                "inv_norm": None if norms is None else codec.inverse_norm_table(),
                 "inverse_norms": None if norms is None else lambda idx: codec.inverse_norms(norms[idx])}
 
     def _exhaustive(self, seg: Segment, rows: np.ndarray, query: np.ndarray, rotated: np.ndarray | None,
@@ -448,7 +449,8 @@ class MultiVectorIndex(Index):
                                                                 exact)))
             if views:
                 order = list(views)
-                found = plaid.search([views[s] for s in order], tables[i], scores_t[i], k, timings=mine, **opts)
+                found = plaid.search([views[s] for s in order], tables[i], scores_t[i], k, timings=mine,
+                                     threads=threads, **opts)
                 parts += [(order[j], rows, scores) for j, rows, scores in found]
             best = plaid.select(parts, k)
             if not best:
@@ -458,6 +460,9 @@ class MultiVectorIndex(Index):
             scores = np.concatenate([v for *_, v in best])
             return [(int(seg[j]), int(rows[j]), float(scores[j])) for j in top_k(scores, k)], mine
 
+        import torch
+
+        threads = max(1, torch.get_num_threads() // max(1, min(len(queries), torch.get_num_threads())))  # per query
         results = self._map_queries(one, len(queries))
         for _, mine in results:
             for name, seconds in (mine or {}).items():

@@ -17,11 +17,13 @@ scores ``S = C Q^T`` (``n_centroids x q``):
    token ``i`` is ``(S[cid, i] + bias[i] + sum_j T[256 j + code_j, i]) / norm``, where
    ``T`` (:meth:`mm.index.codec.ResidualCodec.query_tables`, built once per query:
    stage ``tables``) holds the query's inner products with every value of every code
-   byte (float32, or float16 on request: :func:`lookup_tables`). The sums over a token's
-   code bytes are one ``embedding_bag`` (torch) over the tokens of the candidates (stage
-   ``lookup``); segment maxima per document and the sum over query tokens follow (stage
-   ``maxsim``). This equals MaxSim on the decoded, renormalised vectors (up to the
-   one-byte norm), at a fraction of decoding's cost.
+   byte (float32, or float16 on request: :func:`lookup_tables`). mm's native kernel
+   (:func:`mm.kernels.adc.adc_maxsim`) reads each candidate's token rows where they lie and
+   keeps only the running maxima per query token (stage ``lookup``); without a C++ compiler
+   the sums are one ``embedding_bag`` (torch) over the candidates' tokens (stage ``lookup``)
+   and the segment maxima and the sum over query tokens follow (stage ``maxsim``). Either
+   equals MaxSim on the decoded, renormalised vectors (up to the one-byte norm), at a
+   fraction of decoding's cost.
 
 Stage seconds are added to an optional ``timings`` dict under the names in :data:`STAGES`.
 
@@ -42,6 +44,8 @@ from typing import Any, NamedTuple
 
 import numpy as np
 from mm.index.maxsim import ranges_index, top_k
+
+from mm.kernels.adc import adc_maxsim
 
 STAGES = ("centroid_scores", "tables", "candidates", "probe_scores", "interaction", "lookup", "maxsim")
 
@@ -120,20 +124,26 @@ def candidates(ivf: np.ndarray, ivf_off: np.ndarray, centroids: np.ndarray, allo
 
 
 def centroid_interaction(bags: np.ndarray, bag_off: np.ndarray, rows: np.ndarray, st: np.ndarray,
-                         keep: np.ndarray | None = None) -> np.ndarray:
+                         keep: np.ndarray | None = None, threads: int = 1) -> np.ndarray:
     """Approximate MaxSim of documents ``rows`` (ascending) from their bags of centroid ids.
 
     ``keep`` (bool per centroid) prunes bag entries; a query token with no kept centroid
-    in a document (or a document with an empty bag) contributes 0. The work goes one query token
-    at a time: its scores for every centroid (64 KB for 16k centroids) stay in cache while they are
-    gathered for all the bags. At 10M tokens the stage took 13-17 ms per query instead of 46 ms
-    gathering whole ``(bag entry, query token)`` rows of ``st`` (``benchmarks/search_index.py --scale 10M
-    --reuse DIR``).
+    in a document (or a document with an empty bag) contributes 0. Without pruning, mm's native
+    kernel scores the bags where it builds (:func:`mm.kernels.adc.adc_maxsim` with no code bytes,
+    on ``threads`` threads): a bag is a document whose tokens are its distinct centroids. Otherwise
+    the work goes one query token at a time: its scores for every centroid (64 KB for 16k centroids)
+    stay in cache while they are gathered for all the bags.
     """
     rows = np.asarray(rows, dtype=np.int64)
     bag_off = np.asarray(bag_off)
     if len(rows) == 0:
         return np.zeros(0, dtype=np.float32)
+    if keep is None and bags.dtype in (np.uint16, np.int32):  # centroid ids as stored
+        q = st.shape[1]
+        found = adc_maxsim(st, np.zeros(q, np.float32), np.zeros((0, q), np.float32), bags,
+                           np.empty((len(bags), 0), np.uint8), None, None, bag_off[rows], bag_off[rows + 1], threads)
+        if found is not None:
+            return found
     if rows[-1] - rows[0] == len(rows) - 1:  # consecutive documents: their bags are one contiguous slice
         cents = np.asarray(bags[bag_off[rows[0]]:bag_off[rows[-1] + 1]], dtype=np.intp)
         starts = np.asarray(bag_off[rows] - bag_off[rows[0]], dtype=np.int64)
@@ -173,9 +183,8 @@ HALF_SUM_LIMIT = 2.0 ** 14
 def lookup_tables(table: np.ndarray, bias: np.ndarray, dtype: str = "float32") -> LookupTables:
     """A query's tables (:meth:`~mm.index.codec.ResidualCodec.query_tables`) ready for the lookup.
 
-    ``dtype="float16"`` gathers half the bytes. It is not the default: alone (a scratch timing of the
-    call), ``embedding_bag`` on a SciFact-sized lookup ran 1.4-2x faster in float16 on the AVX2 CPU,
-    but inside a search the lookup stage was slower (28.7 against 25.7 ms per query,
+    ``dtype="float16"`` reads half the bytes. It is not the default: with the native kernel on the
+    AVX2 CPU a SciFact query's p50 was the same (27.8 against 27.4 ms,
     ``benchmarks/search_index.py --codec pq --queries 100``), and other CPUs may differ, so that
     benchmark times both in every run. A float16 table is first scaled by a power of two (exact)
     so that a token's sum over its code bytes, at most ``n_bytes`` times the largest entry, stays
@@ -221,12 +230,21 @@ def token_scores(st: np.ndarray, tables: LookupTables, cids: np.ndarray, codes: 
 
 
 def lookup_maxsim(st: np.ndarray, tables: LookupTables, tok_off: np.ndarray, rows: np.ndarray,
-                  seg: dict[str, Any], timings: dict[str, float] | None = None, max_tokens: int = 65536) -> np.ndarray:
+                  seg: dict[str, Any], timings: dict[str, float] | None = None, max_tokens: int = 65536,
+                  threads: int = 1) -> np.ndarray:
     """Exact MaxSim of documents ``rows`` (ascending) of a compressed segment view ``seg``, from lookup tables.
 
-    ``tables``: :func:`lookup_tables`; work goes in chunks of about ``max_tokens`` tokens.
+    ``tables``: :func:`lookup_tables`. Where mm's native kernel builds (:func:`mm.kernels.adc.adc_maxsim`,
+    on ``threads`` threads), each document's tokens are scored and maximised in place: stage ``lookup``
+    then includes the maxima. Otherwise (no C++ compiler) work goes through torch's ``embedding_bag``
+    in chunks of about ``max_tokens`` tokens.
     """
     rows = np.asarray(rows, dtype=np.int64)
+    with stage(timings, "lookup"):
+        found = adc_maxsim(st, tables.bias, tables.table.numpy(), seg["cids"], seg["codes"], seg.get("norms"),
+                           seg.get("inv_norm"), tok_off[rows], tok_off[rows + 1], threads, tables.unscale)
+    if found is not None:
+        return found
     out = np.empty(len(rows), dtype=np.float32)
     lens = tok_off[rows + 1] - tok_off[rows]
     i = 0
@@ -260,13 +278,15 @@ def select(parts: list[tuple[int, np.ndarray, np.ndarray]], n: int) -> list[tupl
 
 
 def search(segments: list[dict[str, Any]], tables: LookupTables, st: np.ndarray, k: int, *, nprobe: int,
-           ncandidates: int, nrerank: int, threshold: float,
-           timings: dict[str, float] | None = None) -> list[tuple[int, np.ndarray, np.ndarray]]:
+           ncandidates: int, nrerank: int, threshold: float, timings: dict[str, float] | None = None,
+           threads: int = 1) -> list[tuple[int, np.ndarray, np.ndarray]]:
     """Top ``k`` as per-segment (segment, rows, scores) through the four stages.
 
     ``segments``: per compressed segment a dict with ``bags``, ``bag_off``, ``ivf``, ``ivf_off``,
-    ``tok_off``, ``cids``, ``codes``, ``allowed`` (bool per row) and ``inverse_norms`` (token
-    indices -> 1 / norm, or None); ``tables``: the query's lookup tables (see :func:`lookup_maxsim`).
+    ``tok_off``, ``cids``, ``codes``, ``allowed`` (bool per row), ``inverse_norms`` (token
+    indices -> 1 / norm, or None), ``norms`` (norm code per token, or None) and ``inv_norm`` (1 / norm
+    per norm code, or None); ``tables``: the query's lookup tables; ``threads``: of the last stage
+    (see :func:`lookup_maxsim`).
     """
     with stage(timings, "candidates"):
         ranked = probe_ranked(st, nprobe)
@@ -278,7 +298,9 @@ def search(segments: list[dict[str, Any]], tables: LookupTables, st: np.ndarray,
                            for s, r, _ in pool], ncandidates)
     if sum(len(r) for _, r, _ in pool) > nrerank:
         with stage(timings, "interaction"):
-            pool = select([(s, r, centroid_interaction(segments[s]["bags"], segments[s]["bag_off"], r, st))
+            pool = select([(s, r, centroid_interaction(segments[s]["bags"], segments[s]["bag_off"], r, st,
+                                                       threads=threads))
                            for s, r, _ in pool], nrerank)
-    scored = [(s, r, lookup_maxsim(st, tables, segments[s]["tok_off"], r, segments[s], timings)) for s, r, _ in pool]
+    scored = [(s, r, lookup_maxsim(st, tables, segments[s]["tok_off"], r, segments[s], timings, threads=threads))
+              for s, r, _ in pool]
     return select(scored, k)

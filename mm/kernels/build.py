@@ -1,6 +1,7 @@
-"""Compile mm's native decode kernels (``lfm2_step.cpp``) for this CPU at first use, and load them.
+"""Compile mm's native kernels for this CPU at first use, and load them.
 
-The source is compiled once per machine with the C++ compiler found on ``PATH`` (``$CXX``, else ``g++``/``c++``)
+Two sources, each its own shared library: ``lfm2_step.cpp`` (decode steps, :func:`library`) and
+``adc_maxsim.cpp`` (late-interaction scoring from lookup tables, ``library("adc_maxsim")``). A source is compiled once per machine with the C++ compiler found on ``PATH`` (``$CXX``, else ``g++``/``c++``)
 and ``-O3 -march=native -fopenmp``, so the kernels use the instruction set of the CPU they run on (AVX2 + FMA,
 AVX-512 where present). The shared library is cached under ``$MM_KERNEL_CACHE`` (default
 ``~/.cache/mm/kernels``), keyed by the source, the compiler and the CPU's flags, and written atomically so
@@ -11,6 +12,8 @@ OpenMP runtime torch already loaded (``libgomp``), and each call takes its threa
 >>> lib is None or hasattr(lib, "mm_step")
 True
 >>> available() == (lib is not None)
+True
+>>> library("adc_maxsim") is None or hasattr(library("adc_maxsim"), "mm_adc_maxsim")
 True
 """
 
@@ -31,7 +34,9 @@ from mm.errors import MMError
 
 log = logging.getLogger(__name__)
 
-SOURCE = Path(__file__).with_name("lfm2_step.cpp")
+#: kernel name -> (source file, C entry points returning void)
+SOURCES = {"lfm2_step": (Path(__file__).with_name("lfm2_step.cpp"), ("mm_gemv", "mm_step")),
+           "adc_maxsim": (Path(__file__).with_name("adc_maxsim.cpp"), ("mm_adc_maxsim",))}
 FLAGS = ("-O3", "-march=native", "-fopenmp", "-shared", "-fPIC", "-std=c++17")
 COMPILE_TIMEOUT_S = 300
 
@@ -65,20 +70,21 @@ def _cpu_flags() -> str:
     return platform.processor() or platform.machine()
 
 
-def _build(cxx: str) -> Path:
+def _build(cxx: str, name: str) -> Path:
+    source = SOURCES[name][0]
     version = subprocess.run([cxx, "--version"], capture_output=True, text=True, timeout=30).stdout
-    key = hashlib.sha256("\n".join([SOURCE.read_text(), version, " ".join(FLAGS), _cpu_flags()]).encode())
-    target = cache_dir() / f"lfm2_step-{key.hexdigest()[:16]}.so"
+    key = hashlib.sha256("\n".join([source.read_text(), version, " ".join(FLAGS), _cpu_flags()]).encode())
+    target = cache_dir() / f"{name}-{key.hexdigest()[:16]}.so"
     if target.exists():
         return target
     target.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.NamedTemporaryFile(dir=target.parent, suffix=".so.tmp", delete=False) as tmp:
         partial = Path(tmp.name)
     try:
-        done = subprocess.run([cxx, *FLAGS, str(SOURCE), "-o", str(partial)], capture_output=True, text=True,
+        done = subprocess.run([cxx, *FLAGS, str(source), "-o", str(partial)], capture_output=True, text=True,
                               timeout=COMPILE_TIMEOUT_S)
         if done.returncode != 0:
-            raise KernelUnavailableError(f"compiling {SOURCE.name} with {cxx} failed: {done.stderr.strip()[-800:]}")
+            raise KernelUnavailableError(f"compiling {source.name} with {cxx} failed: {done.stderr.strip()[-800:]}")
         os.replace(partial, target)
     finally:
         partial.unlink(missing_ok=True)
@@ -86,42 +92,46 @@ def _build(cxx: str) -> Path:
     return target
 
 
-@functools.lru_cache(maxsize=1)
-def _load() -> tuple[ctypes.CDLL | None, str]:
+@functools.cache
+def _load(name: str = "lfm2_step") -> tuple[ctypes.CDLL | None, str]:
+    if name not in SOURCES:
+        raise ValueError(f"no native kernel named {name!r} (known: {sorted(SOURCES)})")
     cxx = _compiler()
     if cxx is None:
         return None, "no C++ compiler on PATH (install g++, or set CXX)"
     try:
-        lib = ctypes.CDLL(str(_build(cxx)))
+        lib = ctypes.CDLL(str(_build(cxx, name)))
     except (KernelUnavailableError, OSError, subprocess.SubprocessError) as exc:
         return None, str(exc)
-    lib.mm_scratch_floats.restype = ctypes.c_long
-    for name in ("mm_gemv", "mm_step"):
-        getattr(lib, name).restype = None
+    if name == "lfm2_step":
+        lib.mm_scratch_floats.restype = ctypes.c_long
+    for entry in SOURCES[name][1]:
+        getattr(lib, entry).restype = None
     return lib, ""
 
 
-def library() -> ctypes.CDLL | None:
-    """The loaded kernels, or None when they cannot be built here (see :func:`unavailable_reason`)."""
-    lib, reason = _load()
+def library(name: str = "lfm2_step") -> ctypes.CDLL | None:
+    """The loaded kernels ``name`` (see :data:`SOURCES`), or None when they cannot be built here
+    (see :func:`unavailable_reason`)."""
+    lib, reason = _load(name)
     if lib is None:
         log.info("mm's native kernels are unavailable: %s", reason)
     return lib
 
 
-def available() -> bool:
-    """True when the native kernels are built (or can be) and loaded."""
-    return _load()[0] is not None
+def available(name: str = "lfm2_step") -> bool:
+    """True when the native kernels ``name`` are built (or can be) and loaded."""
+    return _load(name)[0] is not None
 
 
-def unavailable_reason() -> str:
+def unavailable_reason(name: str = "lfm2_step") -> str:
     """Why :func:`library` returned None ('' when the kernels are available)."""
-    return _load()[1]
+    return _load(name)[1]
 
 
-def require() -> ctypes.CDLL:
-    """The loaded kernels; :class:`KernelUnavailableError` with the reason when they cannot be built."""
-    lib, reason = _load()
+def require(name: str = "lfm2_step") -> ctypes.CDLL:
+    """The loaded kernels ``name``; :class:`KernelUnavailableError` with the reason when they cannot be built."""
+    lib, reason = _load(name)
     if lib is None:
         raise KernelUnavailableError(f"mm's native kernels are unavailable: {reason}")
     return lib

@@ -21,6 +21,7 @@ def test_ci_builds_the_kernels():
     if not os.environ.get("CI"):
         pytest.skip("only enforced on CI")
     assert kernels.available(), kernels.unavailable_reason()
+    assert kernels.available("adc_maxsim"), kernels.unavailable_reason("adc_maxsim")  # the index's lookup kernel
 
 
 @needs_kernels
@@ -143,7 +144,7 @@ def test_kernels_choice_is_validated(tiny_lfm2, monkeypatch):
     with pytest.raises(InvalidInputError, match="kernels='fast'"):
         FastLfm2(model, kernels="fast")
     assert FastLfm2(model, kernels="torch").native is None
-    monkeypatch.setattr(build, "_load", lambda: (None, "no C++ compiler on PATH (install g++, or set CXX)"))
+    monkeypatch.setattr(build, "_load", lambda name="lfm2_step": (None, "no C++ compiler on PATH (install g++, or set CXX)"))
     with pytest.raises(kernels.KernelUnavailableError, match=r"no C\+\+ compiler"):
         FastLfm2(model, kernels="native")
     assert FastLfm2(model).native is None  # auto: torch's ops, no error
@@ -153,15 +154,15 @@ def test_build_caches_by_source_and_fails_clearly(tmp_path, monkeypatch):
     if build._compiler() is None:
         pytest.skip("no C++ compiler")
     monkeypatch.setenv("MM_KERNEL_CACHE", str(tmp_path))
-    first = build._build(build._compiler())
+    first = build._build(build._compiler(), "lfm2_step")
     assert first.parent == tmp_path and first.exists()
-    assert build._build(build._compiler()) == first  # cached: same file, no rebuild
+    assert build._build(build._compiler(), "lfm2_step") == first  # cached: same file, no rebuild
     assert not list(tmp_path.glob("*.tmp"))
     bad = tmp_path / "broken.cpp"
     bad.write_text("this is not C++")
-    monkeypatch.setattr(build, "SOURCE", bad)
+    monkeypatch.setitem(build.SOURCES, "broken", (bad, ()))
     with pytest.raises(build.KernelUnavailableError, match=r"compiling broken\.cpp"):
-        build._build(build._compiler())
+        build._build(build._compiler(), "broken")
     assert not list(tmp_path.glob("*.tmp"))
 
 
