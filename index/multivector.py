@@ -430,9 +430,10 @@ class MultiVectorIndex(Index):
             with plaid.stage(timings, "centroid_scores"):
                 lens = np.cumsum([0] + [len(q) for q in queries])
                 all_rot = matmul(np.concatenate(queries), self.codec.rotation)  # codec.rotate, on torch's threads
-                all_st = matmul(self.codec.centroids, all_rot.T)  # (n_centroids, all query tokens): one GEMM per batch
                 rotated = [all_rot[a:b] for a, b in itertools.pairwise(lens)]
-                scores_t = [np.ascontiguousarray(all_st[:, a:b]) for a, b in itertools.pairwise(lens)]
+                # (n_centroids, q) per query, one GEMM each: one GEMM for the batch sliced per query took 5.8 ms a
+                # query against 2.6 (16,384 centroids, batches of 32; its result passes the caches)
+                scores_t = [matmul(self.codec.centroids, r.T) for r in rotated]
             if not exact and any(seg.entry.get("compressed") for seg in self._segments):
                 with plaid.stage(timings, "tables"):
                     tables = [plaid.lookup_tables(*self.codec.query_tables(r), dtype=lookup_dtype) for r in rotated]

@@ -1,7 +1,8 @@
 """Compile mm's native kernels for this CPU at first use, and load them.
 
 Two sources, each its own shared library: ``lfm2_step.cpp`` (decode steps, :func:`library`) and
-``adc_maxsim.cpp`` (late-interaction scoring from lookup tables, ``library("adc_maxsim")``). A source is compiled once per machine with the C++ compiler found on ``PATH`` (``$CXX``, else ``g++``/``c++``)
+``late_interaction.cpp`` (the multi-vector index's probe and lookup-table scoring, ``library("late_interaction")``).
+A source is compiled once per machine with the C++ compiler found on ``PATH`` (``$CXX``, else ``g++``/``c++``)
 and ``-O3 -march=native -fopenmp``, so the kernels use the instruction set of the CPU they run on (AVX2 + FMA,
 AVX-512 where present). The shared library is cached under ``$MM_KERNEL_CACHE`` (default
 ``~/.cache/mm/kernels``), keyed by the source, the compiler and the CPU's flags, and written atomically so
@@ -13,7 +14,7 @@ OpenMP runtime torch already loaded (``libgomp``), and each call takes its threa
 True
 >>> available() == (lib is not None)
 True
->>> library("adc_maxsim") is None or hasattr(library("adc_maxsim"), "mm_adc_maxsim")
+>>> library("late_interaction") is None or hasattr(library("late_interaction"), "mm_adc_maxsim")
 True
 """
 
@@ -34,9 +35,12 @@ from mm.errors import MMError
 
 log = logging.getLogger(__name__)
 
-#: kernel name -> (source file, C entry points returning void)
-SOURCES = {"lfm2_step": (Path(__file__).with_name("lfm2_step.cpp"), ("mm_gemv", "mm_step")),
-           "adc_maxsim": (Path(__file__).with_name("adc_maxsim.cpp"), ("mm_adc_maxsim",))}
+#: kernel name -> (source file, {C entry point: its ctypes return type})
+SOURCES = {"lfm2_step": (Path(__file__).with_name("lfm2_step.cpp"),
+                         {"mm_gemv": None, "mm_step": None, "mm_scratch_floats": ctypes.c_long}),
+           "late_interaction": (Path(__file__).with_name("late_interaction.cpp"),
+                                {"mm_adc_maxsim": None, "mm_probe_candidates": ctypes.c_int64,
+                                 "mm_top_centroids": None})}
 FLAGS = ("-O3", "-march=native", "-fopenmp", "-shared", "-fPIC", "-std=c++17")
 COMPILE_TIMEOUT_S = 300
 
@@ -103,10 +107,8 @@ def _load(name: str = "lfm2_step") -> tuple[ctypes.CDLL | None, str]:
         lib = ctypes.CDLL(str(_build(cxx, name)))
     except (KernelUnavailableError, OSError, subprocess.SubprocessError) as exc:
         return None, str(exc)
-    if name == "lfm2_step":
-        lib.mm_scratch_floats.restype = ctypes.c_long
-    for entry in SOURCES[name][1]:
-        getattr(lib, entry).restype = None
+    for entry, restype in SOURCES[name][1].items():
+        getattr(lib, entry).restype = restype
     return lib, ""
 
 

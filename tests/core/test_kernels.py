@@ -21,7 +21,7 @@ def test_ci_builds_the_kernels():
     if not os.environ.get("CI"):
         pytest.skip("only enforced on CI")
     assert kernels.available(), kernels.unavailable_reason()
-    assert kernels.available("adc_maxsim"), kernels.unavailable_reason("adc_maxsim")  # the index's lookup kernel
+    assert kernels.available("late_interaction"), kernels.unavailable_reason("late_interaction")  # the index's lookup kernel
 
 
 @needs_kernels
@@ -160,7 +160,7 @@ def test_build_caches_by_source_and_fails_clearly(tmp_path, monkeypatch):
     assert not list(tmp_path.glob("*.tmp"))
     bad = tmp_path / "broken.cpp"
     bad.write_text("this is not C++")
-    monkeypatch.setitem(build.SOURCES, "broken", (bad, ()))
+    monkeypatch.setitem(build.SOURCES, "broken", (bad, {}))
     with pytest.raises(build.KernelUnavailableError, match=r"compiling broken\.cpp"):
         build._build(build._compiler(), "broken")
     assert not list(tmp_path.glob("*.tmp"))

@@ -8,7 +8,7 @@ from mm.index import create_index, open_index
 from mm.index.shards import search_shards
 
 from mm.errors import IndexFormatError, InvalidInputError
-from mm.kernels import adc
+from mm.kernels import late_interaction
 from tests.search.test_index_basic import DIM, clustered_docs
 
 INFO = {"model": "synthetic"}
@@ -162,4 +162,4 @@ def test_a_batch_on_threads_answers_as_one_query_at_a_time(shards):
         np.testing.assert_allclose([h.score for hs in got for h in hs], [h.score for hs in one_by_one for h in hs],
                                    rtol=1e-6)
     # the native kernel takes each document's maxima inside the lookup; the torch path times them apart
-    assert stages["lookup"] > 0 and (adc.available() or stages["maxsim"] > 0)
+    assert stages["lookup"] > 0 and (late_interaction.available() or stages["maxsim"] > 0)

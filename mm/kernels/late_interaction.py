@@ -1,10 +1,12 @@
-"""MaxSim of compressed documents from a query's lookup tables, in one native call (``adc_maxsim.cpp``).
+"""The first and last stages of the multi-vector index's search, in one native call each (``late_interaction.cpp``).
 
-The same scores as :func:`mm.index.plaid.token_scores` followed by a per-document max and a sum over
+:func:`top_centroids`: each query token's best centroids. :func:`probe_candidates`: the documents in the inverted lists of a query's probed centroids with their
+probe scores (what :func:`mm.index.plaid.candidates` and :func:`mm.index.plaid.probe_scores` compute),
+one pass over the lists' entries. :func:`adc_maxsim`: the same scores as :func:`mm.index.plaid.token_scores` followed by a per-document max and a sum over
 query tokens, without the (tokens x q) score matrix, the int32 gather indices or the gathered copies
 of the codes: each document's token rows are read where they lie (memory-mapped) and its running
-maxima stay in registers. :func:`adc_maxsim` returns None where the kernel cannot be built (no C++
-compiler), and callers fall back to the torch path.
+maxima stay in registers. Both return None where the kernels cannot be built (no C++ compiler), and
+callers fall back to the numpy and torch paths.
 
 >>> rng = np.random.default_rng(0)
 >>> st, table = rng.normal(size=(4, 3)).astype(np.float32), rng.normal(size=(2 * 256, 3)).astype(np.float32)
@@ -25,12 +27,12 @@ import numpy as np
 
 from mm.kernels.build import library
 
-__all__ = ["adc_maxsim", "available"]
+__all__ = ["adc_maxsim", "available", "probe_candidates", "top_centroids"]
 
 
 def available() -> bool:
     """True when the kernel is built (or can be) and loaded here."""
-    return library("adc_maxsim") is not None
+    return library("late_interaction") is not None
 
 
 def _ptr(a: np.ndarray | None) -> ctypes.c_void_p:
@@ -50,6 +52,70 @@ def padded(a: np.ndarray, width: int) -> np.ndarray:
     return out
 
 
+def top_centroids(st: np.ndarray, nprobe: int) -> np.ndarray | None:
+    """The ``nprobe`` best centroid ids (rows of ``st``) of each query token (column), best first: ``(nprobe, q)``
+    int64; ties go to the lower id. One pass over ``st`` as it lies (no transposed copy). None when the kernel
+    is unavailable.
+
+    >>> ranked = top_centroids(np.array([[0.1, 0.9], [0.5, 0.2], [0.7, 0.4]], np.float32), 2)
+    >>> ranked is None or ranked.tolist() == [[2, 0], [1, 2]]
+    True
+    """
+    lib = library("late_interaction")
+    if lib is None:
+        return None
+    st = np.ascontiguousarray(st, dtype=np.float32)
+    n_centroids, q = st.shape
+    nprobe = min(int(nprobe), n_centroids)
+    out = np.empty((nprobe, q), dtype=np.int64)
+    if nprobe > 0 and q > 0:
+        lib.mm_top_centroids(_ptr(st), ctypes.c_int64(n_centroids), ctypes.c_int32(q), ctypes.c_int32(nprobe), _ptr(out))
+    return out
+
+
+def probe_candidates(ivf: np.ndarray, ivf_off: np.ndarray, ranked: np.ndarray, st: np.ndarray, threshold: float,
+                     allowed: np.ndarray) -> tuple[np.ndarray, np.ndarray] | None:
+    """Allowed documents (ascending rows) in the inverted lists of the probed centroids, and their probe scores.
+
+    ``ranked``: :func:`mm.index.plaid.probe_ranked` of the centroid scores ``st``; ``allowed``: bool per
+    document. A document's probe score is the sum over query tokens of the best probed centroid score
+    (at least ``threshold``) whose list holds it. Returns None when the kernel is unavailable.
+
+    >>> st = np.array([[0.9, 0.1], [0.2, 0.8], [0.5, 0.3]], np.float32)
+    >>> ivf, ivf_off = np.array([0, 1, 0, 1], np.uint16), np.array([0, 1, 2, 4])  # c0: d0; c1: d1; c2: d0, d1
+    >>> ranked = np.array([[0, 1], [2, 2]])  # each token's two best centroids
+    >>> found = probe_candidates(ivf, ivf_off, ranked, st, 0.0, np.ones(2, bool))
+    >>> found is None or ([int(r) for r in found[0]], [round(float(v), 2) for v in found[1]]) == ([0, 1], [1.2, 1.3])
+    True
+    """
+    lib = library("late_interaction")
+    if lib is None:
+        return None
+    ivf = np.asarray(ivf)
+    if ivf.dtype not in (np.uint16, np.int32) or not ivf.flags.c_contiguous:
+        raise ValueError(f"ivf must be C-contiguous uint16 or int32, got {ivf.dtype}")
+    ivf_off = np.ascontiguousarray(ivf_off, dtype=np.int64)
+    allowed = np.ascontiguousarray(allowed, dtype=bool).view(np.uint8)
+    ranked = np.ascontiguousarray(ranked, dtype=np.int64)
+    nprobe, q = ranked.shape
+    if ranked.size and (ranked.min() < 0 or ranked.max() >= len(ivf_off) - 1 or len(st) != len(ivf_off) - 1):
+        raise ValueError(f"probed centroids out of range for {len(ivf_off) - 1} inverted lists")
+    if len(ivf_off) and ivf_off[-1] > len(ivf):
+        raise ValueError(f"inverted list offsets end at {ivf_off[-1]}, past {len(ivf)} entries")
+    scores = np.ascontiguousarray(np.take_along_axis(np.asarray(st, dtype=np.float32), ranked, axis=0))
+    n_docs = len(allowed)
+    credited = np.zeros(n_docs, dtype=np.int32)
+    total = np.zeros(n_docs, dtype=np.float32)
+    touched = np.zeros(n_docs, dtype=np.uint8)
+    rows = np.empty(n_docs, dtype=np.int64)
+    out = np.empty(n_docs, dtype=np.float32)
+    n = lib.mm_probe_candidates(_ptr(ivf), ctypes.c_int32(ivf.dtype.itemsize), _ptr(ivf_off), ctypes.c_int64(n_docs),
+                                _ptr(allowed), _ptr(ranked), _ptr(scores), ctypes.c_int32(nprobe), ctypes.c_int32(q),
+                                ctypes.c_float(threshold), _ptr(credited), _ptr(total), _ptr(touched), _ptr(rows),
+                                _ptr(out))
+    return rows[:n].copy(), out[:n].copy()
+
+
 def adc_maxsim(st: np.ndarray, bias: np.ndarray, table: np.ndarray, cids: np.ndarray, codes: np.ndarray,
                norms: np.ndarray | None, inv_norm: np.ndarray | None, starts: np.ndarray, ends: np.ndarray,
                threads: int = 1, unscale: float = 1.0) -> np.ndarray | None:
@@ -62,7 +128,7 @@ def adc_maxsim(st: np.ndarray, bias: np.ndarray, table: np.ndarray, cids: np.nda
     (uint8 per token) with ``inv_norm`` (256 floats: 1 / norm per norm code), or both None. An empty
     document scores 0. Returns None when the kernel is unavailable.
     """
-    lib = library("adc_maxsim")
+    lib = library("late_interaction")
     if lib is None:
         return None
     st = np.ascontiguousarray(st, dtype=np.float32)

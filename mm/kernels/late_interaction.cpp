@@ -1,4 +1,10 @@
-// mm native late-interaction kernel: MaxSim of compressed documents straight from a query's lookup tables.
+// mm native late-interaction kernels: the first and the last stages of PLAID's search (index/plaid.py).
+//
+// mm_probe_candidates: the documents in the inverted lists of a query's probed centroids, each with its probe
+// score (per query token, the best probed centroid score whose list holds the document), in one pass over the
+// lists' entries.
+//
+// mm_adc_maxsim: MaxSim of compressed documents straight from a query's lookup tables.
 //
 // A document is a contiguous run of token rows [start, end) of a compressed segment: per token a centroid id
 // (uint16 or int32), `n_bytes` residual code bytes and, for unit-norm codecs, a one-byte norm code. Its score
@@ -21,6 +27,7 @@
 #include <cstdint>
 #include <cstring>
 #include <limits>
+#include <vector>
 
 #if defined(__F16C__)
 #include <immintrin.h>
@@ -117,6 +124,60 @@ void maxsim_docs(const float* st, const float* bias, const T* table, float unsca
     }
 }
 
+// The nprobe best centroids of every query token, best first (ties: the lower id first), by one pass over st.
+void top_centroids(const float* st, int64_t n_centroids, int q, int nprobe, int64_t* out) {
+    std::vector<float> val(static_cast<size_t>(q) * nprobe, -std::numeric_limits<float>::infinity());
+    std::vector<int64_t> id(static_cast<size_t>(q) * nprobe, -1);
+    for (int64_t c = 0; c < n_centroids; ++c) {
+        const float* row = st + c * q;
+        for (int i = 0; i < q; ++i) {
+            float* v = val.data() + static_cast<int64_t>(i) * nprobe;
+            int64_t* d = id.data() + static_cast<int64_t>(i) * nprobe;
+            const float x = row[i];
+            if (!(x > v[nprobe - 1]) && d[nprobe - 1] >= 0) continue;
+            int p = nprobe - 1;
+            while (p > 0 && (x > v[p - 1] || d[p - 1] < 0)) {
+                v[p] = v[p - 1];
+                d[p] = d[p - 1];
+                --p;
+            }
+            v[p] = x;
+            d[p] = c;
+        }
+    }
+    for (int r = 0; r < nprobe; ++r)
+        for (int i = 0; i < q; ++i) out[static_cast<int64_t>(r) * q + i] = id[static_cast<int64_t>(i) * nprobe + r];
+}
+
+template <typename Row>
+int64_t probe_candidates(const Row* ivf, const int64_t* ivf_off, int64_t n_docs, const uint8_t* allowed,
+                         const int64_t* ranked, const float* scores, int nprobe, int q, float threshold,
+                         int32_t* credited, float* total, uint8_t* touched, int64_t* out_rows, float* out_scores) {
+    for (int i = 0; i < q; ++i) {
+        for (int r = 0; r < nprobe; ++r) {  // best first: the first list holding a document credits it
+            const int64_t c = ranked[static_cast<int64_t>(r) * q + i];
+            const float s = scores[static_cast<int64_t>(r) * q + i];
+            const bool counts = s >= threshold;
+            for (int64_t e = ivf_off[c]; e < ivf_off[c + 1]; ++e) {
+                const int64_t d = ivf[e];
+                touched[d] = 1;
+                if (counts && credited[d] != i + 1) {
+                    credited[d] = i + 1;
+                    total[d] += s;
+                }
+            }
+        }
+    }
+    int64_t n = 0;
+    for (int64_t d = 0; d < n_docs; ++d) {
+        if (touched[d] && allowed[d]) {
+            out_rows[n] = d;
+            out_scores[n++] = total[d];
+        }
+    }
+    return n;
+}
+
 }  // namespace
 
 extern "C" {
@@ -142,6 +203,28 @@ void mm_adc_maxsim(const float* st, const float* bias, const void* table, int32_
         maxsim_docs(st, bias, f32, unscale, ld, q, n_bytes, c32, codes, norms, inv_norm, starts, ends, n_docs, out, threads);
     else
         maxsim_docs(st, bias, f16, unscale, ld, q, n_bytes, c32, codes, norms, inv_norm, starts, ends, n_docs, out, threads);
+}
+
+// ivf: the document rows of every centroid's inverted list, uint16 (ivf_bytes 2) or int32 (4), list c at
+// [ivf_off[c], ivf_off[c + 1]); allowed: uint8 per document; ranked / scores: [nprobe][q] probed centroid ids of
+// each query token, best first, and their scores. Scratch: credited (int32), total (float), touched (uint8), n_docs
+// each and zero. Writes the allowed documents found (ascending) and their probe scores (a token whose probed
+// centroids score below threshold, or whose lists miss the document, adds 0); returns how many.
+int64_t mm_probe_candidates(const void* ivf, int32_t ivf_bytes, const int64_t* ivf_off, int64_t n_docs,
+                            const uint8_t* allowed, const int64_t* ranked, const float* scores, int32_t nprobe,
+                            int32_t q, float threshold, int32_t* credited, float* total, uint8_t* touched,
+                            int64_t* out_rows, float* out_scores) {
+    if (ivf_bytes == 2)
+        return probe_candidates(static_cast<const uint16_t*>(ivf), ivf_off, n_docs, allowed, ranked, scores, nprobe,
+                                q, threshold, credited, total, touched, out_rows, out_scores);
+    return probe_candidates(static_cast<const int32_t*>(ivf), ivf_off, n_docs, allowed, ranked, scores, nprobe, q,
+                            threshold, credited, total, touched, out_rows, out_scores);
+}
+
+// st: float [n_centroids][q]; out: int64 [nprobe][q], the nprobe (<= n_centroids) best centroid ids of each
+// query token (column of st), best first, ties to the lower id.
+void mm_top_centroids(const float* st, int64_t n_centroids, int32_t q, int32_t nprobe, int64_t* out) {
+    top_centroids(st, n_centroids, q, nprobe, out);
 }
 
 }  // extern "C"
