@@ -18,7 +18,12 @@ def open_tab(page: Any, name: str) -> None:
 
 
 def upload(page: Any, elem_id: str, path: Path) -> None:
-    """Put ``path`` into the upload field of the component ``#elem_id``."""
+    """Put ``path`` into the upload field of the component ``#elem_id``, once the component is shown.
+
+    A component inside an accordion that was just opened may still be rendering: a file set on its input
+    before then can be lost (the file name then never shows), so wait until it is visible first.
+    """
+    page.locator(f"#{elem_id}").wait_for(state="visible")
     page.locator(f"#{elem_id} input[type=file]").set_input_files(str(path))
 
 
