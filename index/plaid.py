@@ -189,8 +189,9 @@ def lookup_tables(table: np.ndarray, bias: np.ndarray, dtype: str = "float32") -
     """A query's tables (:meth:`~mm.index.codec.ResidualCodec.query_tables`) ready for the lookup.
 
     ``dtype="float16"`` reads half the bytes. It is not the default: with the native kernel on the
-    AVX2 CPU a SciFact query's p50 was the same (27.8 against 27.4 ms,
-    ``benchmarks/search_index.py --codec pq --queries 100``), and other CPUs may differ, so that
+    AVX2 CPU a SciFact query's p50 was within the noise of float32's (19.6 against 20.2 ms in one run,
+    27.8 against 27.4 in another: ``benchmarks/search_index.py --codec pq --queries 100``), and other
+    CPUs may differ, so that
     benchmark times both in every run. A float16 table is first scaled by a power of two (exact)
     so that a token's sum over its code bytes, at most ``n_bytes`` times the largest entry, stays
     near :data:`HALF_SUM_LIMIT` whatever the vectors' magnitude: neither overflow nor lost digits.
@@ -284,17 +285,17 @@ def select(parts: list[tuple[int, np.ndarray, np.ndarray]], n: int) -> list[tupl
 
 def search(segments: list[dict[str, Any]], tables: LookupTables, st: np.ndarray, k: int, *, nprobe: int,
            ncandidates: int, nrerank: int, threshold: float, timings: dict[str, float] | None = None,
-           threads: int = 1, ranked: np.ndarray | None = None) -> list[tuple[int, np.ndarray, np.ndarray]]:
+           threads: int = 1) -> list[tuple[int, np.ndarray, np.ndarray]]:
     """Top ``k`` as per-segment (segment, rows, scores) through the four stages.
 
     ``segments``: per compressed segment a dict with ``bags``, ``bag_off``, ``ivf``, ``ivf_off``,
     ``tok_off``, ``cids``, ``codes``, ``allowed`` (bool per row), ``inverse_norms`` (token
     indices -> 1 / norm, or None), ``norms`` (norm code per token, or None) and ``inv_norm`` (1 / norm
     per norm code, or None); ``tables``: the query's lookup tables; ``threads``: of the native stages
-    (see :func:`lookup_maxsim`); ``ranked``: :func:`probe_ranked` of ``st`` when already computed.
+    (see :func:`lookup_maxsim`).
     """
     with stage(timings, "candidates"):
-        ranked = probe_ranked(st, nprobe) if ranked is None else ranked
+        ranked = probe_ranked(st, nprobe)
         found = [probe_candidates(g["ivf"], g["ivf_off"], ranked, st, threshold, g["allowed"]) for g in segments]
         if all(f is not None for f in found):  # the native kernel: rows and their probe scores in one pass
             pool = [(s, rows, scores) for s, (rows, scores) in enumerate(found)]
