@@ -1,12 +1,16 @@
-"""The first and last stages of the multi-vector index's search, in one native call each (``late_interaction.cpp``).
+"""The multi-vector index's search stages in native calls (``late_interaction.cpp``; see :mod:`mm.index.plaid`).
 
-:func:`top_centroids`: each query token's best centroids. :func:`probe_candidates`: the documents in the inverted lists of a query's probed centroids with their
-probe scores (what :func:`mm.index.plaid.candidates` and :func:`mm.index.plaid.probe_scores` compute),
-one pass over the lists' entries. :func:`adc_maxsim`: the same scores as :func:`mm.index.plaid.token_scores` followed by a per-document max and a sum over
-query tokens, without the (tokens x q) score matrix, the int32 gather indices or the gathered copies
-of the codes: each document's token rows are read where they lie (memory-mapped) and its running
-maxima stay in registers. Both return None where the kernels cannot be built (no C++ compiler), and
-callers fall back to the numpy and torch paths.
+* :func:`top_centroids`: each query token's ``nprobe`` best centroids, in one pass over the centroid scores;
+* :func:`probe_candidates`: the documents in the inverted lists of those centroids with their probe scores
+  (what :func:`mm.index.plaid.candidates` and :func:`mm.index.plaid.probe_scores` compute), in one pass
+  over the lists' entries;
+* :func:`adc_maxsim`: the scores of :func:`mm.index.plaid.token_scores` followed by a per-document max and
+  a sum over query tokens, without the (tokens x q) score matrix, the int32 gather indices or gathered
+  copies of the codes: each document's token rows are read where they lie (memory-mapped) and its
+  running maxima stay in registers. With no code bytes it is the centroid interaction.
+
+Each returns None where the kernels cannot be built (no C++ compiler); callers then take the numpy and
+torch paths, which give the same results.
 
 >>> rng = np.random.default_rng(0)
 >>> st, table = rng.normal(size=(4, 3)).astype(np.float32), rng.normal(size=(2 * 256, 3)).astype(np.float32)
