@@ -385,12 +385,12 @@ class MultiVectorIndex(Index):
 
     # ------------------------------------------------------------------ search
     def _plaid_view(self, seg: Segment, allowed: np.ndarray) -> dict[str, Any]:
-        codec, norms = self.codec, seg.arrays.get("norms")
+        norms = seg.arrays.get("norms")
+        inv = None if norms is None else self.codec.inverse_norm_table()
         return {"bags": seg.arrays["bags"], "bag_off": seg.arrays["bag_off"], "ivf": seg.arrays["ivf"],
                 "ivf_off": seg.arrays["ivf_off"], "tok_off": self._offsets(seg), "allowed": allowed,
-                "cids": seg.arrays["cids"], "codes": seg.arrays["codes"], "norms": norms,
-                "inv_norm": None if norms is None else codec.inverse_norm_table(),
-                "inverse_norms": None if norms is None else lambda idx: codec.inverse_norms(norms[idx])}
+                "cids": seg.arrays["cids"], "codes": seg.arrays["codes"], "norms": norms, "inv_norm": inv,
+                "inverse_norms": None if norms is None else lambda idx: inv[np.asarray(norms[idx], dtype=np.intp)]}
 
     def _exhaustive(self, seg: Segment, rows: np.ndarray, query: np.ndarray, rotated: np.ndarray | None,
                     exact: bool) -> np.ndarray:
@@ -463,20 +463,18 @@ class MultiVectorIndex(Index):
 
         import torch
 
-        threads = max(1, torch.get_num_threads() // max(1, min(len(queries), torch.get_num_threads())))  # per query
-        results = self._map_queries(one, len(queries))
+        workers = max(1, min(len(queries), torch.get_num_threads()))
+        threads = max(1, torch.get_num_threads() // workers)  # each query's native stages
+        results = self._map_queries(one, len(queries), workers)
         for _, mine in results:
             for name, seconds in (mine or {}).items():
                 timings[name] = timings.get(name, 0.0) + seconds
         return [hits for hits, _ in results]
 
     @staticmethod
-    def _map_queries(fn: Any, n: int) -> list[Any]:
-        """``[fn(i) for i in range(n)]``, on up to torch's thread count of threads for a batch (numpy releases
-        the GIL in the stages' gathers and reductions, which run on one core each)."""
-        import torch
-
-        workers = min(n, torch.get_num_threads())
+    def _map_queries(fn: Any, n: int, workers: int) -> list[Any]:
+        """``[fn(i) for i in range(n)]``, on ``workers`` threads (the stages release the GIL: numpy's gathers
+        and reductions, mm's native kernels)."""
         if workers <= 1:
             return [fn(i) for i in range(n)]
         from concurrent.futures import ThreadPoolExecutor

@@ -191,8 +191,8 @@ def lookup_tables(table: np.ndarray, bias: np.ndarray, dtype: str = "float32") -
     ``dtype="float16"`` reads half the bytes. It is not the default: with the native kernel on the
     AVX2 CPU a SciFact query's p50 was within the noise of float32's (19.6 against 20.2 ms in one run,
     27.8 against 27.4 in another: ``benchmarks/search_index.py --codec pq --queries 100``), and other
-    CPUs may differ, so that
-    benchmark times both in every run. A float16 table is first scaled by a power of two (exact)
+    CPUs may differ, so that benchmark times both in every run. A float16 table is first scaled by a
+    power of two (exact)
     so that a token's sum over its code bytes, at most ``n_bytes`` times the largest entry, stays
     near :data:`HALF_SUM_LIMIT` whatever the vectors' magnitude: neither overflow nor lost digits.
 

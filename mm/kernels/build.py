@@ -102,10 +102,12 @@ def _load(name: str = "lfm2_step") -> tuple[ctypes.CDLL | None, str]:
         raise ValueError(f"no native kernel named {name!r} (known: {sorted(SOURCES)})")
     cxx = _compiler()
     if cxx is None:
+        log.info("mm's native kernels %s are unavailable: no C++ compiler on PATH", name)
         return None, "no C++ compiler on PATH (install g++, or set CXX)"
     try:
         lib = ctypes.CDLL(str(_build(cxx, name)))
     except (KernelUnavailableError, OSError, subprocess.SubprocessError) as exc:
+        log.info("mm's native kernels %s are unavailable: %s", name, exc)
         return None, str(exc)
     for entry, restype in SOURCES[name][1].items():
         getattr(lib, entry).restype = restype
@@ -114,11 +116,8 @@ def _load(name: str = "lfm2_step") -> tuple[ctypes.CDLL | None, str]:
 
 def library(name: str = "lfm2_step") -> ctypes.CDLL | None:
     """The loaded kernels ``name`` (see :data:`SOURCES`), or None when they cannot be built here
-    (see :func:`unavailable_reason`)."""
-    lib, reason = _load(name)
-    if lib is None:
-        log.info("mm's native kernels are unavailable: %s", reason)
-    return lib
+    (see :func:`unavailable_reason`; logged once, at INFO, when first found out: the index asks on every query)."""
+    return _load(name)[0]
 
 
 def available(name: str = "lfm2_step") -> bool:

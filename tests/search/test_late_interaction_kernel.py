@@ -92,6 +92,7 @@ def test_search_without_the_kernel_finds_the_same(tmp_path, monkeypatch):
         np.testing.assert_allclose([h.score for h in a], [h.score for h in b], rtol=1e-5)
 
 
+@needs_kernel
 @pytest.mark.parametrize("cid_dtype", [np.uint16, np.int32])
 def test_centroid_interaction_is_the_same_with_and_without_the_kernel(cid_dtype, monkeypatch):
     rng = np.random.default_rng(7)
@@ -128,6 +129,7 @@ def test_probe_candidates_equal_the_numpy_stages(ivf_dtype, threshold):
         late_interaction.probe_candidates(ivf.astype(np.int64), lay["ivf_off"], ranked, st, threshold, allowed)
 
 
+@needs_kernel
 def test_shortlists_are_the_same_with_and_without_the_kernels(tmp_path, monkeypatch):
     """Small ``ncandidates`` and ``nrerank``: every stage cuts, natively and on the numpy/torch paths."""
     docs = clustered_docs(200, seed=4)

@@ -158,7 +158,7 @@ def test_a_batch_on_threads_answers_as_one_query_at_a_time(shards):
         torch.set_num_threads(before)
     for got in (batch, timed):
         assert [[h.id for h in hs] for hs in got] == [[h.id for h in hs] for hs in one_by_one]
-        # the batch's centroid scores are one GEMM (torch's BLAS): it may round the last bit differently
+        # the batch runs each query on one thread, a single query on all: sums may round differently
         np.testing.assert_allclose([h.score for hs in got for h in hs], [h.score for hs in one_by_one for h in hs],
                                    rtol=1e-6)
     # the native kernel takes each document's maxima inside the lookup; the torch path times them apart
