@@ -13,6 +13,7 @@ import logging
 import os
 import shutil
 import time
+import uuid
 from collections.abc import Iterator
 from typing import Any
 
@@ -144,7 +145,7 @@ def conversation_stream(slot: ModelSlot, limits: AppLimits, audio: Any, mode: st
     """Answer one spoken turn of a multi-turn conversation.
 
     Yields ``(chat messages, reply audio, stats html, session, live chunk)`` as text and audio arrive
-    (``live chunk``: each new audio chunk as ``seq:rate:base64 PCM16``, which the page's WebAudio
+    (``live chunk``: each new audio chunk as ``reply:seq:rate:base64 PCM16``, which the page's WebAudio
     player schedules as it comes, see :data:`LIVE_PLAYER_JS`). The
     session keeps the model's conversation, so each turn sees the earlier ones; the system prompt
     is fixed when a conversation starts.
@@ -170,6 +171,7 @@ def conversation_stream(slot: ModelSlot, limits: AppLimits, audio: Any, mode: st
     turn: dict[str, Any] = {"user_audio": path, "reply_text": "", "reply_audio": None, "sample_rate": OUTPUT_RATE}
     chunks: list[np.ndarray] = []
     window: list[str] = []
+    reply_id = uuid.uuid4().hex[:12]  # the page's player starts a new reply when this changes
     t0 = time.perf_counter()
     first_text = first_audio = None
     last_refresh = last_text = -1.0
@@ -195,7 +197,8 @@ def conversation_stream(slot: ModelSlot, limits: AppLimits, audio: Any, mode: st
             first_audio = now if first_audio is None else first_audio
             chunks.append(chunk)
             if not stream_audio:  # the last LIVE_WINDOW chunks: a burst of updates the page coalesces loses none
-                window = [*window[-(LIVE_WINDOW - 1):], live_chunk(len(chunks) - 1, turn["sample_rate"], chunk)]
+                window = [*window[-(LIVE_WINDOW - 1):], live_chunk(reply_id, len(chunks) - 1, turn["sample_rate"],
+                                                                    chunk)]
             live = gr.skip() if stream_audio else ";".join(window)
             if stream_audio:
                 out = (turn["sample_rate"], _pcm16(chunk))
@@ -224,27 +227,31 @@ def conversation_stream(slot: ModelSlot, limits: AppLimits, audio: Any, mode: st
 LIVE_WINDOW = 8
 
 
-def live_chunk(seq: int, rate: int, chunk: np.ndarray) -> str:
-    """One audio chunk for the page's live player: ``seq:rate:base64 of little-endian PCM16``.
+def live_chunk(reply: str, seq: int, rate: int, chunk: np.ndarray) -> str:
+    """One audio chunk for the page's live player: ``reply:seq:rate:base64 of little-endian PCM16``.
 
-    >>> live_chunk(0, 24000, np.zeros(2, np.float32))
-    '0:24000:AAAAAA=='
+    >>> live_chunk("r1", 0, 24000, np.zeros(2, np.float32))
+    'r1:0:24000:AAAAAA=='
     """
     import base64
 
-    return f"{seq}:{rate}:{base64.b64encode(_pcm16(chunk).astype('<i2').tobytes()).decode('ascii')}"
+    return f"{reply}:{seq}:{rate}:{base64.b64encode(_pcm16(chunk).astype('<i2').tobytes()).decode('ascii')}"
 
 
-#: the page's live player: schedules each chunk (``;``-separated, each sequence number once) on a WebAudio
-#: context right after the previous one (seq 0 starts a new reply); ``window.mmSpeechPlayer`` keeps counters the browser test reads
+#: the page's live player: schedules each chunk (``;``-separated, each sequence number of a reply once) on a
+#: WebAudio context right after the previous one; a new reply id starts a new reply (resetting on the Send click
+#: instead raced the first updates of the reply: chunks already played were counted again);
+#: ``window.mmSpeechPlayer`` keeps counters the browser test reads
 LIVE_PLAYER_JS = """(payload) => {
   const p = (window.mmSpeechPlayer = window.mmSpeechPlayer || {ctx: null, next: 0, seq: -1, chunks: 0, seconds: 0});
   if (!payload) return;
   for (const item of payload.split(";")) {
-  const [seqText, rateText, b64] = item.split(":");
+  const [reply, seqText, rateText, b64] = item.split(":");
   const seq = Number(seqText), rate = Number(rateText);
+  if (reply !== p.reply) {
+    p.reply = reply; p.seq = -1; p.next = 0; p.chunks = 0; p.seconds = 0; p.firstAt = performance.now();
+  }
   if (seq <= p.seq) continue;
-  if (seq === 0) { p.next = 0; p.chunks = 0; p.seconds = 0; p.firstAt = performance.now(); }
   p.seq = seq;
   if (!p.ctx) p.ctx = new (window.AudioContext || window.webkitAudioContext)();
   const bytes = atob(b64), n = bytes.length / 2, data = new Float32Array(n);
@@ -271,7 +278,6 @@ LIVE_PLAYER_START_JS = """() => {
   const p = (window.mmSpeechPlayer = window.mmSpeechPlayer || {ctx: null, next: 0, seq: -1, chunks: 0, seconds: 0});
   if (!p.ctx) p.ctx = new (window.AudioContext || window.webkitAudioContext)();
   p.ctx.resume();
-  p.seq = -1;
 }"""
 
 
